@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+# One image serves the manager (`drover`) and the agent (`drover agent`).
+
+FROM golang:1.26 AS build
+ARG VERSION=dev
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+WORKDIR /src
+# Dependencies first, so that source changes do not refetch modules.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY main.go ./
+COPY api/ api/
+COPY agent/ agent/
+COPY controllers/ controllers/
+COPY kubeconfig/ kubeconfig/
+COPY manager/ manager/
+COPY version/ version/
+RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    go build -trimpath -ldflags "-s -w -X github.com/drover-io/drover/version.Version=${VERSION}" -o /out/drover .
+
+# A static binary on distroless, as an unprivileged user (65532:65532).
+FROM gcr.io/distroless/static:nonroot
+COPY --from=build /out/drover /drover
+USER 65532:65532
+ENTRYPOINT ["/drover"]

@@ -1,0 +1,36 @@
+package v1alpha1
+
+// Condition types. Ready, Reconciling and Stalled follow kstatus, so that
+// `kubectl wait --for=condition=Ready`, Flux and Argo CD understand every kind.
+const (
+	// ReadyCondition is True when the object's intent holds everywhere it should.
+	ReadyCondition = "Ready"
+	// ReconcilingCondition is True while the controller is working towards Ready.
+	ReconcilingCondition = "Reconciling"
+	// StalledCondition is True when progress needs a person: the spec is invalid or
+	// refers to something that does not exist.
+	StalledCondition = "Stalled"
+
+	// ConnectedCondition (ManagedCluster) is True while the hub reaches the cluster's API server.
+	ConnectedCondition = "Connected"
+	// AgentReadyCondition (ManagedCluster) is True while the agent's heartbeat Lease is fresh.
+	AgentReadyCondition = "AgentReady"
+	// SyncedCondition (ManagedCluster) is True when the cluster holds every intent that selects it.
+	SyncedCondition = "Synced"
+)
+
+// Condition reasons shared by the kinds.
+const (
+	// ReasonSucceeded: the last reconcile did what it set out to do.
+	ReasonSucceeded = "Succeeded"
+	// ReasonProgressing: work is under way.
+	ReasonProgressing = "Progressing"
+	// ReasonPaused: spec.paused is true; nothing is reconciled.
+	ReasonPaused = "Paused"
+	// ReasonDeleting: the object is being deleted and its cleanup is under way.
+	ReasonDeleting = "Deleting"
+	// ReasonInvalidSpec: the spec cannot be acted on as written.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonDisconnected: a target cluster is not reachable.
+	ReasonDisconnected = "Disconnected"
+)

@@ -1,0 +1,120 @@
+// Package manager runs the Drover manager on the hub: the controllers for
+// ManagedClusters, RoleTemplates, AccessBindings and ClusterProjects.
+package manager
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	managementv1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/controllers"
+	"github.com/drover-io/drover/kubeconfig"
+	"github.com/drover-io/drover/version"
+)
+
+// DefaultNamespace is the operator namespace: kubeconfig Secrets live here.
+const DefaultNamespace = "drover-system"
+
+// Options configure the manager. They bind their own flags.
+type Options struct {
+	Kubeconfig             kubeconfig.Flags
+	Log                    zap.Options
+	LeaderElect            bool
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+	Namespace              string
+	Controllers            controllers.Options
+}
+
+// BindFlags registers the manager's flags.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	o.Kubeconfig.BindFlags(fs)
+	o.Log.BindFlags(fs)
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to; 0 disables them.")
+	fs.StringVar(&o.Namespace, "namespace", DefaultNamespace, "The operator namespace, which holds the kubeconfig Secrets of the managed clusters.")
+	o.Controllers.BindFlags(fs)
+}
+
+// Scheme holds every kind the manager reads or writes on the hub.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := managementv1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Main parses args and runs the manager until ctx is done.
+func Main(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("drover", flag.ContinueOnError)
+	var o Options
+	o.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown command %q; run 'drover' for the manager or 'drover agent' for the agent", fs.Arg(0))
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.Log)))
+	return Run(ctx, o)
+}
+
+// Run runs the manager with the given options until ctx is done.
+func Run(ctx context.Context, o Options) error {
+	log := ctrl.Log.WithName("manager")
+	if o.Namespace == "" {
+		return errors.New("--namespace must not be empty")
+	}
+	cfg, err := o.Kubeconfig.RESTConfig()
+	if err != nil {
+		return err
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "drover-manager.management.drover.io",
+		LeaderElectionNamespace: o.Namespace,
+		Controller:              config.Controller{RecoverPanic: ptr.To(true)},
+		Cache:                   controllers.CacheOptions(o.Namespace),
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	o.Controllers.Namespace = o.Namespace
+	if err := controllers.SetupWithManager(ctx, mgr, o.Controllers); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("Starting manager", "version", version.Version, "namespace", o.Namespace)
+	return mgr.Start(ctx)
+}
