@@ -4,9 +4,14 @@ package controllers
 import (
 	"context"
 	"flag"
+	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/version"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -26,10 +31,41 @@ import (
 type Options struct {
 	// Namespace is the operator namespace (kubeconfig Secrets); set by the manager.
 	Namespace string
+	// AgentImage is the agent image installed in each target.
+	AgentImage string
+	// AgentHeartbeatTimeout is how stale the agent's Lease may get before AgentReady turns False.
+	AgentHeartbeatTimeout time.Duration
+	// DeletionTimeout bounds how long deleting a ManagedCluster waits for an unreachable target.
+	DeletionTimeout time.Duration
+	// RemoteTimeout bounds each call to a target cluster.
+	RemoteTimeout time.Duration
+	// Remote tunes the connections and their health probes.
+	Remote remote.Options
 }
 
-// BindFlags registers the controllers' flags.
-func (o *Options) BindFlags(fs *flag.FlagSet) {}
+// DefaultOptions are the defaults the flags start from.
+func DefaultOptions() Options {
+	return Options{
+		AgentImage:            version.Image(),
+		AgentHeartbeatTimeout: 20 * time.Second,
+		DeletionTimeout:       5 * time.Minute,
+		RemoteTimeout:         10 * time.Second,
+		Remote:                remote.DefaultOptions(),
+	}
+}
+
+// BindFlags registers the controllers' flags, with the defaults of DefaultOptions.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	d := DefaultOptions()
+	fs.StringVar(&o.AgentImage, "agent-image", d.AgentImage, "Image of the agent Deployment installed in each target cluster; defaults to this build's own image.")
+	fs.DurationVar(&o.AgentHeartbeatTimeout, "agent-heartbeat-timeout", d.AgentHeartbeatTimeout, "How old the agent's Lease may get before AgentReady turns False.")
+	fs.DurationVar(&o.DeletionTimeout, "cluster-deletion-timeout", d.DeletionTimeout, "How long deleting a ManagedCluster waits for an unreachable target before it completes anyway, leaving objects behind.")
+	fs.DurationVar(&o.RemoteTimeout, "cluster-request-timeout", d.RemoteTimeout, "Timeout of each request to a target cluster.")
+	fs.DurationVar(&o.Remote.ProbeInterval, "cluster-probe-interval", d.Remote.ProbeInterval, "Time between health probes of a connected target cluster.")
+	fs.DurationVar(&o.Remote.ProbeTimeout, "cluster-probe-timeout", d.Remote.ProbeTimeout, "Timeout of one health probe, and of dialling a target cluster.")
+	fs.IntVar(&o.Remote.FailureThreshold, "cluster-probe-failure-threshold", d.Remote.FailureThreshold, "Failed probes in a row before a connected cluster counts as disconnected.")
+	fs.DurationVar(&o.Remote.MaxProbeInterval, "cluster-probe-max-interval", d.Remote.MaxProbeInterval, "Longest time between probes of a disconnected cluster (probes back off while it is down).")
+}
 
 // CacheOptions restricts the hub cache: Secrets are only read from the operator
 // namespace, so the manager never caches (or needs RBAC for) Secrets elsewhere.
@@ -41,7 +77,35 @@ func CacheOptions(namespace string) cache.Options {
 	}
 }
 
-// SetupWithManager registers every controller with the manager.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) error {
-	return nil
+// SetupWithManager registers every controller with the manager. It returns the
+// connection cache the controllers share.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote.Cache, error) {
+	d := DefaultOptions()
+	if o.AgentImage == "" {
+		o.AgentImage = d.AgentImage
+	}
+	if o.AgentHeartbeatTimeout <= 0 {
+		o.AgentHeartbeatTimeout = d.AgentHeartbeatTimeout
+	}
+	if o.DeletionTimeout <= 0 {
+		o.DeletionTimeout = d.DeletionTimeout
+	}
+	if o.RemoteTimeout <= 0 {
+		o.RemoteTimeout = d.RemoteTimeout
+	}
+	rc := remote.New(o.Remote)
+	mcr := &ManagedClusterReconciler{
+		Client:                mgr.GetClient(),
+		Remote:                rc,
+		Recorder:              mgr.GetEventRecorder("drover-managedcluster"),
+		Namespace:             o.Namespace,
+		AgentImage:            o.AgentImage,
+		AgentHeartbeatTimeout: o.AgentHeartbeatTimeout,
+		DeletionTimeout:       o.DeletionTimeout,
+		RemoteTimeout:         o.RemoteTimeout,
+	}
+	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)
+	}
+	return rc, nil
 }

@@ -39,6 +39,10 @@ type Options struct {
 	// ControllerManager also runs kube-controller-manager, which the aggregated
 	// ClusterRoles (view, edit, admin), ResourceQuota usage and namespace deletion need.
 	ControllerManager bool
+	// Controllers is kube-controller-manager's --controllers list; empty means all
+	// ("*"). Tests that create bare Node objects, with no kubelet to heartbeat them,
+	// add "-node-lifecycle-controller" so that their nodes are not marked unreachable.
+	Controllers []string
 	// Output receives the controller manager's output; nil discards it.
 	Output io.Writer
 	// AssetsDir overrides $KUBEBUILDER_ASSETS.
@@ -56,6 +60,8 @@ type ControlPlane struct {
 	dir        string
 	assets     string
 	output     io.Writer
+	// controllers is kube-controller-manager's --controllers list.
+	controllers []string
 
 	mu  sync.Mutex
 	kcm *exec.Cmd
@@ -77,7 +83,7 @@ func Start(opts Options) (*ControlPlane, error) {
 			return nil, fmt.Errorf("control plane %q: %s has no %s; run hack/kubebin.sh: %w", opts.Name, assets, b, err)
 		}
 	}
-	cp := &ControlPlane{Name: opts.Name, assets: assets, output: opts.Output}
+	cp := &ControlPlane{Name: opts.Name, assets: assets, output: opts.Output, controllers: opts.Controllers}
 	if cp.output == nil {
 		cp.output = io.Discard
 	}
@@ -231,7 +237,7 @@ func (c *ControlPlane) startControllerManager() error {
 		"--kubeconfig=" + kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
-		"--controllers=*",
+		"--controllers=" + controllerList(c.controllers),
 		"--concurrent-namespace-syncs=5",
 		"--concurrent-resource-quota-syncs=5",
 		"--resource-quota-sync-period=10s",
@@ -256,6 +262,13 @@ func (c *ControlPlane) startControllerManager() error {
 	c.kcm, c.kcmDone = cmd, done
 	c.mu.Unlock()
 	return c.waitForControllerManager(done)
+}
+
+func controllerList(cs []string) string {
+	if len(cs) == 0 {
+		return "*"
+	}
+	return strings.Join(cs, ",")
 }
 
 // waitForControllerManager waits until the clusterrole-aggregation controller has

@@ -106,7 +106,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	o.Controllers.Namespace = o.Namespace
-	if err := controllers.SetupWithManager(ctx, mgr, o.Controllers); err != nil {
+	if _, err := controllers.SetupWithManager(ctx, mgr, o.Controllers); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -34,3 +34,44 @@ const (
 	// ReasonDisconnected: a target cluster is not reachable.
 	ReasonDisconnected = "Disconnected"
 )
+
+// ManagedCluster condition reasons.
+const (
+	// ReasonSecretNotFound: spec.kubeconfig.secretRef names a Secret that does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretKeyNotFound: the Secret exists but lacks the key.
+	ReasonSecretKeyNotFound = "SecretKeyNotFound"
+	// ReasonInvalidKubeconfig: the Secret's kubeconfig cannot be used as written.
+	ReasonInvalidKubeconfig = "InvalidKubeconfig"
+	// ReasonNoConnectionMode: neither spec.kubeconfig nor spec.registration is set.
+	ReasonNoConnectionMode = "NoConnectionMode"
+	// ReasonConnectionModeUnsupported: spec.registration is not served yet.
+	ReasonConnectionModeUnsupported = "ConnectionModeUnsupported"
+	// ReasonUnreachable: the API server cannot be reached.
+	ReasonUnreachable = "Unreachable"
+	// ReasonCertificateInvalid: TLS with the API server failed (CA, host name, client certificate).
+	ReasonCertificateInvalid = "CertificateInvalid"
+	// ReasonUnauthorized: the API server rejected the credentials.
+	ReasonUnauthorized = "Unauthorized"
+	// ReasonForbidden: the credentials lack permissions Drover needs.
+	ReasonForbidden = "Forbidden"
+	// ReasonProbeFailed: the health probe failed for another reason.
+	ReasonProbeFailed = "ProbeFailed"
+	// ReasonConnected: the hub reaches the cluster.
+	ReasonConnected = "Connected"
+	// ReasonProbing: the first health probe has not finished.
+	ReasonProbing = "Probing"
+
+	// ReasonAgentReporting: the agent's Lease is fresh.
+	ReasonAgentReporting = "AgentReporting"
+	// ReasonAgentInstalling: the agent is being installed.
+	ReasonAgentInstalling = "AgentInstalling"
+	// ReasonAgentInstallFailed: installing the agent failed.
+	ReasonAgentInstallFailed = "AgentInstallFailed"
+	// ReasonLeaseNotFound: the agent has not created its Lease yet.
+	ReasonLeaseNotFound = "LeaseNotFound"
+	// ReasonLeaseExpired: the agent stopped renewing its Lease.
+	ReasonLeaseExpired = "LeaseExpired"
+	// ReasonFactsUnavailable: node facts could not be read.
+	ReasonFactsUnavailable = "FactsUnavailable"
+)

@@ -1,0 +1,149 @@
+package agent_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/drover-io/drover/agent"
+	"github.com/drover-io/drover/controlplane"
+)
+
+func TestMainRequiresClusterName(t *testing.T) {
+	g := NewWithT(t)
+	for _, args := range [][]string{nil, {"--namespace", "elsewhere"}, {"--cluster-name", ""}} {
+		err := agent.Main(context.Background(), args)
+		g.Expect(err).To(MatchError("--cluster-name is required"), "args %q", args)
+	}
+}
+
+func TestRunRejectsInvalidOptions(t *testing.T) {
+	valid := agent.Options{
+		ClusterName:   "c1",
+		Namespace:     agent.DefaultNamespace,
+		LeaseName:     agent.DefaultLeaseName,
+		RenewInterval: agent.DefaultRenewInterval,
+		LeaseDuration: agent.DefaultLeaseDuration,
+	}
+	tests := []struct {
+		name   string
+		change func(*agent.Options)
+		want   string
+	}{
+		{"no cluster name", func(o *agent.Options) { o.ClusterName = "" }, "--cluster-name is required"},
+		{"no namespace", func(o *agent.Options) { o.Namespace = "" }, "--namespace must not be empty"},
+		{"no lease name", func(o *agent.Options) { o.LeaseName = "" }, "--lease-name must not be empty"},
+		{"zero renew interval", func(o *agent.Options) { o.RenewInterval = 0 }, "--renew-interval must be positive"},
+		{"lease shorter than interval", func(o *agent.Options) { o.LeaseDuration = o.RenewInterval }, "--lease-duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			o := valid
+			tt.change(&o)
+			// The options are checked before the configuration is used.
+			err := agent.Run(context.Background(), &rest.Config{Host: "https://127.0.0.1:1"}, o)
+			g.Expect(err).To(MatchError(ContainSubstring(tt.want)))
+		})
+	}
+}
+
+// TestAgentRenewsLease runs the agent against a real API server: it waits for the
+// hub to create its namespace, then creates its Lease and keeps renewing it.
+func TestAgentRenewsLease(t *testing.T) {
+	g := NewWithT(t)
+	cp, err := controlplane.Start(controlplane.Options{Name: "agent"})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { g.Expect(cp.Stop()).To(Succeed()) }()
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	agentCtx, stopAgent := context.WithCancel(ctrl.LoggerInto(ctx, zap.New(zap.WriteTo(t.Output()), zap.UseDevMode(true))))
+	defer stopAgent()
+	o := agent.Options{
+		ClusterName:   "target-1",
+		Namespace:     agent.DefaultNamespace,
+		LeaseName:     agent.DefaultLeaseName,
+		RenewInterval: 200 * time.Millisecond,
+		LeaseDuration: 3 * time.Second,
+		Version:       "v1.2.3-test",
+	}
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(agentCtx, cp.Config, o) }()
+
+	// Without its namespace the agent waits, and does not create the namespace itself.
+	g.Consistently(func() bool {
+		_, err := cs.CoreV1().Namespaces().Get(ctx, o.Namespace, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Second, 100*time.Millisecond).Should(BeTrue(), "the agent must not create its namespace")
+	g.Expect(done).NotTo(Receive(), "the agent must keep running while its namespace is missing")
+
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.Namespace}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	getLease := func() (*coordinationv1.Lease, error) {
+		return cs.CoordinationV1().Leases(o.Namespace).Get(ctx, o.LeaseName, metav1.GetOptions{})
+	}
+	var first *coordinationv1.Lease
+	g.Eventually(func(g Gomega) {
+		lease, err := getLease()
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(agent.LeaseAnnotationVersion, "v1.2.3-test"))
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(agent.LeaseAnnotationClusterName, "target-1"))
+		g.Expect(lease.Labels).To(HaveKeyWithValue(agent.LabelManagedBy, agent.LabelManagedByValue))
+		g.Expect(lease.Labels).To(HaveKeyWithValue(agent.LabelComponent, agent.LabelComponentValue))
+		g.Expect(lease.Spec.HolderIdentity).To(HaveValue(Equal("drover-agent/target-1")))
+		g.Expect(lease.Spec.LeaseDurationSeconds).To(HaveValue(BeEquivalentTo(3)))
+		g.Expect(lease.Spec.RenewTime).NotTo(BeNil())
+		first = lease
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	// renewTime advances with every renewal.
+	g.Eventually(func(g Gomega) {
+		lease, err := getLease()
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(lease.Spec.RenewTime).NotTo(BeNil())
+		g.Expect(lease.Spec.RenewTime.After(first.Spec.RenewTime.Time)).To(BeTrue(),
+			"renewTime %s did not advance past %s", lease.Spec.RenewTime, first.Spec.RenewTime)
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	// Annotations and labels others put on the Lease survive renewals.
+	var lease *coordinationv1.Lease
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if lease, err = getLease(); err != nil {
+			return err
+		}
+		lease.Annotations["example.com/note"] = "kept"
+		lease, err = cs.CoordinationV1().Leases(o.Namespace).Update(ctx, lease, metav1.UpdateOptions{})
+		return err
+	})).To(Succeed())
+	renewed := lease.Spec.RenewTime.Time
+	g.Eventually(func(g Gomega) {
+		lease, err := getLease()
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(lease.Spec.RenewTime.After(renewed)).To(BeTrue())
+		g.Expect(lease.Annotations).To(HaveKeyWithValue("example.com/note", "kept"))
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(agent.LeaseAnnotationVersion, "v1.2.3-test"))
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	// A deleted Lease is created again.
+	g.Expect(cs.CoordinationV1().Leases(o.Namespace).Delete(ctx, o.LeaseName, metav1.DeleteOptions{})).To(Succeed())
+	g.Eventually(func() error { _, err := getLease(); return err }, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	// The agent stops cleanly once its context is done.
+	stopAgent()
+	g.Eventually(done, 5*time.Second).Should(Receive(BeNil()))
+}

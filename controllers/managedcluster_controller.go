@@ -1,0 +1,204 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/remote"
+)
+
+// ManagedClusterFinalizer holds a ManagedCluster until Drover has cleaned up after it
+// in the target (or given up, after the deletion timeout).
+const ManagedClusterFinalizer = "management.drover.io/cleanup"
+
+// secretRefIndex indexes ManagedClusters by the name of their kubeconfig Secret.
+const secretRefIndex = "spec.kubeconfig.secretRef.name"
+
+// ManagedClusterReconciler connects to each target cluster, reports its health and
+// facts, installs the agent, and cleans up when the ManagedCluster is deleted.
+type ManagedClusterReconciler struct {
+	Client   client.Client
+	Remote   *remote.Cache
+	Recorder events.EventRecorder
+	// Namespace holds the kubeconfig Secrets.
+	Namespace string
+	// AgentImage is the image of the agent Deployment in each target.
+	AgentImage string
+	// AgentHeartbeatTimeout is how old the agent's Lease may get before AgentReady
+	// turns False.
+	AgentHeartbeatTimeout time.Duration
+	// DeletionTimeout bounds how long deletion waits for an unreachable target.
+	DeletionTimeout time.Duration
+	// RemoteTimeout bounds each call to a target.
+	RemoteTimeout time.Duration
+
+	controller controller.Controller
+}
+
+// SetupWithManager registers the controller.
+func (r *ManagedClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.ManagedCluster{}, secretRefIndex, func(o client.Object) []string {
+		mc := o.(*v1alpha1.ManagedCluster)
+		if mc.Spec.Kubeconfig == nil {
+			return nil
+		}
+		return []string{mc.Spec.Kubeconfig.SecretRef.Name}
+	}); err != nil {
+		return err
+	}
+	c, err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.ManagedCluster{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{},
+			predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
+		WatchesRawSource(r.Remote.Source()).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
+		Named("managedcluster").
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.controller = c
+	return nil
+}
+
+// deletionPredicate passes updates that set a deletion timestamp (which does not bump
+// the generation of a custom resource when finalizers hold it).
+func deletionPredicate() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !e.ObjectNew.GetDeletionTimestamp().IsZero() && e.ObjectOld.GetDeletionTimestamp().IsZero()
+		},
+	}
+}
+
+func (r *ManagedClusterReconciler) clustersForSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if o.GetNamespace() != r.Namespace {
+		return nil
+	}
+	var list v1alpha1.ManagedClusterList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{secretRefIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list ManagedClusters for a Secret", "secret", o.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, mc := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Name: mc.Name}})
+	}
+	return reqs
+}
+
+// Reconcile brings one ManagedCluster's connection, agent and status up to date.
+func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	mc := &v1alpha1.ManagedCluster{}
+	if err := r.Client.Get(ctx, req.NamespacedName, mc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	helper, err := clusterv1patch.NewHelper(mc, r.Client)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	before := mc.DeepCopy()
+	s := &clusterScope{cluster: mc, now: time.Now()}
+	defer func() {
+		if s.released {
+			return
+		}
+		setManagedClusterStatus(s)
+		if err := helper.Patch(ctx, mc, clusterv1patch.WithOwnedConditions{Conditions: managedClusterConditions}); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		r.recordTransitions(before, mc)
+		recordClusterMetrics(mc)
+		if retErr != nil {
+			reconcileErrors.WithLabelValues(mc.Name).Inc()
+		}
+	}()
+
+	if !mc.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, s)
+	}
+	if mc.Spec.Paused {
+		s.paused = true
+		return ctrl.Result{}, nil
+	}
+	controllerutil.AddFinalizer(mc, ManagedClusterFinalizer)
+	return r.reconcileNormal(ctx, s)
+}
+
+func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clusterScope) (ctrl.Result, error) {
+	cl := r.reconcileConnection(ctx, s)
+	if cl == nil || !s.health.Connected {
+		// Nothing more to do until the connection changes: the Secret watch and
+		// the connection's probe events bring us back. No polling.
+		return ctrl.Result{}, nil
+	}
+	var errs []error
+	if err := r.reconcileFacts(ctx, s, cl); err != nil {
+		errs = append(errs, err)
+	}
+	if err := r.reconcileAgent(ctx, s, cl); err != nil {
+		errs = append(errs, err)
+	}
+	requeue := r.reconcileAgentLease(ctx, s, cl)
+	if err := kerrors.NewAggregate(errs); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// forget drops everything held for a cluster that no longer exists.
+func (r *ManagedClusterReconciler) forget(name string) {
+	r.Remote.Disconnect(name)
+	remote.ForgetMetrics(name)
+	forgetClusterMetrics(name)
+}
+
+// recordTransitions emits an event for each condition that changed status or reason.
+func (r *ManagedClusterReconciler) recordTransitions(before, after *v1alpha1.ManagedCluster) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, t := range []string{v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition, v1alpha1.ReadyCondition} {
+		old := findCondition(before.Status.Conditions, t)
+		cur := findCondition(after.Status.Conditions, t)
+		if cur == nil || (old != nil && old.Status == cur.Status && old.Reason == cur.Reason) {
+			continue
+		}
+		typ := corev1.EventTypeNormal
+		if cur.Status != "True" && cur.Reason != v1alpha1.ReasonProgressing && cur.Reason != v1alpha1.ReasonProbing &&
+			cur.Reason != v1alpha1.ReasonAgentInstalling && cur.Reason != v1alpha1.ReasonPaused {
+			typ = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(after, nil, typ, cur.Reason, t, "%s=%s: %s", t, cur.Status, cur.Message)
+	}
+}
+
+func (r *ManagedClusterReconciler) remoteCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.RemoteTimeout)
+}
+
+func secretSource(ns string, ref v1alpha1.SecretKeyReference) string {
+	return fmt.Sprintf("secret %s/%s key '%s'", ns, ref.Name, ref.KeyOrDefault())
+}

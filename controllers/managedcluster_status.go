@@ -1,0 +1,215 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/cluster-api/util/conditions"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/clusterfacts"
+)
+
+// FieldOwner is the one field manager Drover applies with.
+const FieldOwner = "drover"
+
+// managedClusterConditions are the condition types this controller owns.
+var managedClusterConditions = []string{
+	v1alpha1.ReadyCondition, v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition,
+	v1alpha1.ReconcilingCondition, v1alpha1.StalledCondition,
+}
+
+// setManagedClusterStatus turns what a reconcile learnt into status. It is pure, so
+// that every combination is table-tested, and it only changes what changed.
+func setManagedClusterStatus(s *clusterScope) {
+	mc := s.cluster
+	if s.paused {
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "spec.paused is true: Drover does nothing for this cluster until it is false")
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "paused")
+		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "paused")
+		mc.Status.ObservedGeneration = mc.Generation
+		return
+	}
+	setConnected(s)
+	setFacts(s)
+	setAgentReady(s)
+	setReady(s)
+	mc.Status.ObservedGeneration = mc.Generation
+}
+
+func setConnected(s *clusterScope) {
+	mc := s.cluster
+	switch {
+	case s.problem != nil:
+		set(mc, v1alpha1.ConnectedCondition, metav1.ConditionFalse, s.problem.reason, s.problem.message)
+	case !s.health.Probed:
+		set(mc, v1alpha1.ConnectedCondition, metav1.ConditionUnknown, v1alpha1.ReasonProbing, "probing "+s.endpoint)
+	case s.health.Connected:
+		set(mc, v1alpha1.ConnectedCondition, metav1.ConditionTrue, v1alpha1.ReasonConnected, s.health.Message)
+	default:
+		set(mc, v1alpha1.ConnectedCondition, metav1.ConditionFalse, s.health.Reason, s.health.Message)
+	}
+	if s.endpoint != "" {
+		mc.Status.APIEndpoint = s.endpoint
+	}
+	if s.health.Version != nil && s.health.Version.GitVersion != "" {
+		mc.Status.KubernetesVersion = s.health.Version.GitVersion
+	}
+}
+
+func setFacts(s *clusterScope) {
+	mc := s.cluster
+	if s.nodes == nil {
+		return
+	}
+	counts := &v1alpha1.NodeCounts{Ready: s.nodes.Ready, Total: s.nodes.Total}
+	if !equality.Semantic.DeepEqual(mc.Status.Nodes, counts) {
+		mc.Status.Nodes = counts
+	}
+	mc.Status.NodesReady = clusterfacts.NodesReadyString(*s.nodes)
+	if !equality.Semantic.DeepEqual(mc.Status.Capacity, s.nodes.Capacity) {
+		mc.Status.Capacity = s.nodes.Capacity
+	}
+	if !equality.Semantic.DeepEqual(mc.Status.Allocatable, s.nodes.Allocatable) {
+		mc.Status.Allocatable = s.nodes.Allocatable
+	}
+	if s.distribution != "" {
+		mc.Status.Distribution = s.distribution
+	}
+}
+
+func setAgentReady(s *clusterScope) {
+	mc := s.cluster
+	connected := s.problem == nil && s.health.Connected
+	switch {
+	case !connected:
+		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionUnknown, v1alpha1.ReasonDisconnected, "the cluster is not connected, so the agent's heartbeat cannot be read")
+	case s.agentErr != "":
+		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonAgentInstallFailed, s.agentErr)
+	case s.lease == nil || !s.lease.found:
+		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonLeaseNotFound,
+			fmt.Sprintf("waiting for the agent to create Lease %s/%s", AgentNamespace, AgentName))
+	case s.lease.expired:
+		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonLeaseExpired,
+			fmt.Sprintf("the agent last renewed Lease %s/%s %s ago", AgentNamespace, AgentName, s.lease.expiredFor.Round(time.Second)))
+	default:
+		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonAgentReporting,
+			"agent "+versionOrUnknown(s.lease.version)+" is renewing its Lease")
+	}
+	// The heartbeat time is recorded when the agent's state changes, not on every
+	// renewal, so that an idle fleet writes nothing to the hub. The Lease in the
+	// target is the live record.
+	if s.lease != nil && s.lease.found {
+		prev := mc.Status.Agent
+		changed := prev == nil || prev.Version != s.lease.version ||
+			conditions.GetLastTransitionTime(mc, v1alpha1.AgentReadyCondition).After(timeOf(prev.LastHeartbeatTime))
+		if changed {
+			t := metav1.NewTime(s.lease.renewTime.Truncate(time.Second))
+			mc.Status.Agent = &v1alpha1.AgentStatus{Version: s.lease.version, LastHeartbeatTime: &t}
+		}
+	}
+}
+
+func timeOf(t *metav1.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.Time
+}
+
+func versionOrUnknown(v string) string {
+	if v == "" {
+		return "(version unknown)"
+	}
+	return v
+}
+
+func setReady(s *clusterScope) {
+	mc := s.cluster
+	if s.deleting {
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonDeleting, "removing what Drover installed in the cluster")
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ReasonDeleting, "deleting")
+		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonDeleting, "deleting")
+		return
+	}
+	connected := conditions.Get(mc, v1alpha1.ConnectedCondition)
+	switch {
+	case s.problem != nil:
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, s.problem.reason, s.problem.message)
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, s.problem.reason, "waiting for the problem to be fixed")
+		if s.problem.stalled {
+			set(mc, v1alpha1.StalledCondition, metav1.ConditionTrue, s.problem.reason, s.problem.message)
+		} else {
+			set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, s.problem.reason, "retrying")
+		}
+		return
+	case connected == nil || connected.Status == metav1.ConditionUnknown:
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionUnknown, v1alpha1.ReasonProbing, "connecting to the cluster")
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ReasonProgressing, "connecting")
+		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "connecting")
+		return
+	case connected.Status == metav1.ConditionFalse:
+		// Not stalled: the cluster may come back by itself, and the probe will notice.
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, connected.Reason, connected.Message)
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, connected.Reason, "waiting for the cluster to become reachable")
+		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, connected.Reason, "the connection is probed continuously")
+		return
+	case s.agentErr != "" || !s.agentInstalled:
+		msg := "installing the agent"
+		if s.agentErr != "" {
+			msg = s.agentErr
+		}
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonAgentInstalling, msg)
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ReasonAgentInstalling, msg)
+		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonAgentInstalling, msg)
+		return
+	}
+	msg := "connected to " + mc.Status.APIEndpoint
+	if !conditions.IsTrue(mc, v1alpha1.AgentReadyCondition) {
+		msg += "; agent not reporting: " + conditions.GetMessage(mc, v1alpha1.AgentReadyCondition)
+	}
+	if s.factsErr != "" {
+		msg += "; " + s.factsErr
+	}
+	set(mc, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, msg)
+	set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "up to date")
+	set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "up to date")
+}
+
+// set sets a condition, keeping lastTransitionTime unless the status changes.
+func set(obj conditions.Setter, typ string, status metav1.ConditionStatus, reason, message string) {
+	if len(message) > 1024 {
+		message = message[:1021] + "..."
+	}
+	conditions.Set(obj, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: message})
+}
+
+func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == typ {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// nodeChanged tells whether an update changed anything that cluster facts use.
+func nodeChanged(old, cur *corev1.Node) bool {
+	return !equality.Semantic.DeepEqual(old.Labels, cur.Labels) ||
+		old.Spec.ProviderID != cur.Spec.ProviderID ||
+		nodeReady(old) != nodeReady(cur) ||
+		!equality.Semantic.DeepEqual(old.Status.Capacity, cur.Status.Capacity) ||
+		!equality.Semantic.DeepEqual(old.Status.Allocatable, cur.Status.Allocatable)
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

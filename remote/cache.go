@@ -1,0 +1,519 @@
+// Package remote keeps one connection per target cluster (the idea behind Cluster API's
+// ClusterCache). Per ManagedCluster it holds one HTTP client, shared by a cached client
+// that caches only Drover-owned objects (selected by label) plus the Nodes that cluster
+// facts come from, an uncached client, and a health probe. Connect and disconnect
+// events are sent to the controllers that subscribe through Source.
+//
+// A dead or slow cluster never delays the others: every network call has its own
+// timeout, and no lock is held across a network call.
+package remote
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/discovery"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+)
+
+// Labels Drover puts on every object it creates in a target cluster.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "drover"
+)
+
+// OwnedSelector selects the objects Drover owns in a target.
+func OwnedSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue})
+}
+
+// Options tune the connections.
+type Options struct {
+	// ProbeInterval is the time between health probes of a connected cluster.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one probe, and the dial of every connection.
+	ProbeTimeout time.Duration
+	// FailureThreshold is how many probes in a row must fail before a connected
+	// cluster counts as disconnected.
+	FailureThreshold int
+	// MaxProbeInterval caps the backoff between probes of a disconnected cluster.
+	MaxProbeInterval time.Duration
+	// QPS and Burst limit each cluster's client.
+	QPS   float32
+	Burst int
+	// Scheme for the remote clients; the client-go scheme if nil.
+	Scheme *runtime.Scheme
+}
+
+// DefaultOptions detect an unreachable cluster within about 6 s (probe every 2 s, 2 s
+// timeout, two failures in a row), well inside the 10 s target.
+func DefaultOptions() Options {
+	return Options{
+		ProbeInterval:    2 * time.Second,
+		ProbeTimeout:     2 * time.Second,
+		FailureThreshold: 2,
+		MaxProbeInterval: 10 * time.Second,
+		QPS:              20,
+		Burst:            40,
+	}
+}
+
+// Health is what the probe knows of a cluster.
+type Health struct {
+	// Probed is false until the first probe has finished.
+	Probed    bool
+	Connected bool
+	// Reason and Message explain Connected, for conditions.
+	Reason  string
+	Message string
+	// Since is when Connected last changed.
+	Since time.Time
+	// Version is the server's version, from the last successful probe.
+	Version *version.Info
+	// ConsecutiveFailures counts failed probes since the last success.
+	ConsecutiveFailures int
+}
+
+// Cluster is the connection to one target cluster.
+type Cluster struct {
+	// Name is the ManagedCluster's name.
+	Name string
+	// Endpoint is the API server URL.
+	Endpoint string
+	// Config is the client configuration (shares the HTTP client below).
+	Config *rest.Config
+	// HTTPClient is the one HTTP client every client of this cluster uses.
+	HTTPClient *http.Client
+	// Reader reads and writes straight through to the API server.
+	Reader client.Client
+
+	source    string
+	hash      string
+	ctx       context.Context
+	cancel    context.CancelFunc
+	discovery discovery.DiscoveryInterface
+	onChange  func(name string)
+	threshold int
+
+	scheme *runtime.Scheme
+	mapper meta.RESTMapper
+
+	mu      sync.Mutex
+	health  Health
+	watches sets.Set[string]
+	marks   map[string]string
+	// cache and client exist once the cluster has been reached: building the cache
+	// needs discovery, which an unreachable cluster cannot answer.
+	cache  cache.Cache
+	client client.Client
+}
+
+// Cache returns the cache of Drover-owned objects (by label) and Nodes, or nil while
+// the cluster has never been reached.
+func (c *Cluster) Cache() cache.Cache {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cache
+}
+
+// Client returns a client that reads Drover-owned objects and Nodes from the cache and
+// writes directly, or nil while the cluster has never been reached.
+func (c *Cluster) Client() client.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.client
+}
+
+// startCache builds and starts the cache once the cluster is reachable. It reports
+// whether a cache was started by this call.
+func (c *Cluster) startCache() (bool, error) {
+	c.mu.Lock()
+	started := c.cache != nil
+	c.mu.Unlock()
+	if started {
+		return false, nil
+	}
+	ca, err := cache.New(c.Config, cache.Options{
+		HTTPClient:           c.HTTPClient,
+		Scheme:               c.scheme,
+		Mapper:               c.mapper,
+		DefaultLabelSelector: OwnedSelector(),
+		DefaultTransform:     cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			// Cluster facts come from every Node, stripped to what they need.
+			&corev1.Node{}: {Label: labels.Everything(), Transform: stripNode},
+		},
+	})
+	if err != nil {
+		return false, err
+	}
+	cached, err := client.New(c.Config, client.Options{HTTPClient: c.HTTPClient, Scheme: c.scheme, Mapper: c.mapper,
+		Cache: &client.CacheOptions{Reader: ca}})
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	if c.cache != nil {
+		c.mu.Unlock()
+		return false, nil
+	}
+	c.cache, c.client = ca, cached
+	c.mu.Unlock()
+	go func() {
+		if err := ca.Start(c.ctx); err != nil {
+			ctrl.Log.WithName("remote").Error(err, "Cluster cache stopped", "cluster", c.Name)
+		}
+	}()
+	return true, nil
+}
+
+// Health returns a copy of the cluster's health.
+func (c *Cluster) Health() Health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.health
+}
+
+// Mark records value under key for the life of this connection; Marked tells whether
+// key currently holds value. Controllers use it to do a piece of work (installing the
+// agent, say) once per connection and desired state, instead of on every reconcile.
+func (c *Cluster) Mark(key, value string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.marks[key] = value
+}
+
+// Marked tells whether Mark(key, value) was called on this connection.
+func (c *Cluster) Marked(key, value string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.marks[key] == value
+}
+
+// Forget removes a mark, so that the work it stood for is done again.
+func (c *Cluster) Forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.marks, key)
+}
+
+// Cache holds the connections to all target clusters.
+type Cache struct {
+	opts   Options
+	scheme *runtime.Scheme
+
+	mu       sync.Mutex
+	clusters map[string]*Cluster
+	queues   []workqueue.TypedRateLimitingInterface[reconcile.Request]
+}
+
+// New creates an empty connection cache.
+func New(opts Options) *Cache {
+	d := DefaultOptions()
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = d.ProbeInterval
+	}
+	if opts.ProbeTimeout <= 0 {
+		opts.ProbeTimeout = d.ProbeTimeout
+	}
+	if opts.FailureThreshold <= 0 {
+		opts.FailureThreshold = d.FailureThreshold
+	}
+	if opts.MaxProbeInterval < opts.ProbeInterval {
+		opts.MaxProbeInterval = max(d.MaxProbeInterval, opts.ProbeInterval)
+	}
+	if opts.QPS <= 0 {
+		opts.QPS = d.QPS
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = d.Burst
+	}
+	s := opts.Scheme
+	if s == nil {
+		s = clientgoscheme.Scheme
+	}
+	return &Cache{opts: opts, scheme: s, clusters: map[string]*Cluster{}}
+}
+
+// Source lets a controller receive an event for a ManagedCluster whenever its
+// connection comes up, goes down, or changes what it reports.
+func (c *Cache) Source() source.Source {
+	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.queues = append(c.queues, q)
+		return nil
+	})
+}
+
+func (c *Cache) notify(name string) {
+	c.mu.Lock()
+	queues := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), c.queues...)
+	c.mu.Unlock()
+	for _, q := range queues {
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
+	}
+}
+
+// Get returns the connection to a cluster, or nil.
+func (c *Cache) Get(name string) *Cluster {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clusters[name]
+}
+
+// Names lists the clusters with a connection.
+func (c *Cache) Names() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.clusters))
+	for n := range c.clusters {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Connect returns the connection to cluster name for the given kubeconfig, creating it
+// (and its probe) if there is none, or replacing it if the kubeconfig changed, as when
+// credentials are rotated. source describes where the kubeconfig came from, for
+// messages. The first probe runs before Connect returns, bounded by ProbeTimeout.
+func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, source string) (*Cluster, error) {
+	sum := sha256.Sum256(kubeconfig)
+	hash := hex.EncodeToString(sum[:])
+	c.mu.Lock()
+	existing := c.clusters[name]
+	c.mu.Unlock()
+	if existing != nil && existing.hash == hash {
+		return existing, nil
+	}
+	cfg, err := ParseKubeconfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := c.build(name, cfg, hash, source)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if cur := c.clusters[name]; cur != existing {
+		// Someone else connected meanwhile; keep theirs.
+		c.mu.Unlock()
+		cl.cancel()
+		return cur, nil
+	}
+	c.clusters[name] = cl
+	c.mu.Unlock()
+	if existing != nil {
+		existing.close()
+		ctrl.LoggerFrom(ctx).Info("Replaced connection after kubeconfig change", "cluster", name)
+	}
+	cl.probe(ctx, c.opts.ProbeTimeout)
+	if cl.Health().Connected {
+		if _, err := cl.startCache(); err != nil {
+			ctrl.LoggerFrom(ctx).Info("Cannot build the cluster cache yet; will retry", "cluster", name, "error", err.Error())
+		}
+	}
+	go cl.probeLoop(c.opts)
+	return cl, nil
+}
+
+// Disconnect closes the connection to a cluster, if any.
+func (c *Cache) Disconnect(name string) {
+	c.mu.Lock()
+	cl := c.clusters[name]
+	delete(c.clusters, name)
+	c.mu.Unlock()
+	if cl != nil {
+		cl.close()
+	}
+}
+
+// Watch starts src on ctrlr once per connection: when the connection is rebuilt, the
+// watch is started again on the new cache. name distinguishes watches.
+func (c *Cache) Watch(clusterName, name string, ctrlr controller.Controller, src func(cache.Cache) source.Source) error {
+	cl := c.Get(clusterName)
+	if cl == nil {
+		return fmt.Errorf("cluster %s is not connected", clusterName)
+	}
+	cl.mu.Lock()
+	if cl.watches.Has(name) {
+		cl.mu.Unlock()
+		return nil
+	}
+	cl.watches.Insert(name)
+	cl.mu.Unlock()
+	ca := cl.Cache()
+	if ca == nil {
+		cl.mu.Lock()
+		cl.watches.Delete(name)
+		cl.mu.Unlock()
+		return fmt.Errorf("cluster %s has no cache yet", clusterName)
+	}
+	if err := ctrlr.Watch(src(ca)); err != nil {
+		cl.mu.Lock()
+		cl.watches.Delete(name)
+		cl.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (c *Cache) build(name string, cfg *rest.Config, hash, source string) (*Cluster, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
+	cfg.UserAgent = "drover-manager/" + name
+	// Bound the dial and TLS handshake so that a black-holed cluster fails fast;
+	// requests themselves are bounded by their contexts (a client timeout would cut
+	// watches short).
+	dialer := &net.Dialer{Timeout: c.opts.ProbeTimeout, KeepAlive: 30 * time.Second}
+	cfg.Dial = dialer.DialContext
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidKubeconfig, "its TLS settings cannot be used")
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	uncached, err := client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: c.scheme, Mapper: mapper})
+	if err != nil {
+		return nil, err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cluster{
+		Name: name, Endpoint: cfg.Host, Config: cfg, HTTPClient: httpClient,
+		Reader: uncached, scheme: c.scheme, mapper: mapper,
+		source: source, hash: hash, ctx: ctx, cancel: cancel, discovery: dc,
+		onChange: c.notify, threshold: c.opts.FailureThreshold,
+		health:  Health{Reason: ReasonProbing, Message: "probing " + cfg.Host},
+		watches: sets.New[string](),
+		marks:   map[string]string{},
+	}, nil
+}
+
+func (c *Cluster) close() {
+	c.cancel()
+	c.HTTPClient.CloseIdleConnections()
+}
+
+// Done is closed when the connection is closed.
+func (c *Cluster) Done() <-chan struct{} { return c.ctx.Done() }
+
+// probe runs one health probe and records the result. It reports whether anything a
+// controller shows (connected, reason, version) changed.
+func (c *Cluster) probe(ctx context.Context, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	var info *version.Info
+	body, err := c.discovery.RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
+	if err == nil {
+		info = &version.Info{}
+		if jerr := json.Unmarshal(body, info); jerr != nil {
+			err = jerr
+		}
+	}
+	probeDuration.WithLabelValues(c.Name).Observe(time.Since(start).Seconds())
+	return c.record(err, info)
+}
+
+func (c *Cluster) record(err error, info *version.Info) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.health
+	before := h
+	if err == nil {
+		h.ConsecutiveFailures = 0
+		if !h.Connected {
+			h.Since = time.Now()
+		}
+		h.Connected = true
+		h.Reason, h.Message = Classify(nil, c.Endpoint, c.source)
+		h.Version = info
+	} else {
+		h.ConsecutiveFailures++
+		reason, message := Classify(err, c.Endpoint, c.source)
+		// A connected cluster must fail FailureThreshold probes in a row to count as
+		// disconnected; one that never connected is reported at once.
+		if !h.Connected || h.ConsecutiveFailures >= c.failureThreshold() {
+			if h.Connected || !h.Probed {
+				h.Since = time.Now()
+			}
+			h.Connected = false
+			h.Reason, h.Message = reason, message
+		}
+	}
+	h.Probed = true
+	c.health = h
+	return before.Connected != h.Connected || before.Reason != h.Reason || before.Message != h.Message ||
+		before.Probed != h.Probed || gitVersion(before.Version) != gitVersion(h.Version)
+}
+
+func (c *Cluster) failureThreshold() int {
+	return c.threshold
+}
+
+func gitVersion(v *version.Info) string {
+	if v == nil {
+		return ""
+	}
+	return v.GitVersion
+}
+
+func (c *Cluster) probeLoop(opts Options) {
+	interval := opts.ProbeInterval
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		changed := c.probe(c.ctx, opts.ProbeTimeout)
+		if c.Health().Connected {
+			started, err := c.startCache()
+			if err != nil {
+				ctrl.Log.WithName("remote").V(1).Info("Cannot build the cluster cache yet", "cluster", c.Name, "error", err.Error())
+			}
+			changed = changed || started
+		}
+		if changed && c.ctx.Err() == nil {
+			c.onChange(c.Name)
+		}
+		// Back off while disconnected, so that a dead cluster costs little; probe at
+		// the normal pace while connected, so that an outage is noticed quickly.
+		if c.Health().Connected {
+			interval = opts.ProbeInterval
+		} else {
+			interval = min(interval*2, opts.MaxProbeInterval)
+		}
+		timer.Reset(interval)
+	}
+}
