@@ -165,6 +165,10 @@ func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clust
 	if err := kerrors.NewAggregate(errs); err != nil {
 		return ctrl.Result{}, err
 	}
+	if s.factsErr != "" {
+		// The facts come from the cluster's cache; look again shortly.
+		requeue = min(requeue, 2*time.Second)
+	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 

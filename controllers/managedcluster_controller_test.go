@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -221,14 +222,20 @@ func expectQuiet(t *testing.T, name string, window time.Duration) {
 	t.Helper()
 	g := NewWithT(t)
 	var rv string
+	var settled *v1alpha1.ManagedCluster
 	g.Eventually(func() bool {
 		prev := rv
-		rv = getCluster(g, name).ResourceVersion
+		settled = getCluster(g, name)
+		rv = settled.ResourceVersion
 		return prev == rv
 	}, 10*time.Second, 500*time.Millisecond).Should(BeTrue(), "%s never settles", name)
+	var last *v1alpha1.ManagedCluster
 	g.Consistently(func() string {
-		return getCluster(g, name).ResourceVersion
-	}, window, 250*time.Millisecond).Should(Equal(rv), "%s keeps being written while nothing changes", name)
+		last = getCluster(g, name)
+		return last.ResourceVersion
+	}, window, 250*time.Millisecond).Should(Equal(rv), func() string {
+		return fmt.Sprintf("%s keeps being written while nothing changes:\nbefore: %+v\nafter:  %+v", name, settled.Status, last.Status)
+	})
 }
 
 // TestBadInput gives each kind of bad input its own reason and a message naming the

@@ -107,5 +107,18 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)
 	}
+	results := newSyncResults()
+	syncer := &ClusterSyncReconciler{Client: mgr.GetClient(), Remote: rc, Results: results, RemoteTimeout: o.RemoteTimeout}
+	if err := syncer.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up the cluster syncer: %w", err)
+	}
+	abr := &AccessBindingReconciler{Client: mgr.GetClient(), Results: results, Recorder: mgr.GetEventRecorder("drover-accessbinding")}
+	if err := abr.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up the AccessBinding controller: %w", err)
+	}
+	rtr := &RoleTemplateReconciler{Client: mgr.GetClient(), Results: results, Recorder: mgr.GetEventRecorder("drover-roletemplate")}
+	if err := rtr.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up the RoleTemplate controller: %w", err)
+	}
 	return rc, nil
 }

@@ -186,6 +186,11 @@ func (c *Cluster) startCache() (bool, error) {
 			ctrl.Log.WithName("remote").Error(err, "Cluster cache stopped", "cluster", c.Name)
 		}
 	}()
+	// Readers of the cache fail until it has started; wait for that (it holds no
+	// informers yet, so this returns as soon as Start has run).
+	wctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	ca.WaitForCacheSync(wctx)
 	return true, nil
 }
 

@@ -1,0 +1,289 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/render"
+)
+
+// Status reasons of AccessBindings and RoleTemplates.
+const (
+	// ReasonSyncFailed: at least one selected cluster does not hold the intent.
+	ReasonSyncFailed = "SyncFailed"
+	// ReasonNoClusters: the intent selects no cluster.
+	ReasonNoClusters = "NoClustersSelected"
+)
+
+// intentConditions are the conditions the status controllers own.
+var intentConditions = []string{v1alpha1.ReadyCondition, v1alpha1.ReconcilingCondition, v1alpha1.StalledCondition}
+
+// AccessBindingReconciler writes AccessBinding status from the per-cluster sync
+// results: how many selected clusters hold the binding at its current generation,
+// and which do not, and why. It never writes to targets; the cluster syncer does.
+type AccessBindingReconciler struct {
+	Client   client.Client
+	Results  *syncResults
+	Recorder events.EventRecorder
+}
+
+// SetupWithManager registers the controller.
+func (r *AccessBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	all := handler.EnqueueRequestsFromMapFunc(r.allBindings)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("accessbinding").
+		For(&v1alpha1.AccessBinding{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.ManagedCluster{}, all, builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate(), createDeleteOnly()))).
+		Watches(&v1alpha1.RoleTemplate{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.ClusterProject{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(r.Results.Source(kindAccessBinding)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+func (r *AccessBindingReconciler) allBindings(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list v1alpha1.AccessBindingList
+	if err := r.Client.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list AccessBindings")
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, b := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: b.Name}})
+	}
+	return out
+}
+
+// Reconcile computes one binding's status.
+func (r *AccessBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	b := &v1alpha1.AccessBinding{}
+	if err := r.Client.Get(ctx, req.NamespacedName, b); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !b.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	helper, err := clusterv1patch.NewHelper(b, r.Client)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	before := b.DeepCopy()
+	defer func() {
+		if err := helper.Patch(ctx, b, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		recordIntentTransitions(r.Recorder, before, b)
+	}()
+
+	var rts v1alpha1.RoleTemplateList
+	var cps v1alpha1.ClusterProjectList
+	var mcs v1alpha1.ManagedClusterList
+	for _, l := range []client.ObjectList{&rts, &cps, &mcs} {
+		if err := r.Client.List(ctx, l); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	projects := map[string]*v1alpha1.ClusterProject{}
+	for i := range cps.Items {
+		projects[cps.Items[i].Name] = &cps.Items[i]
+	}
+	problem := render.BindingProblem(b, render.ResolveTemplates(rts.Items), projects)
+
+	var placement *v1alpha1.ClusterSelection
+	if b.Spec.Project != "" {
+		if p := projects[b.Spec.Project]; p != nil {
+			placement = &p.Spec.Clusters
+		}
+	} else {
+		placement = b.Spec.Clusters
+	}
+	var rows []clusterRow
+	if problem == nil && placement != nil {
+		for _, mc := range mcs.Items {
+			if ok, _ := render.Selects(*placement, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok {
+				continue
+			}
+			rows = append(rows, r.row(mc.Name, b.Name, b.Generation))
+		}
+	}
+	setIntentStatus(b, problem, rows, "selected")
+	st := summarizeRows(rows)
+	b.Status.SelectedClusters = st.total
+	b.Status.SyncedClusters = st.synced
+	b.Status.Synced = fmt.Sprintf("%d/%d", st.synced, st.total)
+	b.Status.Failures = st.failures
+	b.Status.ObservedGeneration = b.Generation
+	return ctrl.Result{}, nil
+}
+
+func (r *AccessBindingReconciler) row(cluster, name string, gen int64) clusterRow {
+	return rowFor(r.Results, cluster, gen, func(res clusterResult) (itemResult, bool) {
+		it, ok := res.Bindings[name]
+		return it, ok
+	})
+}
+
+// clusterRow is one cluster's state for one intent.
+type clusterRow struct {
+	cluster string
+	synced  bool
+	reason  string
+	message string
+}
+
+// rowFor reads one cluster's result for one intent at generation gen.
+func rowFor(results *syncResults, cluster string, gen int64, pick func(clusterResult) (itemResult, bool)) clusterRow {
+	res, ok := results.get(cluster)
+	switch {
+	case !ok:
+		return clusterRow{cluster, false, ReasonPending, "not synced yet"}
+	case !res.Synced:
+		return clusterRow{cluster, false, res.Reason, res.Message}
+	}
+	it, ok := pick(res)
+	switch {
+	case !ok:
+		return clusterRow{cluster, false, ReasonPending, "not synced yet"}
+	case it.Generation != gen:
+		return clusterRow{cluster, false, ReasonPending, fmt.Sprintf("generation %d not synced yet", gen)}
+	case !it.OK:
+		return clusterRow{cluster, false, it.Reason, it.Message}
+	}
+	return clusterRow{cluster: cluster, synced: true}
+}
+
+type rowSummary struct {
+	total, synced int32
+	pending       bool
+	failures      []v1alpha1.ClusterFailure
+}
+
+func summarizeRows(rows []clusterRow) rowSummary {
+	sort.Slice(rows, func(i, j int) bool { return rows[i].cluster < rows[j].cluster })
+	s := rowSummary{total: int32(len(rows))}
+	for _, r := range rows {
+		if r.synced {
+			s.synced++
+			continue
+		}
+		if r.reason == ReasonPending {
+			s.pending = true
+		}
+		if len(s.failures) < v1alpha1.MaxReportedFailures {
+			msg := r.message
+			if len(msg) > 1024 {
+				msg = msg[:1021] + "..."
+			}
+			s.failures = append(s.failures, v1alpha1.ClusterFailure{Cluster: r.cluster, Reason: r.reason, Message: msg})
+		}
+	}
+	return s
+}
+
+// intentObject is an AccessBinding or a RoleTemplate.
+type intentObject interface {
+	client.Object
+	GetConditions() []metav1.Condition
+	SetConditions([]metav1.Condition)
+}
+
+// setIntentStatus sets Ready, Reconciling and Stalled from a spec problem and the
+// clusters' rows. what is "selected" or "connected", for messages.
+func setIntentStatus(obj intentObject, problem *render.Problem, rows []clusterRow, what string) {
+	if problem != nil {
+		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, problem.Reason, problem.Message)
+		set(obj, v1alpha1.StalledCondition, metav1.ConditionTrue, problem.Reason, problem.Message)
+		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, problem.Reason, "waiting for the spec or its references to be fixed")
+		return
+	}
+	s := summarizeRows(rows)
+	set(obj, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "")
+	switch {
+	case s.total == 0:
+		set(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue, ReasonNoClusters, "no cluster is "+what)
+		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, ReasonNoClusters, "")
+	case s.synced == s.total:
+		set(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, fmt.Sprintf("held by all %d %s clusters", s.total, what))
+		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "")
+	default:
+		msg := fmt.Sprintf("held by %d of %d %s clusters", s.synced, s.total, what)
+		for i, f := range s.failures {
+			if i == 3 {
+				msg += fmt.Sprintf("; and %d more (see status.failures)", int(s.total-s.synced)-3)
+				break
+			}
+			msg += fmt.Sprintf("; %s: %s", f.Cluster, f.Reason)
+			if f.Message != "" {
+				msg += " (" + f.Message + ")"
+			}
+		}
+		reason := ReasonSyncFailed
+		if s.pending {
+			reason = v1alpha1.ReasonProgressing
+		} else if allReason(s.failures, v1alpha1.ReasonDisconnected) {
+			reason = v1alpha1.ReasonDisconnected
+		}
+		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, reason, msg)
+		if s.pending {
+			set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ReasonProgressing, "syncing the clusters")
+		} else {
+			set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, reason, "retrying the clusters that failed")
+		}
+	}
+}
+
+func allReason(fs []v1alpha1.ClusterFailure, reason string) bool {
+	for _, f := range fs {
+		if f.Reason != reason {
+			return false
+		}
+	}
+	return len(fs) > 0
+}
+
+// recordIntentTransitions emits an event when Ready or Stalled changes.
+func recordIntentTransitions(rec events.EventRecorder, before, after intentObject) {
+	if rec == nil {
+		return
+	}
+	for _, t := range []string{v1alpha1.StalledCondition, v1alpha1.ReadyCondition} {
+		old := findCondition(before.GetConditions(), t)
+		cur := findCondition(after.GetConditions(), t)
+		if cur == nil || (old != nil && old.Status == cur.Status && old.Reason == cur.Reason) {
+			continue
+		}
+		if t == v1alpha1.StalledCondition && cur.Status != metav1.ConditionTrue {
+			continue
+		}
+		typ := corev1.EventTypeNormal
+		if t == v1alpha1.StalledCondition || (cur.Status == metav1.ConditionFalse && cur.Reason != v1alpha1.ReasonProgressing) {
+			typ = corev1.EventTypeWarning
+		}
+		if cur.Reason == v1alpha1.ReasonProgressing {
+			continue
+		}
+		rec.Eventf(after, nil, typ, cur.Reason, t, "%s=%s: %s", t, cur.Status, cur.Message)
+	}
+}
+
+// createDeleteOnly passes creations and deletions, not updates.
+func createDeleteOnly() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }}
+}

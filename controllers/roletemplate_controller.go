@@ -1,0 +1,112 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/render"
+)
+
+// RoleTemplateReconciler writes RoleTemplate status: in how many clusters its
+// ClusterRole is installed at the current generation, and what is wrong with its
+// inheritance, if anything.
+type RoleTemplateReconciler struct {
+	Client   client.Client
+	Results  *syncResults
+	Recorder events.EventRecorder
+}
+
+// SetupWithManager registers the controller.
+func (r *RoleTemplateReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	all := handler.EnqueueRequestsFromMapFunc(r.allTemplates)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("roletemplate").
+		For(&v1alpha1.RoleTemplate{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Inheritance: a change to one template can break or mend another.
+		Watches(&v1alpha1.RoleTemplate{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.ManagedCluster{}, all, builder.WithPredicates(predicate.Or(deletionPredicate(), createDeleteOnly()))).
+		WatchesRawSource(r.Results.Source(kindRoleTemplate)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+func (r *RoleTemplateReconciler) allTemplates(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list v1alpha1.RoleTemplateList
+	if err := r.Client.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list RoleTemplates")
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, t := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: t.Name}})
+	}
+	return out
+}
+
+// Reconcile computes one template's status.
+func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	t := &v1alpha1.RoleTemplate{}
+	if err := r.Client.Get(ctx, req.NamespacedName, t); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !t.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	helper, err := clusterv1patch.NewHelper(t, r.Client)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	before := t.DeepCopy()
+	defer func() {
+		if err := helper.Patch(ctx, t, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		recordIntentTransitions(r.Recorder, before, t)
+	}()
+
+	var rts v1alpha1.RoleTemplateList
+	var mcs v1alpha1.ManagedClusterList
+	for _, l := range []client.ObjectList{&rts, &mcs} {
+		if err := r.Client.List(ctx, l); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	var problem *render.Problem
+	if resolved := render.ResolveTemplates(rts.Items)[t.Name]; resolved != nil {
+		problem = resolved.Problem
+	}
+	var rows []clusterRow
+	if problem == nil {
+		for _, mc := range mcs.Items {
+			if !mc.DeletionTimestamp.IsZero() {
+				continue
+			}
+			name := t.Name
+			rows = append(rows, rowFor(r.Results, mc.Name, t.Generation, func(res clusterResult) (itemResult, bool) {
+				it, ok := res.Templates[name]
+				return it, ok
+			}))
+		}
+	}
+	setIntentStatus(t, problem, rows, "registered")
+	st := summarizeRows(rows)
+	t.Status.Clusters = st.total
+	t.Status.InstalledClusters = st.synced
+	t.Status.Installed = fmt.Sprintf("%d/%d", st.synced, st.total)
+	t.Status.Failures = st.failures
+	t.Status.ObservedGeneration = t.Generation
+	return ctrl.Result{}, nil
+}

@@ -1,0 +1,503 @@
+// Package render computes, as a pure function, the objects one target cluster must
+// hold for the intents on the hub: a ClusterRole per RoleTemplate, a ClusterRoleBinding
+// per cluster-scoped AccessBinding that selects the cluster, and the namespaces of the
+// projects placed on the cluster with a RoleBinding in each of them per project-scoped
+// AccessBinding.
+//
+// Nothing here does I/O, so the same code serves the hub (push) and, later, the agent
+// (pull), and every case is covered by table tests and a fuzz test.
+//
+// Inherited rules are flattened: the ClusterRole of a template holds its own rules
+// followed by those of every template it inherits, transitively, each rule once. A
+// template whose inheritance is broken (a cycle, or a missing template) is not
+// rendered at all, and neither is any binding that uses it: Drover fails closed
+// rather than grant a partial role.
+package render
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+)
+
+// Labels on every object Drover renders into a target.
+const (
+	// ManagedByLabel marks every object Drover owns in a target; nothing without it
+	// is ever changed or pruned.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// ManagedByValue is ManagedByLabel's value.
+	ManagedByValue = "drover"
+	// RoleTemplateLabel names the RoleTemplate a ClusterRole comes from.
+	RoleTemplateLabel = "management.drover.io/roletemplate"
+	// AccessBindingLabel names the AccessBinding a binding comes from.
+	AccessBindingLabel = "management.drover.io/accessbinding"
+	// ProjectLabel names the ClusterProject a namespace (or a binding in it) belongs to.
+	ProjectLabel = "management.drover.io/project"
+	// NamespaceDeletionPolicyAnnotation, on a namespace Drover manages, says what
+	// happens when the namespace leaves its project: Retain (release it, keep its
+	// data) or Delete. It lives on the namespace so that pruning needs no hub state.
+	NamespaceDeletionPolicyAnnotation = "management.drover.io/namespace-deletion-policy"
+	// NamePrefix starts the name of every ClusterRole and binding Drover renders.
+	NamePrefix = "drover:"
+)
+
+// Problem reasons, shared by the status of the intents.
+const (
+	// ReasonTemplateNotFound: a binding or template refers to a RoleTemplate that does not exist.
+	ReasonTemplateNotFound = "RoleTemplateNotFound"
+	// ReasonInheritanceCycle: a RoleTemplate inherits itself through other templates.
+	ReasonInheritanceCycle = "InheritanceCycle"
+	// ReasonContextMismatch: a binding's scope does not fit its RoleTemplate's context.
+	ReasonContextMismatch = "ContextMismatch"
+	// ReasonProjectNotFound: a project-scoped binding names a ClusterProject that does not exist.
+	ReasonProjectNotFound = "ProjectNotFound"
+	// ReasonInvalidSelector: a cluster selector cannot be parsed.
+	ReasonInvalidSelector = "InvalidSelector"
+)
+
+// Cluster is what rendering needs to know of a target cluster.
+type Cluster struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Intents are the hub objects rendering reads.
+type Intents struct {
+	RoleTemplates  []v1alpha1.RoleTemplate
+	AccessBindings []v1alpha1.AccessBinding
+	Projects       []v1alpha1.ClusterProject
+}
+
+// Problem is something wrong with an intent's spec or its references. It is the same
+// on every cluster, and needs a person to fix it.
+type Problem struct {
+	Reason  string
+	Message string
+}
+
+func (p *Problem) Error() string { return p.Message }
+
+// Result is what one cluster must hold.
+type Result struct {
+	// Objects are the desired objects, in apply order: namespaces, ClusterRoles, then
+	// bindings. Each is typed (corev1.Namespace, rbacv1.ClusterRole, ...) and sorted.
+	Objects []client.Object
+	// Templates lists the RoleTemplates rendered (by name).
+	Templates []string
+	// Bindings lists the AccessBindings that select this cluster and were rendered.
+	Bindings []string
+	// ClusterRoleRefs lists, per binding, the pre-existing ClusterRole it refers to
+	// (roleRef kind ClusterRole), which the target must already hold.
+	ClusterRoleRefs map[string]string
+	// Projects lists the ClusterProjects placed on this cluster.
+	Projects []string
+	// Adoptable names the namespaces whose project allows adopting them when they
+	// already exist without Drover's label (spec.namespaces[].adopt).
+	Adoptable map[string]bool
+}
+
+// Render computes what cluster must hold. It never fails: an intent with a problem is
+// left out (see TemplateProblems and BindingProblem, which say why).
+func Render(cluster Cluster, in Intents) Result {
+	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}}
+	templates := ResolveTemplates(in.RoleTemplates)
+
+	projects := map[string]*v1alpha1.ClusterProject{}
+	for i := range in.Projects {
+		projects[in.Projects[i].Name] = &in.Projects[i]
+	}
+
+	// Older projects first, so that a namespace claimed by two projects goes to the
+	// older claim, deterministically.
+	ordered := make([]*v1alpha1.ClusterProject, 0, len(in.Projects))
+	for i := range in.Projects {
+		ordered = append(ordered, &in.Projects[i])
+	}
+	sort.SliceStable(ordered, func(i, j int) bool {
+		ti, tj := ordered[i].CreationTimestamp, ordered[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return ti.Before(&tj)
+		}
+		return ordered[i].Name < ordered[j].Name
+	})
+	var namespaces []client.Object
+	placed := map[string]bool{}
+	for _, p := range ordered {
+		if !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if ok, err := Selects(p.Spec.Clusters, cluster); err != nil || !ok {
+			continue
+		}
+		placed[p.Name] = true
+		res.Projects = append(res.Projects, p.Name)
+		for _, ns := range p.Spec.Namespaces {
+			namespaces = append(namespaces, renderNamespace(p, ns))
+			if ns.Adopt {
+				res.Adoptable[ns.Name] = true
+			}
+		}
+	}
+
+	var roles []client.Object
+	for _, name := range sortedKeys(templates) {
+		t := templates[name]
+		if t.Problem != nil {
+			continue
+		}
+		roles = append(roles, renderClusterRole(t))
+		res.Templates = append(res.Templates, name)
+	}
+
+	var bindings []client.Object
+	abs := append([]v1alpha1.AccessBinding(nil), in.AccessBindings...)
+	sort.Slice(abs, func(i, j int) bool { return abs[i].Name < abs[j].Name })
+	for i := range abs {
+		b := &abs[i]
+		if !b.DeletionTimestamp.IsZero() || BindingProblem(b, templates, projects) != nil {
+			continue
+		}
+		roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: RoleName(b)}
+		subjects := renderSubjects(b.Spec.Subjects)
+		if b.Spec.Project == "" {
+			if ok, _ := Selects(*b.Spec.Clusters, cluster); !ok {
+				continue
+			}
+			bindings = append(bindings, &rbacv1.ClusterRoleBinding{
+				TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"},
+				ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + b.Name, Labels: bindingLabels(b, "")},
+				RoleRef:    roleRef,
+				Subjects:   subjects,
+			})
+		} else {
+			if !placed[b.Spec.Project] {
+				continue
+			}
+			for _, ns := range projects[b.Spec.Project].Spec.Namespaces {
+				bindings = append(bindings, &rbacv1.RoleBinding{
+					TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
+					ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + b.Name, Namespace: ns.Name, Labels: bindingLabels(b, b.Spec.Project)},
+					RoleRef:    roleRef,
+					Subjects:   subjects,
+				})
+			}
+		}
+		res.Bindings = append(res.Bindings, b.Name)
+		if b.Spec.RoleRef.Kind == v1alpha1.RoleRefClusterRole {
+			res.ClusterRoleRefs[b.Name] = b.Spec.RoleRef.Name
+		}
+	}
+
+	res.Objects = append(append(dedupe(namespaces), roles...), bindings...)
+	return res
+}
+
+// RoleName is the ClusterRole a binding's objects refer to in a target.
+func RoleName(b *v1alpha1.AccessBinding) string {
+	if b.Spec.RoleRef.Kind == v1alpha1.RoleRefClusterRole {
+		return b.Spec.RoleRef.Name
+	}
+	return NamePrefix + b.Spec.RoleRef.Name
+}
+
+// dedupe keeps the first namespace of each name: two projects claiming one namespace
+// is a conflict the project controller reports; the older claim (first in the list)
+// wins here so that rendering stays deterministic.
+func dedupe(objs []client.Object) []client.Object {
+	seen := map[string]bool{}
+	out := objs[:0]
+	for _, o := range objs {
+		if seen[o.GetName()] {
+			continue
+		}
+		seen[o.GetName()] = true
+		out = append(out, o)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+	return out
+}
+
+func renderNamespace(p *v1alpha1.ClusterProject, ns v1alpha1.ProjectNamespace) *corev1.Namespace {
+	l := map[string]string{}
+	for k, v := range ns.Labels {
+		l[k] = v
+	}
+	l[ManagedByLabel] = ManagedByValue
+	l[ProjectLabel] = p.Name
+	a := map[string]string{}
+	for k, v := range ns.Annotations {
+		a[k] = v
+	}
+	a[NamespaceDeletionPolicyAnnotation] = string(p.NamespaceDeletionPolicyOrDefault())
+	return &corev1.Namespace{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Labels: l, Annotations: a},
+	}
+}
+
+func renderClusterRole(t *ResolvedTemplate) *rbacv1.ClusterRole {
+	return &rbacv1.ClusterRole{
+		TypeMeta: metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRole"},
+		ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + t.Name, Labels: map[string]string{
+			ManagedByLabel: ManagedByValue, RoleTemplateLabel: t.Name,
+		}},
+		Rules: t.Rules,
+	}
+}
+
+func bindingLabels(b *v1alpha1.AccessBinding, project string) map[string]string {
+	l := map[string]string{ManagedByLabel: ManagedByValue, AccessBindingLabel: b.Name}
+	if b.Spec.RoleRef.Kind != v1alpha1.RoleRefClusterRole {
+		l[RoleTemplateLabel] = b.Spec.RoleRef.Name
+	}
+	if project != "" {
+		l[ProjectLabel] = project
+	}
+	return l
+}
+
+func renderSubjects(in []v1alpha1.Subject) []rbacv1.Subject {
+	out := make([]rbacv1.Subject, 0, len(in))
+	for _, s := range in {
+		switch s.Kind {
+		case v1alpha1.SubjectServiceAccount:
+			out = append(out, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: s.Name, Namespace: s.Namespace})
+		default:
+			out = append(out, rbacv1.Subject{Kind: string(s.Kind), APIGroup: rbacv1.GroupName, Name: s.Name})
+		}
+	}
+	return out
+}
+
+// Selects tells whether a selection picks cluster: its name is listed, or its labels
+// match the selector.
+func Selects(sel v1alpha1.ClusterSelection, cluster Cluster) (bool, error) {
+	for _, n := range sel.Names {
+		if n == cluster.Name {
+			return true, nil
+		}
+	}
+	if sel.Selector == nil {
+		return false, nil
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel.Selector)
+	if err != nil {
+		return false, &Problem{ReasonInvalidSelector, "the cluster selector is invalid: " + err.Error()}
+	}
+	return s.Matches(labels.Set(cluster.Labels)), nil
+}
+
+// ResolvedTemplate is a RoleTemplate with its inherited rules flattened in.
+type ResolvedTemplate struct {
+	Name    string
+	Context v1alpha1.RoleTemplateContext
+	Rules   []rbacv1.PolicyRule
+	// Problem is set when the inheritance is broken; the template is then not rendered.
+	Problem *Problem
+}
+
+// ResolveTemplates flattens every template's inheritance. Cycles and missing
+// templates are reported on every template whose inheritance reaches them, never
+// looped on.
+func ResolveTemplates(in []v1alpha1.RoleTemplate) map[string]*ResolvedTemplate {
+	byName := map[string]*v1alpha1.RoleTemplate{}
+	for i := range in {
+		if in[i].DeletionTimestamp.IsZero() {
+			byName[in[i].Name] = &in[i]
+		}
+	}
+	out := map[string]*ResolvedTemplate{}
+	for name, t := range byName {
+		r := &ResolvedTemplate{Name: name, Context: t.Spec.Context}
+		order, problem := walk(name, byName)
+		r.Problem = problem
+		if problem == nil {
+			seen := map[string]bool{}
+			for _, n := range order {
+				for _, rule := range byName[n].Spec.Rules {
+					pr := policyRule(rule)
+					key := fmt.Sprintf("%q", pr)
+					if seen[key] {
+						continue
+					}
+					seen[key] = true
+					r.Rules = append(r.Rules, pr)
+				}
+			}
+		}
+		out[name] = r
+	}
+	return out
+}
+
+// walk returns name and every template it inherits, depth first, each once, or the
+// first problem found: a cycle (with its path) or a missing template.
+func walk(name string, byName map[string]*v1alpha1.RoleTemplate) ([]string, *Problem) {
+	var order []string
+	done := map[string]bool{}
+	var visit func(n string, path []string) *Problem
+	visit = func(n string, path []string) *Problem {
+		for i, p := range path {
+			if p == n {
+				cycle := append(append([]string(nil), path[i:]...), n)
+				return &Problem{ReasonInheritanceCycle, "spec.inherits forms a cycle: " + strings.Join(cycle, " -> ")}
+			}
+		}
+		if done[n] {
+			return nil
+		}
+		t, ok := byName[n]
+		if !ok {
+			via := ""
+			if len(path) > 1 {
+				via = " (via " + strings.Join(path, " -> ") + ")"
+			}
+			return &Problem{ReasonTemplateNotFound, fmt.Sprintf("spec.inherits: RoleTemplate %q does not exist%s", n, via)}
+		}
+		path = append(path, n)
+		order = append(order, n)
+		done[n] = true
+		for _, parent := range t.Spec.Inherits {
+			if p := visit(parent, path); p != nil {
+				return p
+			}
+		}
+		return nil
+	}
+	if p := visit(name, nil); p != nil {
+		return nil, p
+	}
+	return order, nil
+}
+
+func policyRule(r v1alpha1.PolicyRule) rbacv1.PolicyRule {
+	return rbacv1.PolicyRule{
+		Verbs:           r.Verbs,
+		APIGroups:       r.APIGroups,
+		Resources:       r.Resources,
+		ResourceNames:   r.ResourceNames,
+		NonResourceURLs: r.NonResourceURLs,
+	}
+}
+
+// BindingProblem says what stops a binding from being rendered anywhere, or nil:
+// a missing or broken RoleTemplate, a template whose context does not fit the
+// binding's scope, or a missing project.
+func BindingProblem(b *v1alpha1.AccessBinding, templates map[string]*ResolvedTemplate, projects map[string]*v1alpha1.ClusterProject) *Problem {
+	if b.Spec.RoleRef.Kind != v1alpha1.RoleRefClusterRole {
+		t, ok := templates[b.Spec.RoleRef.Name]
+		if !ok {
+			return &Problem{ReasonTemplateNotFound, fmt.Sprintf("spec.roleRef: RoleTemplate %q does not exist", b.Spec.RoleRef.Name)}
+		}
+		if t.Problem != nil {
+			return &Problem{t.Problem.Reason, fmt.Sprintf("spec.roleRef: RoleTemplate %q cannot be used: %s", t.Name, t.Problem.Message)}
+		}
+		switch {
+		case b.Spec.Project != "" && t.Context != v1alpha1.ContextProject:
+			return &Problem{ReasonContextMismatch, fmt.Sprintf(
+				"spec.roleRef: RoleTemplate %q has context %s, but this binding is project-scoped (spec.project); use a template with context Project, or bind it with spec.clusters",
+				t.Name, t.Context)}
+		case b.Spec.Project == "" && t.Context != v1alpha1.ContextCluster:
+			return &Problem{ReasonContextMismatch, fmt.Sprintf(
+				"spec.roleRef: RoleTemplate %q has context %s, but this binding is cluster-scoped (spec.clusters); use a template with context Cluster, or bind it to a project with spec.project",
+				t.Name, t.Context)}
+		}
+	}
+	if b.Spec.Project != "" {
+		if p, ok := projects[b.Spec.Project]; !ok || !p.DeletionTimestamp.IsZero() {
+			return &Problem{ReasonProjectNotFound, fmt.Sprintf("spec.project: ClusterProject %q does not exist", b.Spec.Project)}
+		}
+	} else if b.Spec.Clusters != nil && b.Spec.Clusters.Selector != nil {
+		if _, err := metav1.LabelSelectorAsSelector(b.Spec.Clusters.Selector); err != nil {
+			return &Problem{ReasonInvalidSelector, "spec.clusters.selector is invalid: " + err.Error()}
+		}
+	}
+	return nil
+}
+
+// Equivalent tells whether a live object already holds everything desired holds, so
+// that applying desired would change nothing Drover owns. Labels and annotations of
+// desired must be present with the same values; other fields are compared per kind.
+func Equivalent(desired, live client.Object) bool {
+	if !subset(desired.GetLabels(), live.GetLabels()) || !subset(desired.GetAnnotations(), live.GetAnnotations()) {
+		return false
+	}
+	switch d := desired.(type) {
+	case *corev1.Namespace:
+		_, ok := live.(*corev1.Namespace)
+		return ok
+	case *rbacv1.ClusterRole:
+		l, ok := live.(*rbacv1.ClusterRole)
+		return ok && l.AggregationRule == nil && rulesEqual(d.Rules, l.Rules)
+	case *rbacv1.ClusterRoleBinding:
+		l, ok := live.(*rbacv1.ClusterRoleBinding)
+		return ok && d.RoleRef == l.RoleRef && subjectsEqual(d.Subjects, l.Subjects)
+	case *rbacv1.RoleBinding:
+		l, ok := live.(*rbacv1.RoleBinding)
+		return ok && d.RoleRef == l.RoleRef && subjectsEqual(d.Subjects, l.Subjects)
+	}
+	return false
+}
+
+func subset(want, have map[string]string) bool {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func rulesEqual(a, b []rbacv1.PolicyRule) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !equality.Semantic.DeepEqual(normRule(a[i]), normRule(b[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// normRule treats nil and empty lists alike, as the API server does on a round trip.
+func normRule(r rbacv1.PolicyRule) rbacv1.PolicyRule {
+	n := func(s []string) []string {
+		if len(s) == 0 {
+			return nil
+		}
+		return s
+	}
+	return rbacv1.PolicyRule{Verbs: n(r.Verbs), APIGroups: n(r.APIGroups), Resources: n(r.Resources),
+		ResourceNames: n(r.ResourceNames), NonResourceURLs: n(r.NonResourceURLs)}
+}
+
+func subjectsEqual(a, b []rbacv1.Subject) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
