@@ -131,6 +131,8 @@ func Render(cluster Cluster, in Intents) Result {
 	})
 	var namespaces []client.Object
 	placed := map[string]bool{}
+	// owner maps each namespace to the one project that holds it on this cluster.
+	owner := map[string]string{}
 	for _, p := range ordered {
 		if !p.DeletionTimestamp.IsZero() {
 			continue
@@ -141,6 +143,12 @@ func Render(cluster Cluster, in Intents) Result {
 		placed[p.Name] = true
 		res.Projects = append(res.Projects, p.Name)
 		for _, ns := range p.Spec.Namespaces {
+			if _, taken := owner[ns.Name]; taken {
+				// Claimed by an older project (or listed twice): the first claim
+				// wins, deterministically; the project controller reports it.
+				continue
+			}
+			owner[ns.Name] = p.Name
 			namespaces = append(namespaces, renderNamespace(p, ns))
 			if ns.Adopt {
 				res.Adoptable[ns.Name] = true
@@ -182,7 +190,12 @@ func Render(cluster Cluster, in Intents) Result {
 			if !placed[b.Spec.Project] {
 				continue
 			}
+			done := map[string]bool{}
 			for _, ns := range projects[b.Spec.Project].Spec.Namespaces {
+				if owner[ns.Name] != b.Spec.Project || done[ns.Name] {
+					continue
+				}
+				done[ns.Name] = true
 				bindings = append(bindings, &rbacv1.RoleBinding{
 					TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
 					ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + b.Name, Namespace: ns.Name, Labels: bindingLabels(b, b.Spec.Project)},
@@ -197,7 +210,8 @@ func Render(cluster Cluster, in Intents) Result {
 		}
 	}
 
-	res.Objects = append(append(dedupe(namespaces), roles...), bindings...)
+	sort.SliceStable(namespaces, func(i, j int) bool { return namespaces[i].GetName() < namespaces[j].GetName() })
+	res.Objects = append(append(namespaces, roles...), bindings...)
 	return res
 }
 
@@ -207,23 +221,6 @@ func RoleName(b *v1alpha1.AccessBinding) string {
 		return b.Spec.RoleRef.Name
 	}
 	return NamePrefix + b.Spec.RoleRef.Name
-}
-
-// dedupe keeps the first namespace of each name: two projects claiming one namespace
-// is a conflict the project controller reports; the older claim (first in the list)
-// wins here so that rendering stays deterministic.
-func dedupe(objs []client.Object) []client.Object {
-	seen := map[string]bool{}
-	out := objs[:0]
-	for _, o := range objs {
-		if seen[o.GetName()] {
-			continue
-		}
-		seen[o.GetName()] = true
-		out = append(out, o)
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
-	return out
 }
 
 func renderNamespace(p *v1alpha1.ClusterProject, ns v1alpha1.ProjectNamespace) *corev1.Namespace {
