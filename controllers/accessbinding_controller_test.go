@@ -153,6 +153,7 @@ func TestClusterScopedBinding(t *testing.T) {
 		g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "secret-reader"}, rt)).To(Succeed())
 		g.Expect(rt.Status.Installed).To(Equal("2/2"))
 		expectIntentReady(g, rt, metav1.ConditionTrue, "")
+		expectCondition(g, getCluster(g, "rbac-a"), v1alpha1.SyncedCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded)
 	}, timeout, 100*time.Millisecond).Should(Succeed())
 	g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:project-member"}, &rbacv1.ClusterRole{})).To(Succeed())
 

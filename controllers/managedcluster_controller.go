@@ -48,6 +48,8 @@ type ManagedClusterReconciler struct {
 	DeletionTimeout time.Duration
 	// RemoteTimeout bounds each call to a target.
 	RemoteTimeout time.Duration
+	// Results are the cluster syncer's outcomes, for the Synced condition.
+	Results *syncResults
 
 	controller controller.Controller
 }
@@ -69,6 +71,7 @@ func (r *ManagedClusterReconciler) SetupWithManager(ctx context.Context, mgr ctr
 			predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
 		WatchesRawSource(r.Remote.Source()).
+		WatchesRawSource(r.Results.Source(kindManagedCluster)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
 		Named("managedcluster").
 		Build(r)
@@ -162,6 +165,9 @@ func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clust
 		errs = append(errs, err)
 	}
 	requeue := r.reconcileAgentLease(ctx, s, cl)
+	if res, ok := r.Results.get(s.cluster.Name); ok {
+		s.sync = &res
+	}
 	if err := kerrors.NewAggregate(errs); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -53,6 +53,9 @@ type clusterScope struct {
 	distribution v1alpha1.Distribution
 	factsErr     string
 
+	// sync is the cluster syncer's last result, if any.
+	sync *clusterResult
+
 	agentInstalled bool
 	agentErr       string
 	lease          *leaseState

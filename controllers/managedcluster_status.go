@@ -19,7 +19,7 @@ const FieldOwner = "drover"
 // managedClusterConditions are the condition types this controller owns.
 var managedClusterConditions = []string{
 	v1alpha1.ReadyCondition, v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition,
-	v1alpha1.ReconcilingCondition, v1alpha1.StalledCondition,
+	v1alpha1.SyncedCondition, v1alpha1.ReconcilingCondition, v1alpha1.StalledCondition,
 }
 
 // setManagedClusterStatus turns what a reconcile learnt into status. It is pure, so
@@ -36,6 +36,7 @@ func setManagedClusterStatus(s *clusterScope) {
 	setConnected(s)
 	setFacts(s)
 	setAgentReady(s)
+	setSynced(s)
 	setReady(s)
 	mc.Status.ObservedGeneration = mc.Generation
 }
@@ -110,6 +111,24 @@ func setAgentReady(s *clusterScope) {
 			t := metav1.NewTime(s.lease.renewTime.Truncate(time.Second))
 			mc.Status.Agent = &v1alpha1.AgentStatus{Version: s.lease.version, LastHeartbeatTime: &t}
 		}
+	}
+}
+
+// setSynced reports whether the cluster holds every intent that applies to it.
+func setSynced(s *clusterScope) {
+	mc := s.cluster
+	switch {
+	case s.problem != nil || !s.health.Connected:
+		set(mc, v1alpha1.SyncedCondition, metav1.ConditionUnknown, v1alpha1.ReasonDisconnected, "the cluster is not connected, so its RBAC and namespaces cannot be synced")
+	case s.sync == nil || !s.sync.Synced && s.sync.Reason == v1alpha1.ReasonDisconnected:
+		set(mc, v1alpha1.SyncedCondition, metav1.ConditionUnknown, v1alpha1.ReasonProgressing, "syncing RoleTemplates, AccessBindings and projects")
+	default:
+		ok, reason, msg := s.sync.summary()
+		status := metav1.ConditionFalse
+		if ok {
+			status = metav1.ConditionTrue
+		}
+		set(mc, v1alpha1.SyncedCondition, status, reason, msg)
 	}
 }
 

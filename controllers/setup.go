@@ -94,6 +94,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		o.RemoteTimeout = d.RemoteTimeout
 	}
 	rc := remote.New(o.Remote)
+	results := newSyncResults()
 	mcr := &ManagedClusterReconciler{
 		Client:                mgr.GetClient(),
 		Remote:                rc,
@@ -103,11 +104,11 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		AgentHeartbeatTimeout: o.AgentHeartbeatTimeout,
 		DeletionTimeout:       o.DeletionTimeout,
 		RemoteTimeout:         o.RemoteTimeout,
+		Results:               results,
 	}
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)
 	}
-	results := newSyncResults()
 	syncer := &ClusterSyncReconciler{Client: mgr.GetClient(), Remote: rc, Results: results, RemoteTimeout: o.RemoteTimeout}
 	if err := syncer.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the cluster syncer: %w", err)

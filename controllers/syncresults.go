@@ -2,12 +2,17 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"sort"
+	"strings"
 	"sync"
 
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 )
 
 // itemResult is what one cluster's last sync did for one intent.
@@ -42,9 +47,45 @@ type syncResults struct {
 }
 
 const (
-	kindAccessBinding = "AccessBinding"
-	kindRoleTemplate  = "RoleTemplate"
+	kindAccessBinding  = "AccessBinding"
+	kindRoleTemplate   = "RoleTemplate"
+	kindManagedCluster = "ManagedCluster"
 )
+
+// summary is a one-line account of a cluster's result, for its Synced condition.
+func (c clusterResult) summary() (ok bool, reason, message string) {
+	if !c.Synced {
+		return false, c.Reason, c.Message
+	}
+	var failed []string
+	for _, kind := range []struct {
+		what  string
+		items map[string]itemResult
+	}{{"AccessBinding", c.Bindings}, {"RoleTemplate", c.Templates}} {
+		for _, name := range sortedNames(kind.items) {
+			if it := kind.items[name]; !it.OK {
+				failed = append(failed, fmt.Sprintf("%s %s: %s", kind.what, name, it.Reason))
+			}
+		}
+	}
+	if len(failed) == 0 {
+		return true, v1alpha1.ReasonSucceeded, fmt.Sprintf("holds %d RoleTemplates and %d AccessBindings", len(c.Templates), len(c.Bindings))
+	}
+	msg := strings.Join(failed, "; ")
+	if len(failed) > 5 {
+		msg = strings.Join(failed[:5], "; ") + fmt.Sprintf("; and %d more", len(failed)-5)
+	}
+	return false, ReasonSyncFailed, fmt.Sprintf("%d intents not held: %s", len(failed), msg)
+}
+
+func sortedNames(m map[string]itemResult) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
 
 func newSyncResults() *syncResults {
 	return &syncResults{clusters: map[string]clusterResult{}, queues: map[string][]workqueue.TypedRateLimitingInterface[reconcile.Request]{}}
@@ -81,7 +122,16 @@ func (r *syncResults) set(cluster string, res clusterResult, keep bool) {
 	}
 	bq := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), r.queues[kindAccessBinding]...)
 	tq := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), r.queues[kindRoleTemplate]...)
+	mq := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), r.queues[kindManagedCluster]...)
 	r.mu.Unlock()
+
+	ok1, r1, m1 := old.summary()
+	ok2, r2, m2 := res.summary()
+	if !had || !keep || ok1 != ok2 || r1 != r2 || m1 != m2 {
+		for _, q := range mq {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: cluster}})
+		}
+	}
 
 	clusterChanged := !had || old.Synced != res.Synced || old.Reason != res.Reason || old.Message != res.Message || !keep
 	notify := func(queues []workqueue.TypedRateLimitingInterface[reconcile.Request], before, after map[string]itemResult) {
