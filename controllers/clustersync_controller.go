@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -125,7 +126,9 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		name string
 		obj  client.Object
 	}{{"clusterroles", &rbacv1.ClusterRole{}}, {"clusterrolebindings", &rbacv1.ClusterRoleBinding{}},
-		{"rolebindings", &rbacv1.RoleBinding{}}, {"namespaces", &corev1.Namespace{}}} {
+		{"rolebindings", &rbacv1.RoleBinding{}}, {"namespaces", &corev1.Namespace{}},
+		{"resourcequotas", &corev1.ResourceQuota{}}, {"limitranges", &corev1.LimitRange{}},
+		{"networkpolicies", &networkingv1.NetworkPolicy{}}} {
 		if err := r.Remote.Watch(mc.Name, "sync-"+w.name, r.controller, ownedSource(mc.Name, w.obj)); err != nil {
 			return ctrl.Result{}, fmt.Errorf("watch %s in cluster %s: %w", w.name, mc.Name, err)
 		}
@@ -146,6 +149,9 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	missing, roleErr := r.missingClusterRoles(rctx, cl, res.ClusterRoleRefs)
 	outcome := summarize(in, res, rep, missing)
+	if err := addUsage(rctx, cl.Client(), outcome.Projects); err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("Cannot read quota usage", "error", shortErr(err))
+	}
 	if syncErr != nil {
 		outcome = clusterResult{Reason: ReasonApplyFailed, Message: "syncing failed: " + shortErr(syncErr)}
 	}
@@ -202,6 +208,7 @@ func (r *ClusterSyncReconciler) missingClusterRoles(ctx context.Context, cl *rem
 func summarize(in render.Intents, res render.Result, rep targetsync.Report, missingRoles map[string]bool) clusterResult {
 	out := clusterResult{Synced: true, Bindings: map[string]itemResult{}, Templates: map[string]itemResult{}}
 	failures := map[string][]string{} // intent label value -> failures
+	projectFailures := map[string][]string{}
 	conflict := map[string]bool{}
 	objs := map[targetsync.Key]client.Object{}
 	for _, o := range res.Objects {
@@ -220,6 +227,11 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 				failures[id] = append(failures[id], msg)
 				conflict[id] = conflict[id] || isConflict
 			}
+		}
+		// A project fails for its own objects, not for the bindings placed in it.
+		if p := o.GetLabels()[render.ProjectLabel]; p != "" && o.GetLabels()[render.AccessBindingLabel] == "" {
+			id := render.ProjectLabel + "=" + p
+			projectFailures[id] = append(projectFailures[id], msg)
 		}
 	}
 	gens := map[string]int64{}
@@ -246,6 +258,35 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 			msg = strings.Join(fails[:3], "; ") + fmt.Sprintf("; and %d more", len(fails)-3)
 		}
 		return itemResult{Generation: gen, Reason: reason, Message: msg}
+	}
+	out.Projects = map[string]itemResult{}
+	for _, p := range in.Projects {
+		gens["p/"+p.Name] = p.Generation
+	}
+	for _, p := range res.Projects {
+		id := render.ProjectLabel + "=" + p
+		var fails []string
+		for _, f := range projectFailures[id] {
+			fails = append(fails, f)
+		}
+		isConflict := conflict[id]
+		if c := res.NamespaceConflicts[p]; len(c) > 0 {
+			var lost []string
+			for _, m := range c {
+				if strings.Contains(m, "claimed it first") {
+					lost = append(lost, m)
+				}
+			}
+			if len(lost) > 0 {
+				fails = append(fails, lost...)
+				isConflict = true
+			}
+		}
+		it := item(gens["p/"+p], fails, isConflict)
+		if it.OK && len(res.NamespaceConflicts[p]) > 0 {
+			it.Message = strings.Join(res.NamespaceConflicts[p], "; ")
+		}
+		out.Projects[p] = it
 	}
 	for _, t := range res.Templates {
 		id := render.RoleTemplateLabel + "=" + t
@@ -285,6 +326,43 @@ func dedupeStrings(in []string) []string {
 		}
 	}
 	return out
+}
+
+// addUsage sums the status of each project's namespace quotas in the cluster.
+func addUsage(ctx context.Context, c client.Reader, projects map[string]itemResult) error {
+	if len(projects) == 0 {
+		return nil
+	}
+	var quotas corev1.ResourceQuotaList
+	if err := c.List(ctx, &quotas, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}); err != nil {
+		return err
+	}
+	for _, q := range quotas.Items {
+		p := q.Labels[render.ProjectLabel]
+		it, ok := projects[p]
+		if !ok || q.Name != render.ProjectQuotaName {
+			continue
+		}
+		it.Used = addResources(it.Used, q.Status.Used)
+		it.Hard = addResources(it.Hard, q.Status.Hard)
+		projects[p] = it
+	}
+	return nil
+}
+
+func addResources(sum, add corev1.ResourceList) corev1.ResourceList {
+	if len(add) == 0 {
+		return sum
+	}
+	if sum == nil {
+		sum = corev1.ResourceList{}
+	}
+	for k, v := range add {
+		cur := sum[k]
+		cur.Add(v)
+		sum[k] = cur
+	}
+	return sum
 }
 
 // ownedSource watches one kind of Drover-owned object in a target (the cache holds

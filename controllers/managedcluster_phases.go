@@ -30,6 +30,7 @@ import (
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/clusterfacts"
 	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/targetsync"
 )
 
 // clusterScope carries what one reconcile learnt; setManagedClusterStatus turns it
@@ -340,6 +341,22 @@ func (r *ManagedClusterReconciler) cleanup(ctx context.Context, cl *remote.Clust
 				errs = append(errs, err)
 				remaining = append(remaining, describe(obj))
 			}
+		}
+	}
+	// Project namespaces go as their project said: released (Retain, the default:
+	// they keep their workloads and data) or deleted.
+	var nsList corev1.NamespaceList
+	if err := cl.Reader.List(rctx, &nsList, client.MatchingLabelsSelector{Selector: remote.OwnedSelector()}); err != nil {
+		errs = append(errs, err)
+	}
+	for i := range nsList.Items {
+		n := &nsList.Items[i]
+		if n.Name == AgentNamespace || !n.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if err := targetsync.Prune(rctx, cl.Reader, n); err != nil {
+			errs = append(errs, err)
+			remaining = append(remaining, "Namespace "+n.Name)
 		}
 	}
 	var ns corev1.Namespace

@@ -117,6 +117,10 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 	if err := abr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the AccessBinding controller: %w", err)
 	}
+	cpr := &ClusterProjectReconciler{Client: mgr.GetClient(), Results: results, Recorder: mgr.GetEventRecorder("drover-clusterproject")}
+	if err := cpr.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up the ClusterProject controller: %w", err)
+	}
 	rtr := &RoleTemplateReconciler{Client: mgr.GetClient(), Results: results, Recorder: mgr.GetEventRecorder("drover-roletemplate")}
 	if err := rtr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the RoleTemplate controller: %w", err)

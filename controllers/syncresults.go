@@ -7,6 +7,9 @@ import (
 	"strings"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -21,7 +24,10 @@ type itemResult struct {
 	Generation int64
 	OK         bool
 	Reason     string
-	Message    string
+	// Message says why the item failed, or notes something about an item that holds.
+	Message string
+	// Used and Hard sum a project's namespace quotas in the cluster (projects only).
+	Used, Hard corev1.ResourceList
 }
 
 // clusterResult is the outcome of the last sync of one cluster.
@@ -35,6 +41,8 @@ type clusterResult struct {
 	// cluster and every RoleTemplate, as last rendered.
 	Bindings  map[string]itemResult
 	Templates map[string]itemResult
+	// Projects holds a result for every ClusterProject placed on the cluster.
+	Projects map[string]itemResult
 }
 
 // syncResults keeps every cluster's last sync outcome in memory; the status
@@ -50,6 +58,7 @@ const (
 	kindAccessBinding  = "AccessBinding"
 	kindRoleTemplate   = "RoleTemplate"
 	kindManagedCluster = "ManagedCluster"
+	kindClusterProject = "ClusterProject"
 )
 
 // summary is a one-line account of a cluster's result, for its Synced condition.
@@ -61,7 +70,7 @@ func (c clusterResult) summary() (ok bool, reason, message string) {
 	for _, kind := range []struct {
 		what  string
 		items map[string]itemResult
-	}{{"AccessBinding", c.Bindings}, {"RoleTemplate", c.Templates}} {
+	}{{"AccessBinding", c.Bindings}, {"RoleTemplate", c.Templates}, {"ClusterProject", c.Projects}} {
 		for _, name := range sortedNames(kind.items) {
 			if it := kind.items[name]; !it.OK {
 				failed = append(failed, fmt.Sprintf("%s %s: %s", kind.what, name, it.Reason))
@@ -69,7 +78,7 @@ func (c clusterResult) summary() (ok bool, reason, message string) {
 		}
 	}
 	if len(failed) == 0 {
-		return true, v1alpha1.ReasonSucceeded, fmt.Sprintf("holds %d RoleTemplates and %d AccessBindings", len(c.Templates), len(c.Bindings))
+		return true, v1alpha1.ReasonSucceeded, fmt.Sprintf("holds %d RoleTemplates, %d AccessBindings and %d ClusterProjects", len(c.Templates), len(c.Bindings), len(c.Projects))
 	}
 	msg := strings.Join(failed, "; ")
 	if len(failed) > 5 {
@@ -123,6 +132,7 @@ func (r *syncResults) set(cluster string, res clusterResult, keep bool) {
 	bq := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), r.queues[kindAccessBinding]...)
 	tq := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), r.queues[kindRoleTemplate]...)
 	mq := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), r.queues[kindManagedCluster]...)
+	pq := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), r.queues[kindClusterProject]...)
 	r.mu.Unlock()
 
 	ok1, r1, m1 := old.summary()
@@ -136,7 +146,7 @@ func (r *syncResults) set(cluster string, res clusterResult, keep bool) {
 	clusterChanged := !had || old.Synced != res.Synced || old.Reason != res.Reason || old.Message != res.Message || !keep
 	notify := func(queues []workqueue.TypedRateLimitingInterface[reconcile.Request], before, after map[string]itemResult) {
 		for name, a := range after {
-			if b, ok := before[name]; clusterChanged || !ok || b != a {
+			if b, ok := before[name]; clusterChanged || !ok || !equality.Semantic.DeepEqual(a, b) {
 				for _, q := range queues {
 					q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
 				}
@@ -152,4 +162,5 @@ func (r *syncResults) set(cluster string, res clusterResult, keep bool) {
 	}
 	notify(bq, old.Bindings, res.Bindings)
 	notify(tq, old.Templates, res.Templates)
+	notify(pq, old.Projects, res.Projects)
 }

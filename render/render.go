@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,6 +63,11 @@ const (
 	ReasonProjectNotFound = "ProjectNotFound"
 	// ReasonInvalidSelector: a cluster selector cannot be parsed.
 	ReasonInvalidSelector = "InvalidSelector"
+	// ReasonQuotaOverflow: a project's namespace quotas add up to more than its project quota.
+	ReasonQuotaOverflow = "QuotaOverflow"
+	// ReasonNamespaceConflict: a namespace is claimed by two projects, or exists in a
+	// target without Drover's label.
+	ReasonNamespaceConflict = "NamespaceConflict"
 )
 
 // Cluster is what rendering needs to know of a target cluster.
@@ -103,12 +109,15 @@ type Result struct {
 	// Adoptable names the namespaces whose project allows adopting them when they
 	// already exist without Drover's label (spec.namespaces[].adopt).
 	Adoptable map[string]bool
+	// NamespaceConflicts lists, per project, the namespaces it shares with another
+	// project placed on this cluster; only the older claim gets the namespace.
+	NamespaceConflicts map[string][]string
 }
 
 // Render computes what cluster must hold. It never fails: an intent with a problem is
 // left out (see TemplateProblems and BindingProblem, which say why).
 func Render(cluster Cluster, in Intents) Result {
-	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}}
+	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}, NamespaceConflicts: map[string][]string{}}
 	templates := ResolveTemplates(in.RoleTemplates)
 
 	projects := map[string]*v1alpha1.ClusterProject{}
@@ -129,7 +138,7 @@ func Render(cluster Cluster, in Intents) Result {
 		}
 		return ordered[i].Name < ordered[j].Name
 	})
-	var namespaces []client.Object
+	var namespaces, namespaced []client.Object
 	placed := map[string]bool{}
 	// owner maps each namespace to the one project that holds it on this cluster.
 	owner := map[string]string{}
@@ -142,17 +151,29 @@ func Render(cluster Cluster, in Intents) Result {
 		}
 		placed[p.Name] = true
 		res.Projects = append(res.Projects, p.Name)
+		var held []string
 		for _, ns := range p.Spec.Namespaces {
-			if _, taken := owner[ns.Name]; taken {
+			if other, taken := owner[ns.Name]; taken {
 				// Claimed by an older project (or listed twice): the first claim
-				// wins, deterministically; the project controller reports it.
+				// wins, deterministically, and the younger project is told.
+				if other != p.Name {
+					res.NamespaceConflicts[p.Name] = append(res.NamespaceConflicts[p.Name], fmt.Sprintf(
+						"namespace %s belongs to project %s, which claimed it first", ns.Name, other))
+					res.NamespaceConflicts[other] = append(res.NamespaceConflicts[other], fmt.Sprintf(
+						"namespace %s is also claimed by project %s, which does not get it", ns.Name, p.Name))
+				}
 				continue
 			}
 			owner[ns.Name] = p.Name
+			held = append(held, ns.Name)
 			namespaces = append(namespaces, renderNamespace(p, ns))
 			if ns.Adopt {
 				res.Adoptable[ns.Name] = true
 			}
+		}
+		sort.Strings(held)
+		for _, ns := range held {
+			namespaced = append(namespaced, renderProjectPolicies(p, ns, held)...)
 		}
 	}
 
@@ -211,7 +232,7 @@ func Render(cluster Cluster, in Intents) Result {
 	}
 
 	sort.SliceStable(namespaces, func(i, j int) bool { return namespaces[i].GetName() < namespaces[j].GetName() })
-	res.Objects = append(append(namespaces, roles...), bindings...)
+	res.Objects = append(append(append(namespaces, roles...), namespaced...), bindings...)
 	return res
 }
 
@@ -221,6 +242,103 @@ func RoleName(b *v1alpha1.AccessBinding) string {
 		return b.Spec.RoleRef.Name
 	}
 	return NamePrefix + b.Spec.RoleRef.Name
+}
+
+// Names of the per-namespace objects of a project.
+const (
+	// ProjectQuotaName names the ResourceQuota (namespaceDefaultQuota) and the
+	// LimitRange (containerDefaults) in each project namespace.
+	ProjectQuotaName = "drover-project"
+	// IsolationPolicyName names the NetworkPolicy of networkIsolation.
+	IsolationPolicyName = "drover-project-isolation"
+)
+
+// renderProjectPolicies renders the quota, limits and isolation policy of one
+// project namespace. held lists the project's namespaces on this cluster.
+func renderProjectPolicies(p *v1alpha1.ClusterProject, ns string, held []string) []client.Object {
+	labels := func() map[string]string {
+		return map[string]string{ManagedByLabel: ManagedByValue, ProjectLabel: p.Name}
+	}
+	var out []client.Object
+	if q := p.Spec.NamespaceDefaultQuota; q != nil {
+		out = append(out, &corev1.ResourceQuota{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ResourceQuota"},
+			ObjectMeta: metav1.ObjectMeta{Name: ProjectQuotaName, Namespace: ns, Labels: labels()},
+			Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList(q.Hard).DeepCopy()},
+		})
+	}
+	if d := p.Spec.ContainerDefaults; d != nil {
+		out = append(out, &corev1.LimitRange{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "LimitRange"},
+			ObjectMeta: metav1.ObjectMeta{Name: ProjectQuotaName, Namespace: ns, Labels: labels()},
+			Spec: corev1.LimitRangeSpec{Limits: []corev1.LimitRangeItem{{
+				Type:           corev1.LimitTypeContainer,
+				Default:        nilIfEmpty(d.Default),
+				DefaultRequest: nilIfEmpty(d.DefaultRequest),
+				Max:            nilIfEmpty(d.Max),
+				Min:            nilIfEmpty(d.Min),
+			}}},
+		})
+	}
+	if p.Spec.NetworkIsolation {
+		out = append(out, &networkingv1.NetworkPolicy{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+			ObjectMeta: metav1.ObjectMeta{Name: IsolationPolicyName, Namespace: ns, Labels: labels()},
+			Spec: networkingv1.NetworkPolicySpec{
+				// Ingress only: egress, and so DNS, stays open. Namespaces are matched
+				// by their immutable name label, which no one can add to another
+				// namespace to get in.
+				PodSelector: metav1.LabelSelector{},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+					NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+						Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: append([]string(nil), held...),
+					}}},
+				}}}},
+			},
+		})
+	}
+	return out
+}
+
+func nilIfEmpty(r v1alpha1.ResourceList) corev1.ResourceList {
+	if len(r) == 0 {
+		return nil
+	}
+	return corev1.ResourceList(r).DeepCopy()
+}
+
+// QuotaOverflow says which resources the namespace quotas, together, would exceed the
+// project-wide quota by (namespaceDefaultQuota times the number of namespaces against
+// resourceQuota), or nil when they fit.
+func QuotaOverflow(p *v1alpha1.ClusterProject) *Problem {
+	if p.Spec.ResourceQuota == nil || p.Spec.NamespaceDefaultQuota == nil || len(p.Spec.Namespaces) == 0 {
+		return nil
+	}
+	n := int64(len(p.Spec.Namespaces))
+	var over []string
+	names := make([]string, 0, len(p.Spec.ResourceQuota.Hard))
+	for k := range p.Spec.ResourceQuota.Hard {
+		names = append(names, string(k))
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		limit := p.Spec.ResourceQuota.Hard[corev1.ResourceName(name)]
+		per, ok := p.Spec.NamespaceDefaultQuota.Hard[corev1.ResourceName(name)]
+		if !ok {
+			continue
+		}
+		total := per.DeepCopy()
+		total.Mul(n)
+		if total.Cmp(limit) > 0 {
+			over = append(over, fmt.Sprintf("%s: %d namespaces x %s = %s > %s", name, n, per.String(), total.String(), limit.String()))
+		}
+	}
+	if len(over) == 0 {
+		return nil
+	}
+	return &Problem{ReasonQuotaOverflow, "the namespace quotas exceed the project quota (spec.namespaceDefaultQuota x namespaces > spec.resourceQuota): " +
+		strings.Join(over, "; ") + "; raise spec.resourceQuota or lower spec.namespaceDefaultQuota"}
 }
 
 func renderNamespace(p *v1alpha1.ClusterProject, ns v1alpha1.ProjectNamespace) *corev1.Namespace {
@@ -441,6 +559,15 @@ func Equivalent(desired, live client.Object) bool {
 	case *rbacv1.RoleBinding:
 		l, ok := live.(*rbacv1.RoleBinding)
 		return ok && d.RoleRef == l.RoleRef && subjectsEqual(d.Subjects, l.Subjects)
+	case *corev1.ResourceQuota:
+		l, ok := live.(*corev1.ResourceQuota)
+		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
+	case *corev1.LimitRange:
+		l, ok := live.(*corev1.LimitRange)
+		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
+	case *networkingv1.NetworkPolicy:
+		l, ok := live.(*networkingv1.NetworkPolicy)
+		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
 	}
 	return false
 }

@@ -20,6 +20,7 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -49,7 +50,12 @@ type Syncer struct {
 
 // DefaultKinds are the kinds rendering produces.
 func DefaultKinds() []client.ObjectList {
-	return []client.ObjectList{&rbacv1.RoleBindingList{}, &rbacv1.ClusterRoleBindingList{}, &rbacv1.ClusterRoleList{}, &corev1.NamespaceList{}}
+	// Namespaced objects first and namespaces last, so that a released namespace
+	// has already lost Drover's objects.
+	return []client.ObjectList{
+		&rbacv1.RoleBindingList{}, &networkingv1.NetworkPolicyList{}, &corev1.LimitRangeList{}, &corev1.ResourceQuotaList{},
+		&rbacv1.ClusterRoleBindingList{}, &rbacv1.ClusterRoleList{}, &corev1.NamespaceList{},
+	}
 }
 
 // Options of one Sync.
@@ -90,6 +96,12 @@ func kindOf(o runtime.Object) string {
 		return "RoleBinding"
 	case *rbacv1.Role:
 		return "Role"
+	case *corev1.ResourceQuota:
+		return "ResourceQuota"
+	case *corev1.LimitRange:
+		return "LimitRange"
+	case *networkingv1.NetworkPolicy:
+		return "NetworkPolicy"
 	}
 	if k := o.GetObjectKind().GroupVersionKind().Kind; k != "" {
 		return k
@@ -155,7 +167,7 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 			if want[key] || !prunable(obj) {
 				continue
 			}
-			if err := s.prune(ctx, obj); err != nil {
+			if err := Prune(ctx, s.Direct, obj); err != nil {
 				rep.PruneFailed[key] = err
 			} else {
 				rep.Pruned++
@@ -182,6 +194,18 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, opts Opti
 	case err == nil:
 		if render.Equivalent(d, live) {
 			return nil
+		}
+		if prev, want := live.GetLabels()[render.ProjectLabel], d.GetLabels()[render.ProjectLabel]; key.Kind == "Namespace" && prev != "" && prev != want {
+			// The namespace belonged to another project, which no longer claims it.
+			// It goes as that project said (released, or deleted) before another
+			// project may have it: a released namespace keeps its data, so taking
+			// it then needs adopt: true.
+			if err := Prune(ctx, s.Direct, live); err != nil {
+				return err
+			}
+			rep.Pruned++
+			return fmt.Errorf("%s belonged to project %s, which gave it up; it was %s, and is taken over once that is done", key, prev,
+				map[bool]string{true: "deleted", false: "released"}[live.GetAnnotations()[render.NamespaceDeletionPolicyAnnotation] == string(v1alpha1.NamespaceDelete)])
 		}
 	case apierrors.IsNotFound(err):
 		// Not in the cache of owned objects: it is missing, or it exists without
@@ -222,11 +246,13 @@ func (s *Syncer) apply(ctx context.Context, d client.Object) error {
 	return s.Direct.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldOwner), client.ForceOwnership)
 }
 
-func (s *Syncer) prune(ctx context.Context, obj client.Object) error {
+// Prune removes one Drover-owned object. A namespace is released (it keeps its
+// contents and loses Drover's labels) unless it is annotated for deletion.
+func Prune(ctx context.Context, c client.Client, obj client.Object) error {
 	if ns, ok := obj.(*corev1.Namespace); ok && ns.Annotations[render.NamespaceDeletionPolicyAnnotation] != string(v1alpha1.NamespaceDelete) {
-		return s.release(ctx, ns)
+		return release(ctx, c, ns)
 	}
-	if err := s.Direct.Delete(ctx, obj, client.Preconditions{UID: ptr(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.Delete(ctx, obj, client.Preconditions{UID: ptr(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	return nil
@@ -234,10 +260,10 @@ func (s *Syncer) prune(ctx context.Context, obj client.Object) error {
 
 // release removes Drover's labels and annotation from a namespace, leaving it and its
 // contents in place.
-func (s *Syncer) release(ctx context.Context, ns *corev1.Namespace) error {
+func release(ctx context.Context, c client.Client, ns *corev1.Namespace) error {
 	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null,%q:null},"annotations":{%q:null}}}`,
 		render.ManagedByLabel, render.ProjectLabel, render.NamespaceDeletionPolicyAnnotation)
-	err := s.Direct.Patch(ctx, ns, client.RawPatch(types.MergePatchType, patch))
+	err := c.Patch(ctx, ns, client.RawPatch(types.MergePatchType, patch))
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -265,6 +291,12 @@ func newLike(d client.Object) (client.Object, error) {
 		return &rbacv1.ClusterRoleBinding{}, nil
 	case *rbacv1.RoleBinding:
 		return &rbacv1.RoleBinding{}, nil
+	case *corev1.ResourceQuota:
+		return &corev1.ResourceQuota{}, nil
+	case *corev1.LimitRange:
+		return &corev1.LimitRange{}, nil
+	case *networkingv1.NetworkPolicy:
+		return &networkingv1.NetworkPolicy{}, nil
 	}
 	return nil, fmt.Errorf("targetsync: cannot sync %T", d)
 }

@@ -76,6 +76,10 @@ type ContainerDefaults struct {
 // Whether the namespace quotas fit the project quota (namespaceDefaultQuota times the
 // number of namespaces <= resourceQuota) is checked by the controller and reported as a
 // condition: a CRD CEL rule over resource quantities exceeds the API server's cost budget.
+// Which resources are limited is checked here, at admission.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.resourceQuota) || has(self.namespaceDefaultQuota)",message="spec.resourceQuota needs spec.namespaceDefaultQuota: the project-wide limit is enforced through a quota in each namespace",fieldPath=".resourceQuota"
+// +kubebuilder:validation:XValidation:rule="!has(self.resourceQuota) || !has(self.namespaceDefaultQuota) || self.resourceQuota.hard.all(k, k in self.namespaceDefaultQuota.hard)",message="every resource in spec.resourceQuota.hard must also be limited in spec.namespaceDefaultQuota.hard, or a namespace could use it without bound",fieldPath=".namespaceDefaultQuota.hard"
 type ClusterProjectSpec struct {
 	// displayName is a human-friendly name for the project.
 	// +optional

@@ -331,6 +331,21 @@ metadata: {name: bad-quantity}
 spec:
   clusters: {names: [a]}
   namespaceDefaultQuota: {hard: {requests.cpu: lots}}`, []string{"spec.namespaceDefaultQuota.hard.requests.cpu", "should match"}},
+		{"clusterproject project quota without namespace quota", `
+apiVersion: management.drover.io/v1alpha1
+kind: ClusterProject
+metadata: {name: no-ns-quota}
+spec:
+  clusters: {names: [a]}
+  resourceQuota: {hard: {requests.cpu: "8"}}`, []string{"spec.resourceQuota", "needs spec.namespaceDefaultQuota"}},
+		{"clusterproject project quota resource not limited per namespace", `
+apiVersion: management.drover.io/v1alpha1
+kind: ClusterProject
+metadata: {name: unbounded}
+spec:
+  clusters: {names: [a]}
+  resourceQuota: {hard: {requests.cpu: "8", pods: "50"}}
+  namespaceDefaultQuota: {hard: {requests.cpu: "2"}}`, []string{"spec.namespaceDefaultQuota.hard", "must also be limited"}},
 		{"clusterproject empty containerDefaults", `
 apiVersion: management.drover.io/v1alpha1
 kind: ClusterProject

@@ -1,0 +1,155 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/render"
+)
+
+// maxProjectClusters bounds status.clusters of a ClusterProject.
+const maxProjectClusters = 100
+
+// ClusterProjectReconciler writes ClusterProject status from the per-cluster sync
+// results: where the project holds at its current generation, its quota usage per
+// cluster, and what is wrong (quota overflow, namespace conflicts). The cluster
+// syncer does the work in the targets.
+type ClusterProjectReconciler struct {
+	Client   client.Client
+	Results  *syncResults
+	Recorder events.EventRecorder
+}
+
+// SetupWithManager registers the controller.
+func (r *ClusterProjectReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	all := handler.EnqueueRequestsFromMapFunc(r.allProjects)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("clusterproject").
+		For(&v1alpha1.ClusterProject{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Another project's namespaces can conflict with this one's.
+		Watches(&v1alpha1.ClusterProject{}, all, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, createDeleteOnly()))).
+		Watches(&v1alpha1.ManagedCluster{}, all, builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate(), createDeleteOnly()))).
+		WatchesRawSource(r.Results.Source(kindClusterProject)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+func (r *ClusterProjectReconciler) allProjects(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list v1alpha1.ClusterProjectList
+	if err := r.Client.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list ClusterProjects")
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, p := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+	}
+	return out
+}
+
+// Reconcile computes one project's status.
+func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	p := &v1alpha1.ClusterProject{}
+	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	helper, err := clusterv1patch.NewHelper(p, r.Client)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	before := p.DeepCopy()
+	defer func() {
+		if err := helper.Patch(ctx, p, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		recordIntentTransitions(r.Recorder, before, p)
+	}()
+
+	var mcs v1alpha1.ManagedClusterList
+	if err := r.Client.List(ctx, &mcs); err != nil {
+		return ctrl.Result{}, err
+	}
+	var rows []clusterRow
+	var clusters []v1alpha1.ProjectClusterStatus
+	var notes []string
+	for _, mc := range mcs.Items {
+		if ok, _ := render.Selects(p.Spec.Clusters, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok {
+			continue
+		}
+		var it itemResult
+		row := rowFor(r.Results, mc.Name, p.Generation, func(res clusterResult) (itemResult, bool) {
+			i, ok := res.Projects[p.Name]
+			it = i
+			return i, ok
+		})
+		rows = append(rows, row)
+		cs := v1alpha1.ProjectClusterStatus{Cluster: mc.Name, Synced: row.synced, Reason: row.reason, Message: truncate(row.message, 1024)}
+		if row.synced {
+			cs.Reason = "Synced"
+			if it.Message != "" {
+				cs.Message = truncate(it.Message, 1024)
+				notes = append(notes, mc.Name+": "+it.Message)
+			}
+		}
+		if len(it.Used) > 0 {
+			cs.Used = v1alpha1.ResourceList(it.Used)
+		}
+		if len(it.Hard) > 0 {
+			cs.Hard = v1alpha1.ResourceList(it.Hard)
+		}
+		clusters = append(clusters, cs)
+	}
+	sort.Slice(clusters, func(i, j int) bool { return clusters[i].Cluster < clusters[j].Cluster })
+	if len(clusters) > maxProjectClusters {
+		clusters = clusters[:maxProjectClusters]
+	}
+
+	setIntentStatus(p, render.QuotaOverflow(p), rows, "placed")
+	if len(notes) > 0 && readySucceeded(p) {
+		sort.Strings(notes)
+		set(p, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded,
+			fmt.Sprintf("held by all %d placed clusters; %s", len(rows), strings.Join(notes, "; ")))
+	}
+	st := summarizeRows(rows)
+	p.Status.PlacedClusters = st.total
+	p.Status.SyncedClusters = st.synced
+	p.Status.Synced = fmt.Sprintf("%d/%d", st.synced, st.total)
+	p.Status.NamespaceCount = int32(len(p.Spec.Namespaces))
+	if !equality.Semantic.DeepEqual(p.Status.Clusters, clusters) {
+		p.Status.Clusters = clusters
+	}
+	p.Status.ObservedGeneration = p.Generation
+	return ctrl.Result{}, nil
+}
+
+func readySucceeded(p *v1alpha1.ClusterProject) bool {
+	c := findCondition(p.Status.Conditions, v1alpha1.ReadyCondition)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1alpha1.ReasonSucceeded
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}
