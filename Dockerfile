@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # One image serves the manager (`drover`) and the agent (`drover agent`).
+# Build it with `make docker-build IMG=...`; `make deploy IMG=...` installs it.
 
-FROM golang:1.26 AS build
+# The build stage runs on the builder's own platform and cross-compiles.
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 ARG VERSION=dev
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64
@@ -9,13 +11,8 @@ WORKDIR /src
 # Dependencies first, so that source changes do not refetch modules.
 COPY go.mod go.sum ./
 RUN go mod download
-COPY main.go ./
-COPY api/ api/
-COPY agent/ agent/
-COPY controllers/ controllers/
-COPY kubeconfig/ kubeconfig/
-COPY manager/ manager/
-COPY version/ version/
+# The sources: .dockerignore keeps out tests, docs, tools and build output.
+COPY . .
 RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
     go build -trimpath -ldflags "-s -w -X github.com/drover-io/drover/version.Version=${VERSION}" -o /out/drover .
 

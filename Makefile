@@ -58,8 +58,8 @@ test: manifests generate vet ## Run unit and integration tests against real API 
 	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
 .PHONY: fuzz
-fuzz: ## Run each fuzz test for a short while.
-	@echo "no fuzz tests yet"
+fuzz: ## Run each fuzz test for a short while (FUZZTIME, default 30s).
+	go test ./render/ -run '^$$' -fuzz FuzzRender -fuzztime $(or $(FUZZTIME),30s)
 
 .PHONY: bench
 bench: ## Run the benchmarks against real control planes and print their figures.
@@ -83,12 +83,8 @@ build: ## Build bin/drover.
 run: manifests generate ## Run the manager against the cluster in $KUBECONFIG.
 	go run -ldflags "$(LDFLAGS)" . --metrics-bind-address=:8080 --health-probe-bind-address=:8081
 
-.PHONY: dev
-dev: ## Run Drover locally against a real hub and two real targets (coming: see README).
-	@echo "make dev is not here yet: it arrives with its own issue. Until then see README.md."; exit 2
-
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a container engine).
+docker-build: ## Build the container image IMG (needs a container engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 .PHONY: build-installer
@@ -96,6 +92,35 @@ build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/insta
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image drover=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
+
+##@ Run
+
+.PHONY: dev
+dev: build ## Run Drover locally: a hub, two target clusters, the manager and agents, on this machine. Ctrl-C stops it.
+	go build -trimpath -o $(LOCALBIN)/drover-dev ./hack/dev
+	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" $(LOCALBIN)/drover-dev $(strip --drover=$(LOCALBIN)/drover $(DEV_FLAGS))
+
+# deploy and undeploy render config/default from a copy of config/, so that setting
+# the image leaves no change behind in the repository.
+.PHONY: deploy
+deploy: $(KUSTOMIZE) ## Install Drover into the cluster in $KUBECONFIG, running image IMG (see make docker-build).
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp -r config "$$tmp/"; \
+	(cd "$$tmp/config/manager" && $(KUSTOMIZE) edit set image drover=$(IMG)); \
+	echo "installing the CRDs"; \
+	$(KUSTOMIZE) build "$$tmp/config/crd" | kubectl apply --server-side -f -; \
+	$(KUSTOMIZE) build "$$tmp/config/crd" | kubectl wait --for=condition=Established --timeout=60s -f -; \
+	echo "installing Drover with image $(IMG)"; \
+	$(KUSTOMIZE) build "$$tmp/config/default" | kubectl apply --server-side -f -
+
+UNDEPLOY_TIMEOUT ?= 5m
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove Drover and everything it installed in the targets from the cluster in $KUBECONFIG.
+	@set -e; if kubectl get crd managedclusters.management.drover.io >/dev/null 2>&1; then \
+		echo "deleting every ManagedCluster, while the manager runs to clean up what Drover installed in the targets"; \
+		kubectl delete managedclusters --all --timeout=$(UNDEPLOY_TIMEOUT); \
+		kubectl delete accessbindings,clusterprojects,roletemplates --all --timeout=$(UNDEPLOY_TIMEOUT); \
+	fi
+	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
 
 ##@ Tools
 

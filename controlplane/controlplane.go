@@ -47,6 +47,13 @@ type Options struct {
 	Output io.Writer
 	// AssetsDir overrides $KUBEBUILDER_ASSETS.
 	AssetsDir string
+	// BaseDir, when set, holds the control plane's files (certificates, etcd data,
+	// kubeconfigs) in BaseDir/<Name>, which must not exist yet, instead of in a new
+	// temporary directory. `make dev` uses it so that every process it starts names
+	// a directory it owns on its command line, and stale ones can be found after a crash.
+	BaseDir string
+	// ServerOutput receives etcd's and kube-apiserver's output; nil discards it.
+	ServerOutput io.Writer
 }
 
 // ControlPlane is one running etcd + kube-apiserver (+ kube-controller-manager).
@@ -88,7 +95,15 @@ func Start(opts Options) (*ControlPlane, error) {
 		cp.output = io.Discard
 	}
 	var err error
-	if cp.dir, err = os.MkdirTemp("", "drover-cp-"+opts.Name+"-"); err != nil {
+	if opts.BaseDir != "" {
+		cp.dir = filepath.Join(opts.BaseDir, opts.Name)
+		if err := os.MkdirAll(opts.BaseDir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(cp.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("control plane %q: %w", opts.Name, err)
+		}
+	} else if cp.dir, err = os.MkdirTemp("", "drover-cp-"+opts.Name+"-"); err != nil {
 		return nil, err
 	}
 	cp.env = &envtest.Environment{
@@ -106,7 +121,16 @@ func Start(opts Options) (*ControlPlane, error) {
 		_ = os.RemoveAll(cp.dir)
 		return nil, err
 	}
-	cp.env.ControlPlane.GetAPIServer().CertDir = certDir
+	apiServer := cp.env.ControlPlane.GetAPIServer()
+	apiServer.CertDir = certDir
+	// etcd's data lives there too, so that Stop removes it with everything else.
+	etcd := &envtest.Etcd{}
+	cp.env.ControlPlane.Etcd = etcd
+	etcd.DataDir = filepath.Join(cp.dir, "etcd")
+	if opts.ServerOutput != nil {
+		apiServer.Out, apiServer.Err = opts.ServerOutput, opts.ServerOutput
+		etcd.Out, etcd.Err = opts.ServerOutput, opts.ServerOutput
+	}
 	cfg, err := cp.env.Start()
 	if err != nil {
 		_ = os.RemoveAll(cp.dir)
