@@ -115,7 +115,10 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	cl := r.Remote.Get(mc.Name)
 	if cl == nil || !cl.Health().Connected || cl.Client() == nil {
 		msg := "the cluster is not connected"
-		if cl != nil && cl.Health().Message != "" {
+		switch {
+		case cl != nil && cl.Health().Connected:
+			msg = "the connection to the cluster is being set up"
+		case cl != nil && cl.Health().Message != "":
 			msg += ": " + cl.Health().Message
 		}
 		// The connection's events bring us back when it comes up; no polling.

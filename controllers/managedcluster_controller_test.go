@@ -197,6 +197,14 @@ func TestRegisterToReady(t *testing.T) {
 	// writes nothing to the hub.
 	expectQuiet(t, "ready-1", 3*time.Second)
 
+	// Someone deletes the agent's Deployment: it is reinstalled at once.
+	g.Expect(tc.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		var d appsv1.Deployment
+		g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}, &d)).To(Succeed())
+		g.Expect(d.DeletionTimestamp.IsZero()).To(BeTrue())
+	}, timeout, 100*time.Millisecond).Should(Succeed())
+
 	// The agent stops: its Lease goes stale and AgentReady turns False.
 	stopAgent()
 	g.Expect(<-agentDone).To(Succeed())

@@ -124,6 +124,12 @@ func (r *ManagedClusterReconciler) reconcileConnection(ctx context.Context, s *c
 		if err := r.Remote.Watch(mc.Name, "nodes", r.controller, nodeSource(mc.Name)); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch Nodes")
 		}
+		if err := r.Remote.Watch(mc.Name, "agent-lease", r.controller, agentLeaseSource(mc.Name)); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch the agent's Lease")
+		}
+		if err := r.Remote.Watch(mc.Name, "agent-deployment", r.controller, agentDeploymentSource(mc.Name, cl)); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch the agent's Deployment")
+		}
 	}
 	return cl
 }
@@ -153,6 +159,44 @@ func nodeSource(cluster string) func(cache.Cache) source.Source {
 					return nodeChanged(e.ObjectOld, e.ObjectNew)
 				},
 			})
+	}
+}
+
+// agentLeaseSource watches the agent's Lease in a target. A Lease that appears, goes,
+// or changes version enqueues the cluster; a renewal does not (the expiry is checked
+// by a timed requeue), so a healthy fleet costs nothing.
+func agentLeaseSource(cluster string) func(cache.Cache) source.Source {
+	return func(c cache.Cache) source.Source {
+		enqueue := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: cluster}}}
+		})
+		return source.Kind(c, client.Object(&coordinationv1.Lease{}), enqueue, predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return e.Object.GetName() == AgentName },
+			DeleteFunc: func(e event.DeleteEvent) bool { return e.Object.GetName() == AgentName },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return e.ObjectNew.GetName() == AgentName &&
+					e.ObjectOld.GetAnnotations()[agent.LeaseAnnotationVersion] != e.ObjectNew.GetAnnotations()[agent.LeaseAnnotationVersion]
+			},
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})
+	}
+}
+
+// agentDeploymentSource notices when the agent's Deployment is deleted (or its
+// namespace with it): it forgets that the agent is installed, so the next reconcile
+// installs it again.
+func agentDeploymentSource(cluster string, cl *remote.Cluster) func(cache.Cache) source.Source {
+	return func(c cache.Cache) source.Source {
+		enqueue := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			cl.Forget("agent")
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: cluster}}}
+		})
+		return source.Kind(c, client.Object(&appsv1.Deployment{}), enqueue, predicate.Funcs{
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			UpdateFunc:  func(event.UpdateEvent) bool { return false },
+			DeleteFunc:  func(e event.DeleteEvent) bool { return e.Object.GetName() == AgentName },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})
 	}
 }
 

@@ -341,6 +341,9 @@ func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, sou
 		}
 	}
 	go cl.probeLoop(c.opts)
+	// Every other subscriber (the cluster syncer, say) may have looked while there
+	// was no connection yet, and waits for an event rather than polling: tell them.
+	c.notify(name)
 	return cl, nil
 }
 
