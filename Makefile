@@ -63,7 +63,7 @@ fuzz: ## Run each fuzz test for a short while (FUZZTIME, default 30s).
 
 .PHONY: bench
 bench: ## Run the benchmarks against real control planes and print their figures.
-	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./... -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m
+	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./bench/ -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m -v
 
 .PHONY: verify
 verify: manifests generate fmt ## Regenerate and reformat, then fail if anything changed.

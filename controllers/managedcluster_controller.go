@@ -143,7 +143,10 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return r.reconcileDelete(ctx, s)
 	}
 	if mc.Spec.Paused {
+		// Paused: no connection, no probes, no watches; nothing happens for this
+		// cluster until it is resumed.
 		s.paused = true
+		r.Remote.Disconnect(mc.Name)
 		return ctrl.Result{}, nil
 	}
 	controllerutil.AddFinalizer(mc, ManagedClusterFinalizer)
@@ -180,7 +183,7 @@ func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clust
 
 // forget drops everything held for a cluster that no longer exists.
 func (r *ManagedClusterReconciler) forget(name string) {
-	r.Remote.Disconnect(name)
+	r.Remote.Forget(name)
 	remote.ForgetMetrics(name)
 	forgetClusterMetrics(name)
 }

@@ -387,6 +387,24 @@ func TestPaused(t *testing.T) {
 		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused)
 		g.Expect(conditions.Has(mc, v1alpha1.ConnectedCondition)).To(BeFalse())
 	}, timeout, 100*time.Millisecond).Should(Succeed())
+	g.Expect(rc.Get("paused")).To(BeNil(), "a paused cluster has no connection")
+
+	// Resumed, it connects; paused again, it drops the connection and says so.
+	setPaused := func(p bool) {
+		mc := getCluster(g, "paused")
+		base := mc.DeepCopy()
+		mc.Spec.Paused = p
+		g.Expect(hubc.Patch(context.Background(), mc, client.MergeFrom(base))).To(Succeed())
+	}
+	setPaused(false)
+	readyCluster(t, "paused")
+	setPaused(true)
+	g.Eventually(func(g Gomega) {
+		mc := getCluster(g, "paused")
+		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused)
+		expectCondition(g, mc, v1alpha1.ConnectedCondition, metav1.ConditionUnknown, v1alpha1.ReasonPaused)
+		g.Expect(rc.Get("paused")).To(BeNil())
+	}, timeout, 100*time.Millisecond).Should(Succeed())
 }
 
 // ownedInTarget lists what Drover left in a target.
@@ -437,6 +455,24 @@ func TestDeletion(t *testing.T) {
 		var ns corev1.Namespace
 		err := tc.Get(context.Background(), client.ObjectKey{Name: controllers.AgentNamespace}, &ns)
 		g.Expect(apierrors.IsNotFound(err) || !ns.DeletionTimestamp.IsZero()).To(BeTrue(), "agent namespace still there")
+	})
+	t.Run("with its secret", func(t *testing.T) {
+		// kubectl delete -f, or a GitOps prune, deletes the Secret with the cluster:
+		// cleanup still happens, through the last kubeconfig the cluster used.
+		g := NewWithT(t)
+		register(t, "pruned", targets[1].Kubeconfig())
+		ready(g, "pruned")
+		g.Expect(ownedInTarget(g, tc)).NotTo(BeEmpty())
+		g.Expect(hubc.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "pruned-kubeconfig"}})).To(Succeed())
+		deleteAndWait(t, "pruned")
+		g.Expect(ownedInTarget(g, tc)).To(BeEmpty())
+		var evs eventsv1.EventList
+		g.Expect(hubc.List(context.Background(), &evs)).To(Succeed())
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "pruned" {
+				g.Expect(e.Reason).NotTo(Equal("CleanupAbandoned"))
+			}
+		}
 	})
 	t.Run("unreachable", func(t *testing.T) {
 		g := NewWithT(t)

@@ -298,7 +298,7 @@ func (r *ManagedClusterReconciler) reconcileDelete(ctx context.Context, s *clust
 		r.event(mc, corev1.EventTypeNormal, "CleanupSkipped", "deletionPolicy is Orphan: everything Drover installed stays in the target")
 		return r.release(ctx, s)
 	}
-	cl := r.reconcileConnection(ctx, s)
+	cl := r.cleanupConnection(ctx, s)
 	if cl != nil && s.health.Connected {
 		remaining, err := r.cleanup(ctx, cl)
 		if err == nil && len(remaining) == 0 {
@@ -329,6 +329,32 @@ func (r *ManagedClusterReconciler) reconcileDelete(ctx context.Context, s *clust
 		return ctrl.Result{RequeueAfter: r.DeletionTimeout - waited}, nil
 	}
 	return ctrl.Result{RequeueAfter: min(5*time.Second, r.DeletionTimeout-waited)}, nil
+}
+
+// cleanupConnection finds a way into the target for cleanup: the live connection if
+// there is one, else the Secret, else the last kubeconfig the cluster connected with
+// (its Secret is often deleted together with it, by kubectl delete -f or a GitOps
+// prune).
+func (r *ManagedClusterReconciler) cleanupConnection(ctx context.Context, s *clusterScope) *remote.Cluster {
+	if cl := r.Remote.Get(s.cluster.Name); cl != nil && cl.Health().Connected {
+		s.health, s.endpoint = cl.Health(), cl.Endpoint
+		return cl
+	}
+	cl := r.reconcileConnection(ctx, s)
+	if cl != nil || s.problem == nil || (s.problem.reason != v1alpha1.ReasonSecretNotFound && s.problem.reason != v1alpha1.ReasonSecretKeyNotFound) {
+		return cl
+	}
+	data, source, ok := r.Remote.Remembered(s.cluster.Name)
+	if !ok {
+		return nil
+	}
+	cl, err := r.Remote.Connect(ctx, s.cluster.Name, data, source+", as last read (the Secret is gone)")
+	if err != nil {
+		return nil
+	}
+	s.problem = nil
+	s.health, s.endpoint = cl.Health(), cl.Endpoint
+	return cl
 }
 
 func (r *ManagedClusterReconciler) release(ctx context.Context, s *clusterScope) (ctrl.Result, error) {

@@ -30,6 +30,13 @@ func setManagedClusterStatus(s *clusterScope) {
 		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "spec.paused is true: Drover does nothing for this cluster until it is false")
 		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "paused")
 		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "paused")
+		// Nothing is probed while paused: what was known goes Unknown rather than
+		// stay frozen at its last value.
+		for _, t := range []string{v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition, v1alpha1.SyncedCondition} {
+			if conditions.Has(mc, t) {
+				set(mc, t, metav1.ConditionUnknown, v1alpha1.ReasonPaused, "the cluster is paused: it is not probed or synced")
+			}
+		}
 		mc.Status.ObservedGeneration = mc.Generation
 		return
 	}

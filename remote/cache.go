@@ -232,6 +232,15 @@ type Cache struct {
 	mu       sync.Mutex
 	clusters map[string]*Cluster
 	queues   []workqueue.TypedRateLimitingInterface[reconcile.Request]
+	// last holds the last kubeconfig each cluster connected with, so that a cluster
+	// whose Secret was deleted together with it (kubectl delete -f, a GitOps prune)
+	// can still be cleaned up. Forget drops it.
+	last map[string]remembered
+}
+
+type remembered struct {
+	kubeconfig []byte
+	source     string
 }
 
 // New creates an empty connection cache.
@@ -259,7 +268,7 @@ func New(opts Options) *Cache {
 	if s == nil {
 		s = clientgoscheme.Scheme
 	}
-	return &Cache{opts: opts, scheme: s, clusters: map[string]*Cluster{}}
+	return &Cache{opts: opts, scheme: s, clusters: map[string]*Cluster{}, last: map[string]remembered{}}
 }
 
 // Source lets a controller receive an event for a ManagedCluster whenever its
@@ -329,6 +338,7 @@ func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, sou
 		return cur, nil
 	}
 	c.clusters[name] = cl
+	c.last[name] = remembered{kubeconfig: append([]byte(nil), kubeconfig...), source: source}
 	c.mu.Unlock()
 	if existing != nil {
 		existing.close()
@@ -345,6 +355,23 @@ func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, sou
 	// was no connection yet, and waits for an event rather than polling: tell them.
 	c.notify(name)
 	return cl, nil
+}
+
+// Remembered returns the last kubeconfig cluster name connected with, and where it
+// came from, even after Disconnect.
+func (c *Cache) Remembered(name string) ([]byte, string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.last[name]
+	return r.kubeconfig, r.source, ok
+}
+
+// Forget closes the connection to a cluster and drops its remembered kubeconfig.
+func (c *Cache) Forget(name string) {
+	c.Disconnect(name)
+	c.mu.Lock()
+	delete(c.last, name)
+	c.mu.Unlock()
 }
 
 // Disconnect closes the connection to a cluster, if any.
