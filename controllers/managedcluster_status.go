@@ -91,6 +91,7 @@ func setFacts(s *clusterScope) {
 
 func setAgentReady(s *clusterScope) {
 	mc := s.cluster
+	before := conditions.Get(mc, v1alpha1.AgentReadyCondition)
 	connected := s.problem == nil && s.health.Connected
 	switch {
 	case !connected:
@@ -112,8 +113,8 @@ func setAgentReady(s *clusterScope) {
 	// target is the live record.
 	if s.lease != nil && s.lease.found {
 		prev := mc.Status.Agent
-		changed := prev == nil || prev.Version != s.lease.version ||
-			conditions.GetLastTransitionTime(mc, v1alpha1.AgentReadyCondition).After(timeOf(prev.LastHeartbeatTime))
+		after := conditions.Get(mc, v1alpha1.AgentReadyCondition)
+		changed := prev == nil || prev.Version != s.lease.version || before == nil || before.Status != after.Status
 		if changed {
 			t := metav1.NewTime(s.lease.renewTime.Truncate(time.Second))
 			mc.Status.Agent = &v1alpha1.AgentStatus{Version: s.lease.version, LastHeartbeatTime: &t}
@@ -137,13 +138,6 @@ func setSynced(s *clusterScope) {
 		}
 		set(mc, v1alpha1.SyncedCondition, status, reason, msg)
 	}
-}
-
-func timeOf(t *metav1.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return t.Time
 }
 
 func versionOrUnknown(v string) string {
