@@ -270,7 +270,37 @@ func BenchmarkIdleWrites(b *testing.B) {
 	for i, t := range e.targets[:n] {
 		before[fmt.Sprintf("target-%d", i+1)] = writes(b, t)
 	}
+	// Watch the ManagedClusters through the window, to say what any write changed.
+	wctx, stopWatch := context.WithCancel(ctx)
+	var changes []string
+	var mu sync.Mutex
+	go func() {
+		w, err := e.hubc.Watch(wctx, &v1alpha1.ManagedClusterList{})
+		if err != nil {
+			return
+		}
+		defer w.Stop()
+		seen := map[string]*v1alpha1.ManagedCluster{}
+		for ev := range w.ResultChan() {
+			mc, ok := ev.Object.(*v1alpha1.ManagedCluster)
+			if !ok {
+				continue
+			}
+			if prev := seen[mc.Name]; prev != nil && prev.ResourceVersion != mc.ResourceVersion {
+				mu.Lock()
+				changes = append(changes, mc.Name+": "+statusDiff(prev, mc))
+				mu.Unlock()
+			}
+			seen[mc.Name] = mc
+		}
+	}()
 	time.Sleep(idle)
+	stopWatch()
+	mu.Lock()
+	for _, c := range changes {
+		b.Logf("ManagedCluster written while idle: %s", c)
+	}
+	mu.Unlock()
 	after := map[string]map[string]float64{"hub": writes(b, e.hub)}
 	for i, t := range e.targets[:n] {
 		after[fmt.Sprintf("target-%d", i+1)] = writes(b, t)

@@ -315,7 +315,11 @@ func stopShared() error {
 		}()
 	}
 	wg.Wait()
-	_ = os.RemoveAll(e.dir)
+	if os.Getenv("DROVER_BENCH_KEEP") == "" {
+		_ = os.RemoveAll(e.dir)
+	} else {
+		fmt.Fprintln(os.Stderr, "bench: kept", e.dir)
+	}
 	return errors.Join(errs...)
 }
 

@@ -118,6 +118,17 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		}
 		return ctrl.Result{}, err
 	}
+	// The finalizer is written, on its own, before anything is installed in the
+	// target: a cluster deleted a moment after it turned Ready must still be cleaned
+	// up. (Status and metadata are separate requests, so writing the finalizer with
+	// the first status would leave a window in which Ready=True has no finalizer.)
+	if mc.DeletionTimestamp.IsZero() && !mc.Spec.Paused && !controllerutil.ContainsFinalizer(mc, ManagedClusterFinalizer) {
+		base := mc.DeepCopy()
+		controllerutil.AddFinalizer(mc, ManagedClusterFinalizer)
+		if err := r.Client.Patch(ctx, mc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
 	helper, err := clusterv1patch.NewHelper(mc, r.Client)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -149,7 +160,6 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.Remote.Disconnect(mc.Name)
 		return ctrl.Result{}, nil
 	}
-	controllerutil.AddFinalizer(mc, ManagedClusterFinalizer)
 	return r.reconcileNormal(ctx, s)
 }
 

@@ -127,7 +127,7 @@ func (r *ManagedClusterReconciler) reconcileConnection(ctx context.Context, s *c
 		if err := r.Remote.Watch(mc.Name, "agent-lease", r.controller, agentLeaseSource(mc.Name)); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch the agent's Lease")
 		}
-		if err := r.Remote.Watch(mc.Name, "agent-deployment", r.controller, agentDeploymentSource(mc.Name, cl)); err != nil {
+		if err := r.Remote.Watch(mc.Name, "agent-deployment", r.controller, agentDeploymentSource(mc.Name)); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch the agent's Deployment")
 		}
 	}
@@ -183,12 +183,11 @@ func agentLeaseSource(cluster string) func(cache.Cache) source.Source {
 }
 
 // agentDeploymentSource notices when the agent's Deployment is deleted (or its
-// namespace with it): it forgets that the agent is installed, so the next reconcile
-// installs it again.
-func agentDeploymentSource(cluster string, cl *remote.Cluster) func(cache.Cache) source.Source {
+// namespace with it) and enqueues the cluster, whose next reconcile (unless it is
+// being deleted) finds the Deployment missing and installs the agent again.
+func agentDeploymentSource(cluster string) func(cache.Cache) source.Source {
 	return func(c cache.Cache) source.Source {
 		enqueue := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			cl.Forget("agent")
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: cluster}}}
 		})
 		return source.Kind(c, client.Object(&appsv1.Deployment{}), enqueue, predicate.Funcs{
@@ -228,7 +227,7 @@ func (r *ManagedClusterReconciler) reconcileFacts(ctx context.Context, s *cluste
 // desired state: an unchanged agent costs no API calls.
 func (r *ManagedClusterReconciler) reconcileAgent(ctx context.Context, s *clusterScope, cl *remote.Cluster) error {
 	hash := agentHash(cl.Name, r.AgentImage)
-	if cl.Marked("agent", hash) {
+	if cl.Marked("agent", hash) && r.agentDeploymentCached(ctx, cl) {
 		s.agentInstalled = true
 		return nil
 	}
@@ -244,6 +243,20 @@ func (r *ManagedClusterReconciler) reconcileAgent(ctx context.Context, s *cluste
 	s.agentInstalled = true
 	ctrl.LoggerFrom(ctx).Info("Installed agent", "image", r.AgentImage)
 	return nil
+}
+
+// agentDeploymentCached tells whether the agent's Deployment is in the cluster's cache
+// (of Drover-owned objects). On a read error it trusts the install mark.
+func (r *ManagedClusterReconciler) agentDeploymentCached(ctx context.Context, cl *remote.Cluster) bool {
+	cc := cl.Client()
+	if cc == nil {
+		return true
+	}
+	rctx, cancel := r.remoteCtx(ctx)
+	defer cancel()
+	var d appsv1.Deployment
+	err := cc.Get(rctx, types.NamespacedName{Namespace: AgentNamespace, Name: AgentName}, &d)
+	return !apierrors.IsNotFound(err) && (err != nil || d.DeletionTimestamp.IsZero())
 }
 
 // reconcileAgentLease turns the agent's Lease into AgentReady, and says when to look

@@ -34,7 +34,10 @@ type Options struct {
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
 	Namespace              string
-	Controllers            controllers.Options
+	// KubeAPIQPS and KubeAPIBurst limit the manager's client of the hub.
+	KubeAPIQPS   float64
+	KubeAPIBurst int
+	Controllers  controllers.Options
 }
 
 // BindFlags registers the manager's flags.
@@ -45,6 +48,11 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to; 0 disables them.")
 	fs.StringVar(&o.Namespace, "namespace", DefaultNamespace, "The operator namespace, which holds the kubeconfig Secrets of the managed clusters.")
+	// client-go's default (5 QPS; controller-runtime raises it to 20) throttles a
+	// manager that writes status for many clusters and intents at once: at 10
+	// clusters requests waited over a second.
+	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 100, "Queries per second the manager may send to the hub's API server.")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 200, "Burst of queries the manager may send to the hub's API server.")
 	o.Controllers.BindFlags(fs)
 }
 
@@ -87,6 +95,12 @@ func Run(ctx context.Context, o Options) error {
 	cfg, err := o.Kubeconfig.RESTConfig()
 	if err != nil {
 		return err
+	}
+	if o.KubeAPIQPS > 0 {
+		cfg.QPS = float32(o.KubeAPIQPS)
+	}
+	if o.KubeAPIBurst > 0 {
+		cfg.Burst = o.KubeAPIBurst
 	}
 	scheme, err := Scheme()
 	if err != nil {
