@@ -355,6 +355,19 @@ func TestBindingProblems(t *testing.T) {
 		g.Expect(can(g, ta, "alice@example.com", "list", "", "pods", "kube-system")).To(BeTrue())
 		expectIntentReady(g, getBinding(g, "viewers"), metav1.ConditionTrue, "")
 	}, timeout, 50*time.Millisecond).Should(Succeed())
+	// roleRef is immutable in RBAC: changing it replaces the binding in the target.
+	g.Eventually(func() error {
+		b := getBinding(g, "viewers")
+		b.Spec.RoleRef = v1alpha1.RoleRef{Kind: v1alpha1.RoleRefRoleTemplate, Name: "cluster-owner"}
+		return hubc.Update(ctx, b)
+	}, timeout, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(can(g, ta, "alice@example.com", "delete", "apps", "deployments", "kube-system")).To(BeTrue())
+		var crb rbacv1.ClusterRoleBinding
+		g.Expect(ta.Get(ctx, client.ObjectKey{Name: "drover:viewers"}, &crb)).To(Succeed())
+		g.Expect(crb.RoleRef.Name).To(Equal("drover:cluster-owner"))
+		expectIntentReady(g, getBinding(g, "viewers"), metav1.ConditionTrue, "")
+	}, timeout, 50*time.Millisecond).Should(Succeed())
 	// Nothing was rendered for the broken bindings.
 	for _, n := range []string{"mismatch", "missing", "cyclic"} {
 		err := ta.Get(ctx, client.ObjectKey{Name: "drover:" + n}, &rbacv1.ClusterRoleBinding{})

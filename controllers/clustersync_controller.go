@@ -146,7 +146,7 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	rctx, cancel := context.WithTimeout(ctx, r.RemoteTimeout)
 	defer cancel()
 	syncer := &targetsync.Syncer{Cached: cl.Client(), Direct: cl.Reader, Kinds: targetsync.DefaultKinds()}
-	rep, syncErr := syncer.Sync(rctx, res.Objects, targetsync.Options{Adoptable: res.Adoptable})
+	rep, syncErr := syncer.Sync(rctx, res.Objects, targetsync.Options{Adoptable: res.Adoptable, NamespacePolicy: res.NamespacePolicy})
 	if rep.Applied > 0 || rep.Pruned > 0 {
 		ctrl.LoggerFrom(ctx).V(1).Info("Synced cluster", "applied", rep.Applied, "pruned", rep.Pruned)
 	}
@@ -226,6 +226,9 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 		isConflict := strings.Contains(msg, targetsync.ErrConflict.Error())
 		for _, key := range []string{render.AccessBindingLabel, render.RoleTemplateLabel, render.ProjectLabel} {
 			if v := o.GetLabels()[key]; v != "" {
+				if key == render.RoleTemplateLabel && k.Kind != "ClusterRole" {
+					continue // a binding's failure is the binding's, not its template's
+				}
 				id := key + "=" + v
 				failures[id] = append(failures[id], msg)
 				conflict[id] = conflict[id] || isConflict

@@ -233,7 +233,15 @@ func (r *ManagedClusterReconciler) reconcileAgent(ctx context.Context, s *cluste
 	}
 	rctx, cancel := r.remoteCtx(ctx)
 	defer cancel()
-	for _, obj := range agentObjects(cl.Name, r.AgentImage) {
+	objs := agentObjects(cl.Name, r.AgentImage)
+	// A drover-system namespace that exists and is not Drover's (the hub itself
+	// registered as a target, say) is used but never labelled as Drover's, so that
+	// cleanup never deletes it.
+	var ns corev1.Namespace
+	if err := cl.Reader.Get(rctx, types.NamespacedName{Name: AgentNamespace}, &ns); err == nil && ns.Labels[remote.ManagedByLabel] != remote.ManagedByValue {
+		objs = objs[1:]
+	}
+	for _, obj := range objs {
 		if err := cl.Reader.Apply(rctx, obj, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			s.agentErr = fmt.Sprintf("installing the agent failed: %s", shortErr(err))
 			return fmt.Errorf("install agent in cluster %s: %w", cl.Name, err)

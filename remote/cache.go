@@ -382,6 +382,8 @@ func (c *Cache) Disconnect(name string) {
 	c.mu.Unlock()
 	if cl != nil {
 		cl.close()
+		// Subscribers that saw it connected must learn it is gone.
+		c.notify(name)
 	}
 }
 

@@ -112,12 +112,20 @@ type Result struct {
 	// NamespaceConflicts lists, per project, the namespaces it shares with another
 	// project placed on this cluster; only the older claim gets the namespace.
 	NamespaceConflicts map[string][]string
+	// NamespacePolicy maps every existing project (placed here or not) to its
+	// namespaceDeletionPolicy, for namespaces that leave it.
+	NamespacePolicy map[string]string
 }
 
 // Render computes what cluster must hold. It never fails: an intent with a problem is
 // left out (see TemplateProblems and BindingProblem, which say why).
 func Render(cluster Cluster, in Intents) Result {
-	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}, NamespaceConflicts: map[string][]string{}}
+	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}, NamespaceConflicts: map[string][]string{}, NamespacePolicy: map[string]string{}}
+	for i := range in.Projects {
+		if in.Projects[i].DeletionTimestamp.IsZero() {
+			res.NamespacePolicy[in.Projects[i].Name] = string(in.Projects[i].NamespaceDeletionPolicyOrDefault())
+		}
+	}
 	templates := ResolveTemplates(in.RoleTemplates)
 
 	projects := map[string]*v1alpha1.ClusterProject{}
@@ -564,12 +572,39 @@ func Equivalent(desired, live client.Object) bool {
 		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
 	case *corev1.LimitRange:
 		l, ok := live.(*corev1.LimitRange)
-		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
+		return ok && limitsHeld(d.Spec.Limits, l.Spec.Limits)
 	case *networkingv1.NetworkPolicy:
 		l, ok := live.(*networkingv1.NetworkPolicy)
 		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
 	}
 	return false
+}
+
+// limitsHeld compares LimitRange items on what Drover sets: the API server fills in
+// default from max and defaultRequest from default or min, which must not count as
+// drift.
+func limitsHeld(want, have []corev1.LimitRangeItem) bool {
+	if len(want) != len(have) {
+		return false
+	}
+	for i := range want {
+		w, h := want[i], have[i]
+		if w.Type != h.Type || !resourcesHeld(w.Default, h.Default) || !resourcesHeld(w.DefaultRequest, h.DefaultRequest) ||
+			!resourcesHeld(w.Max, h.Max) || !resourcesHeld(w.Min, h.Min) || !resourcesHeld(w.MaxLimitRequestRatio, h.MaxLimitRequestRatio) {
+			return false
+		}
+	}
+	return true
+}
+
+func resourcesHeld(want, have corev1.ResourceList) bool {
+	for k, v := range want {
+		hv, ok := have[k]
+		if !ok || hv.Cmp(v) != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func subset(want, have map[string]string) bool {

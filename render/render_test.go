@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -303,6 +304,21 @@ func TestEquivalent(t *testing.T) {
 	rb2.Subjects = append(rb2.Subjects, rbacv1.Subject{Kind: "User", Name: "y"})
 	if Equivalent(rb, rb2) {
 		t.Error("an added subject must count as drift")
+	}
+	// The API server fills LimitRange defaults in (default from max, defaultRequest
+	// from default): not drift.
+	lr := &corev1.LimitRange{Spec: corev1.LimitRangeSpec{Limits: []corev1.LimitRangeItem{{Type: "Container",
+		Default: corev1.ResourceList{"cpu": resource.MustParse("1")}, Max: corev1.ResourceList{"memory": resource.MustParse("1Gi")}}}}}
+	lrLive := lr.DeepCopy()
+	lrLive.Spec.Limits[0].Default["memory"] = resource.MustParse("1Gi")
+	lrLive.Spec.Limits[0].DefaultRequest = corev1.ResourceList{"cpu": resource.MustParse("1000m"), "memory": resource.MustParse("1Gi")}
+	if !Equivalent(lr, lrLive) {
+		t.Error("server-filled LimitRange defaults must not count as drift")
+	}
+	lrEdited := lrLive.DeepCopy()
+	lrEdited.Spec.Limits[0].Default["cpu"] = resource.MustParse("2")
+	if Equivalent(lr, lrEdited) {
+		t.Error("an edited LimitRange default must count as drift")
 	}
 	if Equivalent(rb, &rbacv1.ClusterRoleBinding{}) {
 		t.Error("different kinds are never equivalent")

@@ -63,6 +63,10 @@ type Options struct {
 	// Adoptable names namespaces that may be taken over when they exist without
 	// Drover's label.
 	Adoptable map[string]bool
+	// NamespacePolicy maps each project that still exists to its current
+	// namespaceDeletionPolicy. A namespace leaving a project that still exists goes
+	// by that, rather than by the annotation it was last applied with.
+	NamespacePolicy map[string]string
 }
 
 // Key identifies an object in a cluster.
@@ -167,6 +171,16 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 			if want[key] || !prunable(obj) {
 				continue
 			}
+			if ns, ok := obj.(*corev1.Namespace); ok {
+				if policy, ok := opts.NamespacePolicy[ns.Labels[render.ProjectLabel]]; ok {
+					ns = ns.DeepCopy()
+					if ns.Annotations == nil {
+						ns.Annotations = map[string]string{}
+					}
+					ns.Annotations[render.NamespaceDeletionPolicyAnnotation] = policy
+					obj = ns
+				}
+			}
 			if err := Prune(ctx, s.Direct, obj); err != nil {
 				rep.PruneFailed[key] = err
 			} else {
@@ -194,6 +208,19 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, opts Opti
 	case err == nil:
 		if render.Equivalent(d, live) {
 			return nil
+		}
+		if prunable(d) && !prunable(live) {
+			// Drover's, but not an intent's: the agent's own objects (ClusterRole
+			// drover:agent, say). An intent never takes one over.
+			return fmt.Errorf("%s %w: it belongs to Drover's agent", key, ErrConflict)
+		}
+		if ref, changed := roleRefChanged(d, live); changed {
+			// roleRef is immutable: replace the binding. Until the new one is in
+			// place the subjects have neither role, never both.
+			if err := s.Direct.Delete(ctx, live, client.Preconditions{UID: ptr(live.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("%s: replace it to change its roleRef to %s: %w", key, ref, err)
+			}
+			rep.Pruned++
 		}
 		if prev, want := live.GetLabels()[render.ProjectLabel], d.GetLabels()[render.ProjectLabel]; key.Kind == "Namespace" && prev != "" && prev != want {
 			// The namespace belonged to another project, which no longer claims it.
@@ -268,6 +295,20 @@ func release(ctx context.Context, c client.Client, ns *corev1.Namespace) error {
 		return nil
 	}
 	return err
+}
+
+// roleRefChanged tells whether a binding must be replaced because its roleRef, which
+// the API server never lets change, differs from the desired one.
+func roleRefChanged(d, live client.Object) (string, bool) {
+	switch dd := d.(type) {
+	case *rbacv1.ClusterRoleBinding:
+		l, ok := live.(*rbacv1.ClusterRoleBinding)
+		return dd.RoleRef.Name, ok && l.RoleRef != dd.RoleRef
+	case *rbacv1.RoleBinding:
+		l, ok := live.(*rbacv1.RoleBinding)
+		return dd.RoleRef.Name, ok && l.RoleRef != dd.RoleRef
+	}
+	return "", false
 }
 
 // appliedByUs tells whether Drover's field manager holds fields of an object: one

@@ -142,6 +142,7 @@ type AccessBindingStatus struct {
 // +kubebuilder:printcolumn:name="Role Kind",type=string,priority=10,JSONPath=`.spec.roleRef.kind`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=10,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: Drover uses it as a label value in target clusters"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name != 'agent'",message="metadata.name 'agent' is reserved: drover:agent names the agent's own ClusterRole and ClusterRoleBinding in every target"
 type AccessBinding struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

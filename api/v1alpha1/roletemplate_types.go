@@ -143,6 +143,7 @@ type RoleTemplateStatus struct {
 // +kubebuilder:printcolumn:name="Display Name",type=string,priority=10,JSONPath=`.spec.displayName`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=10,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: Drover uses it as a label value in target clusters"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name != 'agent'",message="metadata.name 'agent' is reserved: drover:agent names the agent's own ClusterRole and ClusterRoleBinding in every target"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.inherits) || !(self.metadata.name in self.spec.inherits)",message="spec.inherits: a RoleTemplate cannot inherit itself"
 type RoleTemplate struct {
 	metav1.TypeMeta   `json:",inline"`

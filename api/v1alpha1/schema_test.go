@@ -268,6 +268,22 @@ spec:
   roleRef: {kind: ClusterRole, name: view}
   clusters: {names: [Prod_EU]}`, []string{"spec.clusters.names[0]", "should match"}},
 
+		{"roletemplate named agent", `
+apiVersion: management.drover.io/v1alpha1
+kind: RoleTemplate
+metadata: {name: agent}
+spec:
+  context: Cluster
+  rules: [{apiGroups: [""], resources: [pods], verbs: [get]}]`, []string{"metadata.name 'agent' is reserved"}},
+		{"accessbinding named agent", `
+apiVersion: management.drover.io/v1alpha1
+kind: AccessBinding
+metadata: {name: agent}
+spec:
+  subjects: [{kind: User, name: alice}]
+  roleRef: {kind: ClusterRole, name: view}
+  clusters: {names: [a]}`, []string{"metadata.name 'agent' is reserved"}},
+
 		// ClusterProject
 		{"clusterproject reserved namespace", `
 apiVersion: management.drover.io/v1alpha1
