@@ -319,6 +319,13 @@ func (r *ManagedClusterReconciler) reconcileDelete(ctx context.Context, s *clust
 		r.event(mc, corev1.EventTypeNormal, "CleanupSkipped", "deletionPolicy is Orphan: everything Drover installed stays in the target")
 		return r.release(ctx, s)
 	}
+	// A sync of this cluster that started before the deletion could still apply
+	// objects after cleanup. The syncer records ClusterDeleting once it has seen
+	// the deletion, after any sync in flight; clean up only then (that record
+	// enqueues this cluster). Bounded, so that deletion never hangs on it.
+	if res, ok := r.Results.get(mc.Name); ok && res.Reason != ReasonClusterDeleting && s.now.Sub(mc.DeletionTimestamp.Time) < 10*time.Second {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	cl := r.cleanupConnection(ctx, s)
 	if cl != nil && s.health.Connected {
 		remaining, err := r.cleanup(ctx, cl)
