@@ -112,6 +112,14 @@ func TestClusterProject(t *testing.T) {
 		g.Expect(hard.String()).To(Equal("20"))
 	}, timeout, 200*time.Millisecond).Should(Succeed())
 
+	// A label dropped from the spec is removed from the namespace.
+	updateProject(t, "web", func(p *v1alpha1.ClusterProject) { p.Spec.Namespaces[1].Labels = nil })
+	g.Eventually(func(g Gomega) {
+		g.Expect(ta.Get(ctx, client.ObjectKey{Name: "web-db"}, &ns)).To(Succeed())
+		g.Expect(ns.Labels).NotTo(HaveKey("data"))
+		g.Expect(ns.Labels).To(HaveKeyWithValue(render.ProjectLabel, "web"))
+	}, timeout, 100*time.Millisecond).Should(Succeed())
+
 	// Placement by name adds cluster b, which gets everything.
 	updateProject(t, "web", func(p *v1alpha1.ClusterProject) { p.Spec.Clusters.Names = []string{"cp-b"} })
 	g.Eventually(func(g Gomega) {

@@ -47,6 +47,9 @@ const (
 	// happens when the namespace leaves its project: Retain (release it, keep its
 	// data) or Delete. It lives on the namespace so that pruning needs no hub state.
 	NamespaceDeletionPolicyAnnotation = "management.drover.io/namespace-deletion-policy"
+	// ManagedKeysAnnotation, on a project namespace, lists the labels and
+	// annotations from the project's spec that Drover sets on it.
+	ManagedKeysAnnotation = "management.drover.io/managed-keys"
 	// NamePrefix starts the name of every ClusterRole and binding Drover renders.
 	NamePrefix = "drover:"
 )
@@ -361,6 +364,10 @@ func renderNamespace(p *v1alpha1.ClusterProject, ns v1alpha1.ProjectNamespace) *
 		a[k] = v
 	}
 	a[NamespaceDeletionPolicyAnnotation] = string(p.NamespaceDeletionPolicyOrDefault())
+	// Which of the spec's labels and annotations Drover sets: when one is dropped
+	// from the spec this changes, the namespace is applied again, and server-side
+	// apply removes what Drover no longer sets.
+	a[ManagedKeysAnnotation] = "labels=" + strings.Join(sortedKeys(ns.Labels), ",") + ";annotations=" + strings.Join(sortedKeys(ns.Annotations), ",")
 	return &corev1.Namespace{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Labels: l, Annotations: a},

@@ -288,8 +288,8 @@ func Prune(ctx context.Context, c client.Client, obj client.Object) error {
 // release removes Drover's labels and annotation from a namespace, leaving it and its
 // contents in place.
 func release(ctx context.Context, c client.Client, ns *corev1.Namespace) error {
-	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null,%q:null},"annotations":{%q:null}}}`,
-		render.ManagedByLabel, render.ProjectLabel, render.NamespaceDeletionPolicyAnnotation)
+	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null,%q:null},"annotations":{%q:null,%q:null}}}`,
+		render.ManagedByLabel, render.ProjectLabel, render.NamespaceDeletionPolicyAnnotation, render.ManagedKeysAnnotation)
 	err := c.Patch(ctx, ns, client.RawPatch(types.MergePatchType, patch))
 	if apierrors.IsNotFound(err) {
 		return nil
