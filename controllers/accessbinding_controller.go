@@ -59,16 +59,7 @@ func (r *AccessBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *AccessBindingReconciler) allBindings(ctx context.Context, _ client.Object) []reconcile.Request {
-	var list v1alpha1.AccessBindingList
-	if err := r.Client.List(ctx, &list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list AccessBindings")
-		return nil
-	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for _, b := range list.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: b.Name}})
-	}
-	return out
+	return requestsForAll(ctx, r.Client, &v1alpha1.AccessBindingList{})
 }
 
 // Reconcile computes one binding's status.

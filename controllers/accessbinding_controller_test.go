@@ -384,15 +384,27 @@ func expectIntentReady(g Gomega, obj conditions.Getter, status metav1.ConditionS
 	}
 }
 
-func expectBindingQuiet(t *testing.T, name string, window time.Duration) {
+// expectUnwritten waits for a hub object to settle, then fails if it is written again
+// within window: a reconcile that changes nothing must write nothing.
+func expectUnwritten(t *testing.T, obj client.Object, window time.Duration) {
 	t.Helper()
 	g := NewWithT(t)
-	var rv string
+	key := client.ObjectKeyFromObject(obj)
+	rv := func() string {
+		o := obj.DeepCopyObject().(client.Object)
+		g.Expect(hubc.Get(context.Background(), key, o)).To(Succeed())
+		return o.GetResourceVersion()
+	}
+	var last string
 	g.Eventually(func() bool {
-		prev := rv
-		rv = getBinding(g, name).ResourceVersion
-		return prev == rv
-	}, 10*time.Second, 500*time.Millisecond).Should(BeTrue(), "%s never settles", name)
-	g.Consistently(func() string { return getBinding(g, name).ResourceVersion }, window, 250*time.Millisecond).
-		Should(Equal(rv), "%s keeps being written while nothing changes", name)
+		prev := last
+		last = rv()
+		return prev == last
+	}, 10*time.Second, 500*time.Millisecond).Should(BeTrue(), "%s never settles", key.Name)
+	g.Consistently(rv, window, 250*time.Millisecond).Should(Equal(last), "%s keeps being written while nothing changes", key.Name)
+}
+
+func expectBindingQuiet(t *testing.T, name string, window time.Duration) {
+	t.Helper()
+	expectUnwritten(t, &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: name}}, window)
 }

@@ -52,16 +52,7 @@ func (r *ClusterProjectReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *ClusterProjectReconciler) allProjects(ctx context.Context, _ client.Object) []reconcile.Request {
-	var list v1alpha1.ClusterProjectList
-	if err := r.Client.List(ctx, &list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list ClusterProjects")
-		return nil
-	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for _, p := range list.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
-	}
-	return out
+	return requestsForAll(ctx, r.Client, &v1alpha1.ClusterProjectList{})
 }
 
 // Reconcile computes one project's status.

@@ -235,13 +235,5 @@ func TestClusterProject(t *testing.T) {
 
 func expectProjectQuiet(t *testing.T, name string, window time.Duration) {
 	t.Helper()
-	g := NewWithT(t)
-	var rv string
-	g.Eventually(func() bool {
-		prev := rv
-		rv = getProject(g, name).ResourceVersion
-		return prev == rv
-	}, 10*time.Second, 500*time.Millisecond).Should(BeTrue(), "%s never settles", name)
-	g.Consistently(func() string { return getProject(g, name).ResourceVersion }, window, 250*time.Millisecond).
-		Should(Equal(rv), "%s keeps being written while nothing changes", name)
+	expectUnwritten(t, &v1alpha1.ClusterProject{ObjectMeta: metav1.ObjectMeta{Name: name}}, window)
 }

@@ -81,16 +81,7 @@ func (r *ClusterSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *ClusterSyncReconciler) allClusters(ctx context.Context, _ client.Object) []reconcile.Request {
-	var list v1alpha1.ManagedClusterList
-	if err := r.Client.List(ctx, &list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list ManagedClusters")
-		return nil
-	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for _, mc := range list.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: mc.Name}})
-	}
-	return out
+	return requestsForAll(ctx, r.Client, &v1alpha1.ManagedClusterList{})
 }
 
 // Reconcile syncs one cluster.

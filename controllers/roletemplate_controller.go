@@ -44,16 +44,7 @@ func (r *RoleTemplateReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *RoleTemplateReconciler) allTemplates(ctx context.Context, _ client.Object) []reconcile.Request {
-	var list v1alpha1.RoleTemplateList
-	if err := r.Client.List(ctx, &list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list RoleTemplates")
-		return nil
-	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for _, t := range list.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: t.Name}})
-	}
-	return out
+	return requestsForAll(ctx, r.Client, &v1alpha1.RoleTemplateList{})
 }
 
 // Reconcile computes one template's status.

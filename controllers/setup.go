@@ -8,12 +8,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/version"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 // The manager's RBAC on the hub. Secrets and Leases are read only in the operator
@@ -126,4 +128,24 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		return nil, fmt.Errorf("set up the RoleTemplate controller: %w", err)
 	}
 	return rc, nil
+}
+
+// requestsForAll lists every object of a cluster-scoped kind from the cache and returns
+// a request for each: the map function of watches that affect all of them.
+func requestsForAll(ctx context.Context, c client.Client, list client.ObjectList) []reconcile.Request {
+	if err := c.List(ctx, list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list objects to enqueue", "list", fmt.Sprintf("%T", list))
+		return nil
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(items))
+	for _, item := range items {
+		if o, ok := item.(client.Object); ok {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: o.GetName()}})
+		}
+	}
+	return out
 }
