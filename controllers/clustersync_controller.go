@@ -262,10 +262,7 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 	}
 	for _, p := range res.Projects {
 		id := render.ProjectLabel + "=" + p
-		var fails []string
-		for _, f := range projectFailures[id] {
-			fails = append(fails, f)
-		}
+		fails := append([]string(nil), projectFailures[id]...)
 		isConflict := conflict[id]
 		if c := res.NamespaceConflicts[p]; len(c) > 0 {
 			var lost []string

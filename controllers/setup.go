@@ -10,12 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	ctrl "sigs.k8s.io/controller-runtime"
-
-	"github.com/drover-io/drover/remote"
-	"github.com/drover-io/drover/version"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/version"
 )
 
 // The manager's RBAC on the hub. Secrets and Leases are read only in the operator

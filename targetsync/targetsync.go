@@ -238,8 +238,10 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, opts Opti
 		// Not in the cache of owned objects: it is missing, or it exists without
 		// Drover's label.
 		if err := s.Direct.Get(ctx, client.ObjectKeyFromObject(d), live); err == nil {
-			if live.GetLabels()[render.ManagedByLabel] != render.ManagedByValue && !(key.Kind != "Namespace" && appliedByUs(live)) &&
-				!(key.Kind == "Namespace" && opts.Adoptable[key.Name]) {
+			isNamespace := key.Kind == "Namespace"
+			ours := live.GetLabels()[render.ManagedByLabel] == render.ManagedByValue ||
+				(!isNamespace && appliedByUs(live)) || (isNamespace && opts.Adoptable[key.Name])
+			if !ours {
 				hint := ""
 				if key.Kind == "Namespace" {
 					hint = "; set adopt: true on the project namespace to let Drover manage it"

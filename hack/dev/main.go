@@ -40,7 +40,8 @@ import (
 
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == watchdogArg {
-		os.Exit(watchdog(os.Args[2]))
+		watchdog(os.Args[2])
+		os.Exit(0)
 	}
 	os.Exit(run())
 }
@@ -147,7 +148,11 @@ func run() int {
 	}()
 	go func() {
 		p := <-d.exited
-		cancel(fmt.Errorf("%s exited unexpectedly (%v); its log is %s", p.name, p.err, d.rel(d.logFile(p.name))))
+		why := "exit status 0"
+		if p.err != nil {
+			why = p.err.Error()
+		}
+		cancel(fmt.Errorf("%s exited unexpectedly (%s); its log is %s", p.name, why, d.rel(d.logFile(p.name))))
 	}()
 	if !setParentDeathSignal() {
 		return 1

@@ -201,17 +201,16 @@ func startWatchdog(dir string) (io.WriteCloser, <-chan struct{}, error) {
 }
 
 // watchdog is the watchdog process's main.
-func watchdog(dir string) int {
+func watchdog(dir string) {
 	// Only the pipe matters: signals meant for make dev must not stop its watchdog.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	msg, _ := io.ReadAll(os.Stdin)
 	if string(msg) == watchdogDone {
-		return 0
+		return
 	}
 	if killed := killOwned(dir); len(killed) > 0 {
 		fmt.Fprintf(os.Stderr, "[dev] make dev ended without stopping its processes; the watchdog killed %s\n", describe(killed))
 	}
-	return 0
 }
 
 // errAlreadyRunning reports that another make dev holds the directory.
