@@ -63,32 +63,19 @@ func (r *AccessBindingReconciler) allBindings(ctx context.Context, _ client.Obje
 }
 
 // Reconcile computes one binding's status.
-func (r *AccessBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *AccessBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	b := &v1alpha1.AccessBinding{}
-	if err := r.Client.Get(ctx, req.NamespacedName, b); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !b.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	helper, err := clusterv1patch.NewHelper(b, r.Client)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	before := b.DeepCopy()
-	defer func() {
-		if err := helper.Patch(ctx, b, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
-			retErr = kerrors.NewAggregate([]error{retErr, err})
-		}
-		recordIntentTransitions(r.Recorder, before, b)
-	}()
+	return reconcileIntentStatus(ctx, r.Client, r.Recorder, req.NamespacedName, b, func() error { return r.setStatus(ctx, b) })
+}
 
+// setStatus computes the status of b from the hub's cache and the sync results.
+func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.AccessBinding) error {
 	var rts v1alpha1.RoleTemplateList
 	var cps v1alpha1.ClusterProjectList
 	var mcs v1alpha1.ManagedClusterList
 	for _, l := range []client.ObjectList{&rts, &cps, &mcs} {
 		if err := r.Client.List(ctx, l); err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
 	}
 	projects := map[string]*v1alpha1.ClusterProject{}
@@ -121,7 +108,7 @@ func (r *AccessBindingReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	b.Status.Synced = fmt.Sprintf("%d/%d", st.synced, st.total)
 	b.Status.Failures = st.failures
 	b.Status.ObservedGeneration = b.Generation
-	return ctrl.Result{}, nil
+	return nil
 }
 
 func (r *AccessBindingReconciler) row(cluster, name string, gen int64) clusterRow {
@@ -188,7 +175,32 @@ func summarizeRows(rows []clusterRow) rowSummary {
 	return s
 }
 
-// intentObject is an AccessBinding or a RoleTemplate.
+// reconcileIntentStatus is the skeleton the status controllers share: get the
+// object, skip it while it is being deleted, let set compute its status, and write
+// what changed through a patch helper that owns the kstatus conditions, with an
+// event for each transition.
+func reconcileIntentStatus(ctx context.Context, c client.Client, rec events.EventRecorder, key client.ObjectKey, obj intentObject, set func() error) (_ ctrl.Result, retErr error) {
+	if err := c.Get(ctx, key, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !obj.GetDeletionTimestamp().IsZero() {
+		return ctrl.Result{}, nil
+	}
+	helper, err := clusterv1patch.NewHelper(obj, c)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	before := obj.DeepCopyObject().(intentObject)
+	defer func() {
+		if err := helper.Patch(ctx, obj, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		recordIntentTransitions(rec, before, obj)
+	}()
+	return ctrl.Result{}, set()
+}
+
+// intentObject is an AccessBinding, a RoleTemplate or a ClusterProject.
 type intentObject interface {
 	client.Object
 	GetConditions() []metav1.Condition

@@ -7,11 +7,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
-	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,29 +53,16 @@ func (r *ClusterProjectReconciler) allProjects(ctx context.Context, _ client.Obj
 }
 
 // Reconcile computes one project's status.
-func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &v1alpha1.ClusterProject{}
-	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !p.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	helper, err := clusterv1patch.NewHelper(p, r.Client)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	before := p.DeepCopy()
-	defer func() {
-		if err := helper.Patch(ctx, p, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
-			retErr = kerrors.NewAggregate([]error{retErr, err})
-		}
-		recordIntentTransitions(r.Recorder, before, p)
-	}()
+	return reconcileIntentStatus(ctx, r.Client, r.Recorder, req.NamespacedName, p, func() error { return r.setStatus(ctx, p) })
+}
 
+// setStatus computes the status of p from the hub's cache and the sync results.
+func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.ClusterProject) error {
 	var mcs v1alpha1.ManagedClusterList
 	if err := r.Client.List(ctx, &mcs); err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
 	var rows []clusterRow
 	var clusters []v1alpha1.ProjectClusterStatus
@@ -130,7 +114,7 @@ func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		p.Status.Clusters = clusters
 	}
 	p.Status.ObservedGeneration = p.Generation
-	return ctrl.Result{}, nil
+	return nil
 }
 
 func readySucceeded(p *v1alpha1.ClusterProject) bool {

@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
-	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,31 +45,18 @@ func (r *RoleTemplateReconciler) allTemplates(ctx context.Context, _ client.Obje
 }
 
 // Reconcile computes one template's status.
-func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	t := &v1alpha1.RoleTemplate{}
-	if err := r.Client.Get(ctx, req.NamespacedName, t); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !t.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	helper, err := clusterv1patch.NewHelper(t, r.Client)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	before := t.DeepCopy()
-	defer func() {
-		if err := helper.Patch(ctx, t, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
-			retErr = kerrors.NewAggregate([]error{retErr, err})
-		}
-		recordIntentTransitions(r.Recorder, before, t)
-	}()
+	return reconcileIntentStatus(ctx, r.Client, r.Recorder, req.NamespacedName, t, func() error { return r.setStatus(ctx, t) })
+}
 
+// setStatus computes the status of t from the hub's cache and the sync results.
+func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.RoleTemplate) error {
 	var rts v1alpha1.RoleTemplateList
 	var mcs v1alpha1.ManagedClusterList
 	for _, l := range []client.ObjectList{&rts, &mcs} {
 		if err := r.Client.List(ctx, l); err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
 	}
 	var problem *render.Problem
@@ -99,5 +83,5 @@ func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	t.Status.Installed = fmt.Sprintf("%d/%d", st.synced, st.total)
 	t.Status.Failures = st.failures
 	t.Status.ObservedGeneration = t.Generation
-	return ctrl.Result{}, nil
+	return nil
 }
