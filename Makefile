@@ -53,13 +53,18 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 kubebin: ## Build (once) and cache kube-apiserver, kube-controller-manager, etcd and kwok.
 	$(KUBEBIN)
 
+# Packages whose tests need no API server; they also run under the race detector.
+UNIT_PKGS = ./render/ ./targetsync/ ./remote/ ./clusterfacts/ ./kubeconfig/ ./version/
+
 .PHONY: test
-test: manifests generate vet ## Run unit and integration tests against real API servers.
+test: manifests generate vet ## Run unit tests (with the race detector) and integration tests against real API servers.
+	go test -race -count=1 $(UNIT_PKGS)
 	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz test for a short while (FUZZTIME, default 30s).
 	go test ./render/ -run '^$$' -fuzz FuzzRender -fuzztime $(or $(FUZZTIME),30s)
+	go test ./remote/ -run '^$$' -fuzz FuzzParseKubeconfig -fuzztime $(or $(FUZZTIME),30s)
 
 .PHONY: bench
 bench: ## Run the benchmarks against real control planes and print their figures.

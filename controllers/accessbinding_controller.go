@@ -39,7 +39,9 @@ var intentConditions = []string{v1alpha1.ReadyCondition, v1alpha1.ReconcilingCon
 // results: how many selected clusters hold the binding at its current generation,
 // and which do not, and why. It never writes to targets; the cluster syncer does.
 type AccessBindingReconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads the binding itself from the API server.
+	Reader   client.Reader
 	Results  *syncResults
 	Recorder events.EventRecorder
 }
@@ -65,7 +67,7 @@ func (r *AccessBindingReconciler) allBindings(ctx context.Context, _ client.Obje
 // Reconcile computes one binding's status.
 func (r *AccessBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	b := &v1alpha1.AccessBinding{}
-	return reconcileIntentStatus(ctx, r.Client, r.Recorder, req.NamespacedName, b, func() error { return r.setStatus(ctx, b) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, req.NamespacedName, b, func() error { return r.setStatus(ctx, b) })
 }
 
 // setStatus computes the status of b from the hub's cache and the sync results.
@@ -93,12 +95,13 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 		placement = b.Spec.Clusters
 	}
 	var rows []clusterRow
+	prev := previousOf(b.Generation, b.Status.ObservedGeneration, b.Status.Failures)
 	if problem == nil && placement != nil {
 		for _, mc := range mcs.Items {
 			if ok, _ := render.Selects(*placement, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok {
 				continue
 			}
-			rows = append(rows, r.row(mc.Name, b.Name, b.Generation))
+			rows = append(rows, r.row(mc.Name, b.Name, b.Generation, prev))
 		}
 	}
 	setIntentStatus(b, problem, rows, "selected")
@@ -111,8 +114,8 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 	return nil
 }
 
-func (r *AccessBindingReconciler) row(cluster, name string, gen int64) clusterRow {
-	return rowFor(r.Results, cluster, gen, func(res clusterResult) (itemResult, bool) {
+func (r *AccessBindingReconciler) row(cluster, name string, gen int64, prev previous) clusterRow {
+	return rowFor(r.Results, cluster, gen, prev, func(res clusterResult) (itemResult, bool) {
 		it, ok := res.Bindings[name]
 		return it, ok
 	})
@@ -124,27 +127,53 @@ type clusterRow struct {
 	synced  bool
 	reason  string
 	message string
+	// previous: taken from the intent's status, as the cluster has not been synced
+	// since the manager started.
+	previous bool
 }
 
-// rowFor reads one cluster's result for one intent at generation gen.
-func rowFor(results *syncResults, cluster string, gen int64, pick func(clusterResult) (itemResult, bool)) clusterRow {
+// rowFor reads one cluster's result for one intent at generation gen. A cluster not
+// synced since the manager started gets what the intent's status last said of it
+// (prev), so that a restart does not flap status.
+func rowFor(results *syncResults, cluster string, gen int64, prev previous, pick func(clusterResult) (itemResult, bool)) clusterRow {
 	res, ok := results.get(cluster)
 	switch {
+	case !ok && prev.valid:
+		if row, failed := prev.failures[cluster]; failed {
+			row.previous = true
+			return row
+		}
+		return clusterRow{cluster: cluster, synced: true, previous: true}
 	case !ok:
-		return clusterRow{cluster, false, ReasonPending, "not synced yet"}
+		return clusterRow{cluster, false, ReasonPending, "not synced yet", false}
 	case !res.Synced:
-		return clusterRow{cluster, false, res.Reason, res.Message}
+		return clusterRow{cluster, false, res.Reason, res.Message, false}
 	}
 	it, ok := pick(res)
 	switch {
 	case !ok:
-		return clusterRow{cluster, false, ReasonPending, "not synced yet"}
+		return clusterRow{cluster, false, ReasonPending, "not synced yet", false}
 	case it.Generation != gen:
-		return clusterRow{cluster, false, ReasonPending, fmt.Sprintf("generation %d not synced yet", gen)}
+		return clusterRow{cluster, false, ReasonPending, fmt.Sprintf("generation %d not synced yet", gen), false}
 	case !it.OK:
-		return clusterRow{cluster, false, it.Reason, it.Message}
+		return clusterRow{cluster, false, it.Reason, it.Message, false}
 	}
 	return clusterRow{cluster: cluster, synced: true}
+}
+
+// previous is what an intent's status last said of each cluster; valid when that
+// status describes the current generation.
+type previous struct {
+	valid    bool
+	failures map[string]clusterRow
+}
+
+func previousOf(gen, observed int64, failures []v1alpha1.ClusterFailure) previous {
+	p := previous{valid: observed == gen && gen != 0, failures: map[string]clusterRow{}}
+	for _, f := range failures {
+		p.failures[f.Cluster] = clusterRow{cluster: f.Cluster, reason: f.Reason, message: f.Message}
+	}
+	return p
 }
 
 type rowSummary struct {
@@ -179,8 +208,12 @@ func summarizeRows(rows []clusterRow) rowSummary {
 // object, skip it while it is being deleted, let set compute its status, and write
 // what changed through a patch helper that owns the kstatus conditions, with an
 // event for each transition.
-func reconcileIntentStatus(ctx context.Context, c client.Client, rec events.EventRecorder, key client.ObjectKey, obj intentObject, set func() error) (_ ctrl.Result, retErr error) {
-	if err := c.Get(ctx, key, obj); err != nil {
+//
+// The object is read from the API server, not the cache: the patch is computed
+// against what it holds, so a write that the cache has not seen yet is never undone
+// or left half-applied (a Ready=True status still listing a Pending failure, say).
+func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.Reader, rec events.EventRecorder, key client.ObjectKey, obj intentObject, set func() error) (_ ctrl.Result, retErr error) {
+	if err := reader.Get(ctx, key, obj); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.GetDeletionTimestamp().IsZero() {

@@ -29,7 +29,9 @@ const maxProjectClusters = 100
 // cluster, and what is wrong (quota overflow, namespace conflicts). The cluster
 // syncer does the work in the targets.
 type ClusterProjectReconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads the project itself from the API server.
+	Reader   client.Reader
 	Results  *syncResults
 	Recorder events.EventRecorder
 }
@@ -55,7 +57,7 @@ func (r *ClusterProjectReconciler) allProjects(ctx context.Context, _ client.Obj
 // Reconcile computes one project's status.
 func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &v1alpha1.ClusterProject{}
-	return reconcileIntentStatus(ctx, r.Client, r.Recorder, req.NamespacedName, p, func() error { return r.setStatus(ctx, p) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, req.NamespacedName, p, func() error { return r.setStatus(ctx, p) })
 }
 
 // setStatus computes the status of p from the hub's cache and the sync results.
@@ -67,17 +69,41 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 	var rows []clusterRow
 	var clusters []v1alpha1.ProjectClusterStatus
 	var notes []string
+	problem := render.ValidateSelection("spec.clusters", &p.Spec.Clusters)
+	if problem == nil {
+		problem = render.QuotaOverflow(p)
+	}
+	var prevFailures []v1alpha1.ClusterFailure
+	prevClusters := map[string]v1alpha1.ProjectClusterStatus{}
+	for _, c := range p.Status.Clusters {
+		prevClusters[c.Cluster] = c
+		if !c.Synced {
+			prevFailures = append(prevFailures, v1alpha1.ClusterFailure{Cluster: c.Cluster, Reason: c.Reason, Message: c.Message})
+		}
+	}
+	prev := previousOf(p.Generation, p.Status.ObservedGeneration, prevFailures)
 	for _, mc := range mcs.Items {
+		if problem != nil && problem.Reason == render.ReasonInvalidSelector {
+			break
+		}
 		if ok, _ := render.Selects(p.Spec.Clusters, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok {
 			continue
 		}
 		var it itemResult
-		row := rowFor(r.Results, mc.Name, p.Generation, func(res clusterResult) (itemResult, bool) {
+		row := rowFor(r.Results, mc.Name, p.Generation, prev, func(res clusterResult) (itemResult, bool) {
 			i, ok := res.Projects[p.Name]
 			it = i
 			return i, ok
 		})
 		rows = append(rows, row)
+		if pc, ok := prevClusters[mc.Name]; row.previous && ok {
+			// Not synced since the manager started: keep what status said.
+			clusters = append(clusters, pc)
+			if pc.Synced && pc.Message != "" {
+				notes = append(notes, mc.Name+": "+pc.Message)
+			}
+			continue
+		}
 		cs := v1alpha1.ProjectClusterStatus{Cluster: mc.Name, Synced: row.synced, Reason: row.reason, Message: truncate(row.message, 1024)}
 		if row.synced {
 			cs.Reason = "Synced"
@@ -99,7 +125,7 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 		clusters = clusters[:maxProjectClusters]
 	}
 
-	setIntentStatus(p, render.QuotaOverflow(p), rows, "placed")
+	setIntentStatus(p, problem, rows, "placed")
 	if len(notes) > 0 && readySucceeded(p) {
 		sort.Strings(notes)
 		set(p, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded,

@@ -135,7 +135,7 @@ func TestClusterProject(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		p := getProject(g, "web")
 		expectIntentReady(g, p, metav1.ConditionFalse, "SyncFailed")
-		g.Expect(conditions.GetMessage(p, v1alpha1.ReadyCondition)).To(ContainSubstring("Namespace web-legacy exists and is not managed by Drover; set adopt: true"))
+		g.Expect(conditions.GetMessage(p, v1alpha1.ReadyCondition)).To(ContainSubstring("Namespace web-legacy exists and is not managed by this Drover hub for this cluster; set adopt: true"))
 		g.Expect(p.Status.Synced).To(Equal("1/2"))
 	}, timeout, 100*time.Millisecond).Should(Succeed())
 	g.Expect(canDeploy(g, ta, "web-legacy")).To(BeFalse())
@@ -207,7 +207,7 @@ func TestClusterProject(t *testing.T) {
 	}, timeout, 100*time.Millisecond).Should(Succeed())
 	g.Expect(ta.Get(ctx, client.ObjectKey{Namespace: "web-db", Name: "data"}, &corev1.ConfigMap{})).To(Succeed())
 
-	// Delete: a namespace leaving the project is deleted.
+	// Delete: a namespace Drover created is deleted when it leaves the project.
 	updateProject(t, "web", func(p *v1alpha1.ClusterProject) {
 		p.Spec.NamespaceDeletionPolicy = v1alpha1.NamespaceDelete
 	})
@@ -218,9 +218,12 @@ func TestClusterProject(t *testing.T) {
 	updateProject(t, "web", func(p *v1alpha1.ClusterProject) {
 		p.Spec.Namespaces = p.Spec.Namespaces[:1]
 	})
+	// web-legacy was adopted: it existed before Drover, so it is only ever released,
+	// whatever the policy.
 	g.Eventually(func(g Gomega) {
-		err := ta.Get(ctx, client.ObjectKey{Name: "web-legacy"}, &ns)
-		g.Expect(apierrors.IsNotFound(err) || !ns.DeletionTimestamp.IsZero()).To(BeTrue(), "web-legacy is still there")
+		g.Expect(ta.Get(ctx, client.ObjectKey{Name: "web-legacy"}, &ns)).To(Succeed())
+		g.Expect(ns.DeletionTimestamp.IsZero()).To(BeTrue(), "an adopted namespace must never be deleted")
+		g.Expect(ns.Labels).NotTo(HaveKey(render.ManagedByLabel))
 	}, timeout, 100*time.Millisecond).Should(Succeed())
 
 	// Deleting the project (policy Delete) removes its namespaces everywhere.

@@ -2,20 +2,25 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -34,7 +39,8 @@ const (
 	ReasonPending = "Pending"
 	// ReasonApplyFailed: the target rejected an object.
 	ReasonApplyFailed = "ApplyFailed"
-	// ReasonConflict: an object Drover needs exists in the target and is not Drover's.
+	// ReasonConflict: an object Drover needs exists in the target and is not this
+	// hub's for this cluster.
 	ReasonConflict = "Conflict"
 	// ReasonClusterRoleNotFound: a binding's roleRef ClusterRole does not exist in the target.
 	ReasonClusterRoleNotFound = "ClusterRoleNotFound"
@@ -46,17 +52,31 @@ const (
 // lacks is looked at again (Drover does not watch ClusterRoles it does not own).
 const missingRoleRecheck = 30 * time.Second
 
-// ClusterSyncReconciler is the per-cluster syncer: for one ManagedCluster it renders
-// the intents into the objects the target must hold, applies and prunes them, and
-// records the outcome for the status controllers. It watches the objects it owns in
-// the target, so a deleted or edited object is restored at once.
+// ClusterSyncReconciler is the per-cluster syncer, the one writer into every target:
+// for one ManagedCluster it renders the intents and the agent into the objects the
+// target must hold, applies and prunes them (targetsync), and records the outcome for
+// the status controllers. It watches the objects it owns in the target, so a deleted
+// or edited object is restored at once. It adds the cleanup finalizer just before its
+// first write into a target, and on deletion prunes everything it applied there.
 type ClusterSyncReconciler struct {
 	Client        client.Client
 	Remote        *remote.Cache
 	Results       *syncResults
+	Recorder      events.EventRecorder
 	RemoteTimeout time.Duration
+	// Hub is this hub's ID (render.HubLabel).
+	Hub string
+	// AgentImage is the image of the agent Deployment in each target.
+	AgentImage string
+	// Workers bounds the writes in flight to one target.
+	Workers int
+	// DeletionTimeout bounds how long deletion waits for an unreachable target.
+	DeletionTimeout time.Duration
 
 	controller controller.Controller
+	// rev counts intent changes; a sync stops between writes when it moves, so that
+	// a newer state (a revocation, say) never waits behind a long sync.
+	rev atomic.Uint64
 }
 
 // SetupWithManager registers the syncer.
@@ -66,7 +86,7 @@ func (r *ClusterSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		Named("clustersync").
 		For(&v1alpha1.ManagedCluster{}, builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, deletionPredicate()))).
+			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, deletionPredicate(), clusterIDChanged()))).
 		Watches(&v1alpha1.RoleTemplate{}, allClusters, intentChanged).
 		Watches(&v1alpha1.AccessBinding{}, allClusters, intentChanged).
 		Watches(&v1alpha1.ClusterProject{}, allClusters, intentChanged).
@@ -80,12 +100,24 @@ func (r *ClusterSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return nil
 }
 
+// clusterIDChanged passes status updates that record or change a cluster's identity,
+// which decide which of two ManagedClusters of one target may write.
+func clusterIDChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*v1alpha1.ManagedCluster)
+		n, ok2 := e.ObjectNew.(*v1alpha1.ManagedCluster)
+		return ok1 && ok2 && o.Status.ClusterID != n.Status.ClusterID
+	}}
+}
+
 func (r *ClusterSyncReconciler) allClusters(ctx context.Context, _ client.Object) []reconcile.Request {
+	r.rev.Add(1)
 	return requestsForAll(ctx, r.Client, &v1alpha1.ManagedClusterList{})
 }
 
 // Reconcile syncs one cluster.
 func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	rev := r.rev.Load()
 	mc := &v1alpha1.ManagedCluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, mc); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -94,60 +126,73 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		return ctrl.Result{}, err
 	}
-	switch {
-	case !mc.DeletionTimestamp.IsZero():
-		// The ManagedCluster controller cleans the target up (or orphans it).
+	if !mc.DeletionTimestamp.IsZero() {
 		r.Results.set(mc.Name, clusterResult{Reason: ReasonClusterDeleting, Message: "the cluster is being deleted"}, true)
-		return ctrl.Result{}, nil
-	case mc.Spec.Paused:
+		return r.reconcileDelete(ctx, mc)
+	}
+	if mc.Spec.Paused {
 		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonPaused, Message: "the cluster is paused"}, true)
 		return ctrl.Result{}, nil
 	}
 	cl := r.Remote.Get(mc.Name)
-	if cl == nil || !cl.Health().Connected || cl.Client() == nil {
+	if cl == nil || !cl.Health().Probed || (cl.Health().Connected && (cl.Client() == nil || cl.ID() == "")) {
+		// Not known yet (just started, or the connection is being set up): keep
+		// whatever was recorded, so that a restart does not flap every intent's
+		// status. The connection's events bring us back; no polling.
+		return ctrl.Result{}, nil
+	}
+	if !cl.Health().Connected {
 		msg := "the cluster is not connected"
-		switch {
-		case cl != nil && cl.Health().Connected:
-			msg = "the connection to the cluster is being set up"
-		case cl != nil && cl.Health().Message != "":
+		if cl.Health().Message != "" {
 			msg += ": " + cl.Health().Message
 		}
-		// The connection's events bring us back when it comes up; no polling.
 		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonDisconnected, Message: msg}, true)
 		return ctrl.Result{}, nil
 	}
-	for _, w := range []struct {
-		name string
-		obj  client.Object
-	}{{"clusterroles", &rbacv1.ClusterRole{}}, {"clusterrolebindings", &rbacv1.ClusterRoleBinding{}},
-		{"rolebindings", &rbacv1.RoleBinding{}}, {"namespaces", &corev1.Namespace{}},
-		{"resourcequotas", &corev1.ResourceQuota{}}, {"limitranges", &corev1.LimitRange{}},
-		{"networkpolicies", &networkingv1.NetworkPolicy{}}} {
-		if err := r.Remote.Watch(mc.Name, "sync-"+w.name, r.controller, ownedSource(mc.Name, w.obj)); err != nil {
-			return ctrl.Result{}, fmt.Errorf("watch %s in cluster %s: %w", w.name, mc.Name, err)
-		}
+	if other := r.duplicateOf(ctx, mc, cl.ID()); other != "" {
+		// Another ManagedCluster manages this target: write nothing, ever.
+		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonDuplicateCluster,
+			Message: "ManagedCluster " + other + " already manages this cluster"}, true)
+		return ctrl.Result{}, nil
+	}
+	if err := r.watchOwned(mc.Name); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	in, err := r.intents(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res := render.Render(render.Cluster{Name: mc.Name, Labels: mc.Labels}, in)
-
+	res := render.Render(render.Cluster{Name: mc.Name, Labels: mc.Labels, Hub: r.Hub, AgentImage: r.AgentImage}, in)
+	syncer := r.syncer(cl)
+	rep, syncErr := syncer.Sync(ctx, res.Objects, targetsync.Options{
+		Adoptable: res.Adoptable, NamespacePolicy: res.NamespacePolicy, Hold: res.Hold, UseExisting: res.UseExisting,
+		Interrupted: func() bool { return r.rev.Load() != rev },
+		BeforeWrite: func(ctx context.Context) error { return r.ensureFinalizer(ctx, mc) },
+	})
+	if rep.Applied > 0 || rep.Pruned > 0 {
+		ctrl.LoggerFrom(ctx).V(1).Info("Synced cluster", "applied", rep.Applied, "pruned", rep.Pruned, "held", rep.Held)
+	}
+	if errors.Is(syncErr, targetsync.ErrInterrupted) {
+		// The intents changed while this sync ran; the change enqueued this
+		// cluster again, and the next sync starts from the new state at once.
+		// What is recorded stays as it was until a sync completes.
+		return ctrl.Result{}, nil
+	}
 	rctx, cancel := context.WithTimeout(ctx, r.RemoteTimeout)
 	defer cancel()
-	syncer := &targetsync.Syncer{Cached: cl.Client(), Direct: cl.Reader, Kinds: targetsync.DefaultKinds()}
-	rep, syncErr := syncer.Sync(rctx, res.Objects, targetsync.Options{Adoptable: res.Adoptable, NamespacePolicy: res.NamespacePolicy})
-	if rep.Applied > 0 || rep.Pruned > 0 {
-		ctrl.LoggerFrom(ctx).V(1).Info("Synced cluster", "applied", rep.Applied, "pruned", rep.Pruned)
-	}
 	missing, roleErr := r.missingClusterRoles(rctx, cl, res.ClusterRoleRefs)
 	outcome := summarize(in, res, rep, missing)
 	if err := addUsage(rctx, cl.Client(), outcome.Projects); err != nil {
-		ctrl.LoggerFrom(ctx).V(1).Info("Cannot read quota usage", "error", shortErr(err))
+		reason, _ := remote.Describe(err)
+		ctrl.LoggerFrom(ctx).V(1).Info("Cannot read quota usage", "reason", reason)
 	}
 	if syncErr != nil {
-		outcome = clusterResult{Reason: ReasonApplyFailed, Message: "syncing failed: " + shortErr(syncErr)}
+		reason, msg := remote.Describe(syncErr)
+		if errors.Is(syncErr, targetsync.ErrBeforeWrite) {
+			reason, msg = ReasonApplyFailed, "cannot add the cleanup finalizer on the hub"
+		}
+		outcome = clusterResult{Reason: ReasonApplyFailed, Message: fmt.Sprintf("syncing failed: %s (%s)", msg, reason)}
 	}
 	r.Results.set(mc.Name, outcome, true)
 	switch {
@@ -162,6 +207,151 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{RequeueAfter: missingRoleRecheck}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+func (r *ClusterSyncReconciler) syncer(cl *remote.Cluster) *targetsync.Syncer {
+	return &targetsync.Syncer{Cached: cl.Client(), Direct: cl.Reader, Kinds: targetsync.DefaultKinds(),
+		Hub: r.Hub, Cluster: cl.Name, Workers: r.Workers, RequestTimeout: r.RemoteTimeout, Describe: remote.Describe,
+		Gone: func(name string) bool {
+			err := r.Client.Get(context.Background(), client.ObjectKey{Name: name}, &v1alpha1.ManagedCluster{})
+			return apierrors.IsNotFound(err)
+		}}
+}
+
+var ownedWatches = []struct {
+	name string
+	obj  client.Object
+}{{"clusterroles", &rbacv1.ClusterRole{}}, {"clusterrolebindings", &rbacv1.ClusterRoleBinding{}},
+	{"rolebindings", &rbacv1.RoleBinding{}}, {"roles", &rbacv1.Role{}}, {"namespaces", &corev1.Namespace{}},
+	{"resourcequotas", &corev1.ResourceQuota{}}, {"limitranges", &corev1.LimitRange{}},
+	{"networkpolicies", &networkingv1.NetworkPolicy{}}, {"serviceaccounts", &corev1.ServiceAccount{}},
+	{"deployments", &appsv1.Deployment{}}}
+
+// watchOwned watches every kind the syncer writes, once per connection.
+func (r *ClusterSyncReconciler) watchOwned(cluster string) error {
+	for _, w := range ownedWatches {
+		if err := r.Remote.Watch(cluster, "sync-"+w.name, r.controller, ownedSource(cluster, w.obj)); err != nil {
+			return fmt.Errorf("watch %s in cluster %s: %w", w.name, cluster, err)
+		}
+	}
+	return nil
+}
+
+// duplicateOf names the ManagedCluster that manages the same target (same identity)
+// and takes precedence over mc (the older one, then the first by name), or "".
+func (r *ClusterSyncReconciler) duplicateOf(ctx context.Context, mc *v1alpha1.ManagedCluster, id string) string {
+	return duplicateOf(ctx, r.Client, r.Remote, mc, id)
+}
+
+func duplicateOf(ctx context.Context, c client.Client, rc *remote.Cache, mc *v1alpha1.ManagedCluster, id string) string {
+	if id == "" {
+		return ""
+	}
+	var list v1alpha1.ManagedClusterList
+	if err := c.List(ctx, &list); err != nil {
+		return ""
+	}
+	live := rc.IDs()
+	for i := range list.Items {
+		o := &list.Items[i]
+		if o.Name == mc.Name || (o.Status.ClusterID != id && live[o.Name] != id) {
+			continue
+		}
+		if o.CreationTimestamp.Before(&mc.CreationTimestamp) ||
+			(o.CreationTimestamp.Equal(&mc.CreationTimestamp) && o.Name < mc.Name) {
+			return o.Name
+		}
+	}
+	return ""
+}
+
+// ensureFinalizer adds the cleanup finalizer, on its own request, before the first
+// write into the target: from then on deletion waits for cleanup.
+func (r *ClusterSyncReconciler) ensureFinalizer(ctx context.Context, mc *v1alpha1.ManagedCluster) error {
+	if controllerutil.ContainsFinalizer(mc, ManagedClusterFinalizer) {
+		return nil
+	}
+	base := mc.DeepCopy()
+	obj := mc.DeepCopy()
+	controllerutil.AddFinalizer(obj, ManagedClusterFinalizer)
+	if err := r.Client.Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	if !obj.DeletionTimestamp.IsZero() {
+		return errors.New("the cluster is being deleted")
+	}
+	return nil
+}
+
+// reconcileDelete removes what this hub applied in the target (deletionPolicy
+// Delete) by syncing it to nothing, or leaves it (Orphan, or a paused cluster), and
+// releases the finalizer. An unreachable target is given DeletionTimeout to come
+// back; then deletion completes anyway, with a Warning event that says what was left.
+func (r *ClusterSyncReconciler) reconcileDelete(ctx context.Context, mc *v1alpha1.ManagedCluster) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(mc, ManagedClusterFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	log := ctrl.LoggerFrom(ctx)
+	switch {
+	case mc.Spec.Paused:
+		r.event(mc, corev1.EventTypeNormal, "CleanupSkipped", "the cluster is paused: nothing in the target was touched")
+		return ctrl.Result{}, r.release(ctx, mc)
+	case mc.DeletionPolicyOrDefault() == v1alpha1.DeletionPolicyOrphan:
+		r.event(mc, corev1.EventTypeNormal, "CleanupSkipped", "deletionPolicy is Orphan: everything Drover installed stays in the target")
+		return ctrl.Result{}, r.release(ctx, mc)
+	}
+	cl := r.Remote.Get(mc.Name)
+	if cl == nil {
+		// The ManagedCluster controller keeps the connection (or rebuilds it from
+		// the last kubeconfig read) while the cluster is being deleted.
+		cl = r.Remote.Reconnect(ctx, mc.Name)
+	}
+	why := "the cluster is unreachable"
+	if cl != nil && cl.Health().Connected && cl.Client() != nil {
+		if other := r.duplicateOf(ctx, mc, cl.ID()); other != "" {
+			// Never remove what the other ManagedCluster of this target holds.
+			r.event(mc, corev1.EventTypeNormal, "CleanupSkipped", "ManagedCluster "+other+" manages this cluster: nothing in the target was touched")
+			return ctrl.Result{}, r.release(ctx, mc)
+		}
+		rep, err := r.syncer(cl).Sync(ctx, nil, targetsync.Options{})
+		if err == nil && len(rep.PruneFailed) == 0 {
+			log.Info("Removed everything this hub applied in the cluster", "pruned", rep.Pruned)
+			r.event(mc, corev1.EventTypeNormal, "CleanedUp", fmt.Sprintf("removed the agent and %d objects this hub applied in the target", rep.Pruned))
+			return ctrl.Result{}, r.release(ctx, mc)
+		}
+		if err != nil {
+			_, why = remote.Describe(err)
+		} else {
+			k := targetsync.SortedKeys(rep.PruneFailed)[0]
+			why = rep.PruneFailed[k].Error()
+		}
+		log.Info("Cleanup of the target is incomplete; retrying", "reason", why)
+	} else if cl != nil && cl.Health().Message != "" {
+		why = cl.Health().Message
+	}
+	waited := time.Since(mc.DeletionTimestamp.Time)
+	if waited >= r.DeletionTimeout {
+		r.event(mc, corev1.EventTypeWarning, "CleanupAbandoned", fmt.Sprintf(
+			"gave up cleaning the target after %s (%s); left behind: the agent (namespace %s) and every object labelled %s=%s",
+			r.DeletionTimeout, why, render.AgentNamespace, render.HubLabel, r.Hub))
+		return ctrl.Result{}, r.release(ctx, mc)
+	}
+	return ctrl.Result{RequeueAfter: min(2*time.Second, r.DeletionTimeout-waited)}, nil
+}
+
+func (r *ClusterSyncReconciler) release(ctx context.Context, mc *v1alpha1.ManagedCluster) error {
+	base := mc.DeepCopy()
+	controllerutil.RemoveFinalizer(mc, ManagedClusterFinalizer)
+	if err := r.Client.Patch(ctx, mc, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+func (r *ClusterSyncReconciler) event(mc *v1alpha1.ManagedCluster, typ, reason, msg string) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(mc, nil, typ, reason, "Delete", "%s", msg)
+	}
 }
 
 // intents reads every intent from the hub's cache.
@@ -201,8 +391,11 @@ func (r *ClusterSyncReconciler) missingClusterRoles(ctx context.Context, cl *rem
 // summarize turns a sync report into per-intent results.
 func summarize(in render.Intents, res render.Result, rep targetsync.Report, missingRoles map[string]bool) clusterResult {
 	out := clusterResult{Synced: true, Bindings: map[string]itemResult{}, Templates: map[string]itemResult{}}
+	var agentFails []string
+	agentConflict := false
 	failures := map[string][]string{} // intent label value -> failures
 	projectFailures := map[string][]string{}
+	namespaceFailures := map[string][]string{} // a project's namespaces that are not held
 	conflict := map[string]bool{}
 	objs := map[targetsync.Key]client.Object{}
 	for _, o := range res.Objects {
@@ -213,8 +406,14 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 		if o == nil {
 			continue
 		}
-		msg := shortErr(rep.Failed[k])
-		isConflict := strings.Contains(msg, targetsync.ErrConflict.Error())
+		msg := rep.Failed[k].Error()
+		var te *targetsync.Error
+		isConflict := errors.As(rep.Failed[k], &te) && te.Reason == targetsync.ReasonConflict
+		if o.GetLabels()[render.ComponentLabel] == render.AgentComponent {
+			agentFails = append(agentFails, msg)
+			agentConflict = agentConflict || isConflict
+			continue
+		}
 		for _, key := range []string{render.AccessBindingLabel, render.RoleTemplateLabel, render.ProjectLabel} {
 			if v := o.GetLabels()[key]; v != "" {
 				if key == render.RoleTemplateLabel && k.Kind != "ClusterRole" {
@@ -229,6 +428,9 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 		if p := o.GetLabels()[render.ProjectLabel]; p != "" && o.GetLabels()[render.AccessBindingLabel] == "" {
 			id := render.ProjectLabel + "=" + p
 			projectFailures[id] = append(projectFailures[id], msg)
+			if k.Kind == "Namespace" {
+				namespaceFailures[id] = append(namespaceFailures[id], msg)
+			}
 		}
 	}
 	gens := map[string]int64{}
@@ -264,17 +466,9 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 		id := render.ProjectLabel + "=" + p
 		fails := append([]string(nil), projectFailures[id]...)
 		isConflict := conflict[id]
-		if c := res.NamespaceConflicts[p]; len(c) > 0 {
-			var lost []string
-			for _, m := range c {
-				if strings.Contains(m, "claimed it first") {
-					lost = append(lost, m)
-				}
-			}
-			if len(lost) > 0 {
-				fails = append(fails, lost...)
-				isConflict = true
-			}
+		if lost := res.NamespacesLost[p]; len(lost) > 0 {
+			fails = append(fails, lost...)
+			isConflict = true
 		}
 		it := item(gens["p/"+p], fails, isConflict)
 		if it.OK && len(res.NamespaceConflicts[p]) > 0 {
@@ -293,11 +487,7 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 		if p := project[b]; p != "" {
 			// A project namespace that Drover does not hold fails the binding too.
 			pid := render.ProjectLabel + "=" + p
-			for _, f := range failures[pid] {
-				if strings.HasPrefix(f, "Namespace ") {
-					fails = append(fails, f)
-				}
-			}
+			fails = append(fails, namespaceFailures[pid]...)
 			isConflict = isConflict || conflict[pid]
 		}
 		it := item(gens["b/"+b], dedupeStrings(fails), isConflict)
@@ -306,6 +496,10 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 				Message: fmt.Sprintf("ClusterRole %q does not exist in this cluster; the binding is in place but grants nothing until it does", role)}
 		}
 		out.Bindings[b] = it
+	}
+	out.Agent = item(0, agentFails, agentConflict)
+	if len(res.Objects) == 0 || res.Objects[0].GetLabels()[render.ComponentLabel] != render.AgentComponent {
+		out.Agent = itemResult{} // no agent rendered
 	}
 	return out
 }

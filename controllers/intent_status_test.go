@@ -18,7 +18,7 @@ import (
 
 func TestSetIntentStatus(t *testing.T) {
 	ok := func(c string) clusterRow { return clusterRow{cluster: c, synced: true} }
-	bad := func(c, reason string) clusterRow { return clusterRow{c, false, reason, "because"} }
+	bad := func(c, reason string) clusterRow { return clusterRow{cluster: c, reason: reason, message: "because"} }
 	many := []clusterRow{}
 	for i := range 30 {
 		many = append(many, bad(fmt.Sprintf("c%02d", i), v1alpha1.ReasonDisconnected))
@@ -69,18 +69,30 @@ func TestSetIntentStatus(t *testing.T) {
 func TestRowFor(t *testing.T) {
 	r := newSyncResults()
 	pick := func(res clusterResult) (itemResult, bool) { it, ok := res.Bindings["b"]; return it, ok }
-	if row := rowFor(r, "x", 1, pick); row.reason != ReasonPending {
+	none := previous{}
+	if row := rowFor(r, "x", 1, none, pick); row.reason != ReasonPending {
 		t.Errorf("unknown cluster: %+v", row)
 	}
+	// After a restart, a cluster not synced yet keeps what status said of it.
+	prev := previousOf(1, 1, []v1alpha1.ClusterFailure{{Cluster: "y", Reason: ReasonConflict, Message: "taken"}})
+	if row := rowFor(r, "x", 1, prev, pick); !row.synced || !row.previous {
+		t.Errorf("unknown cluster, status said synced: %+v", row)
+	}
+	if row := rowFor(r, "y", 1, prev, pick); row.synced || row.reason != ReasonConflict || !row.previous {
+		t.Errorf("unknown cluster, status said failed: %+v", row)
+	}
+	if row := rowFor(r, "x", 2, previousOf(2, 1, nil), pick); row.synced || row.reason != ReasonPending {
+		t.Errorf("status of an older generation must not count: %+v", row)
+	}
 	r.set("x", clusterResult{Reason: v1alpha1.ReasonDisconnected, Message: "gone"}, true)
-	if row := rowFor(r, "x", 1, pick); row.reason != v1alpha1.ReasonDisconnected {
+	if row := rowFor(r, "x", 1, prev, pick); row.reason != v1alpha1.ReasonDisconnected {
 		t.Errorf("disconnected: %+v", row)
 	}
 	r.set("x", clusterResult{Synced: true, Bindings: map[string]itemResult{"b": {Generation: 1, OK: true}}}, true)
-	if row := rowFor(r, "x", 1, pick); !row.synced {
+	if row := rowFor(r, "x", 1, none, pick); !row.synced {
 		t.Errorf("synced: %+v", row)
 	}
-	if row := rowFor(r, "x", 2, pick); row.synced || row.reason != ReasonPending {
+	if row := rowFor(r, "x", 2, none, pick); row.synced || row.reason != ReasonPending {
 		t.Errorf("older generation must not count: %+v", row)
 	}
 }
@@ -101,8 +113,8 @@ func TestSummarize(t *testing.T) {
 	res := render.Result{Objects: []client.Object{rb, crb, cr}, Templates: []string{"t"}, Bindings: []string{"devs", "ops", "viewers"},
 		ClusterRoleRefs: map[string]string{"viewers": "view"}}
 	rep := targetsync.Report{Failed: map[targetsync.Key]error{
-		targetsync.KeyOf(rb): fmt.Errorf("RoleBinding shop/drover:devs %w", targetsync.ErrConflict),
-		targetsync.KeyOf(cr): errors.New("rejected"),
+		targetsync.KeyOf(rb): &targetsync.Error{Reason: targetsync.ReasonConflict, Message: "RoleBinding shop/drover:devs is taken", Err: targetsync.ErrConflict},
+		targetsync.KeyOf(cr): &targetsync.Error{Reason: "Invalid", Message: "rejected", Err: errors.New("rejected")},
 	}}
 	out := summarize(in, res, rep, map[string]bool{"view": true})
 	want := map[string]itemResult{

@@ -9,12 +9,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/cluster-api/util/conditions"
 	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -39,13 +39,9 @@ type ManagedClusterReconciler struct {
 	Recorder events.EventRecorder
 	// Namespace holds the kubeconfig Secrets.
 	Namespace string
-	// AgentImage is the image of the agent Deployment in each target.
-	AgentImage string
 	// AgentHeartbeatTimeout is how old the agent's Lease may get before AgentReady
 	// turns False.
 	AgentHeartbeatTimeout time.Duration
-	// DeletionTimeout bounds how long deletion waits for an unreachable target.
-	DeletionTimeout time.Duration
 	// RemoteTimeout bounds each call to a target.
 	RemoteTimeout time.Duration
 	// Results are the cluster syncer's outcomes, for the Synced condition.
@@ -118,17 +114,6 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		}
 		return ctrl.Result{}, err
 	}
-	// The finalizer is written, on its own, before anything is installed in the
-	// target: a cluster deleted a moment after it turned Ready must still be cleaned
-	// up. (Status and metadata are separate requests, so writing the finalizer with
-	// the first status would leave a window in which Ready=True has no finalizer.)
-	if mc.DeletionTimestamp.IsZero() && !mc.Spec.Paused && !controllerutil.ContainsFinalizer(mc, ManagedClusterFinalizer) {
-		base := mc.DeepCopy()
-		controllerutil.AddFinalizer(mc, ManagedClusterFinalizer)
-		if err := r.Client.Patch(ctx, mc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
-		}
-	}
 	helper, err := clusterv1patch.NewHelper(mc, r.Client)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -136,9 +121,6 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	before := mc.DeepCopy()
 	s := &clusterScope{cluster: mc, now: time.Now()}
 	defer func() {
-		if s.released {
-			return
-		}
 		setManagedClusterStatus(s)
 		if err := helper.Patch(ctx, mc, clusterv1patch.WithOwnedConditions{Conditions: managedClusterConditions}); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
@@ -151,7 +133,10 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}()
 
 	if !mc.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, s)
+		// The cluster syncer cleans the target up (or orphans it) and releases
+		// the finalizer; the connection is left as it is meanwhile.
+		s.deleting = true
+		return ctrl.Result{}, nil
 	}
 	if mc.Spec.Paused {
 		// Paused: no connection, no probes, no watches; nothing happens for this
@@ -170,25 +155,47 @@ func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clust
 		// the connection's probe events bring us back. No polling.
 		return ctrl.Result{}, nil
 	}
+	s.clusterID = cl.ID()
+	if other := duplicateOf(ctx, r.Client, r.Remote, s.cluster, s.clusterID); other != "" {
+		s.problem = &problem{v1alpha1.ReasonDuplicateCluster, fmt.Sprintf(
+			"ManagedCluster %s already manages this cluster (status.clusterID %s): Drover writes nothing through this one; delete it", other, s.clusterID), true}
+		return ctrl.Result{}, nil
+	}
+	if res, ok := r.Results.get(s.cluster.Name); ok {
+		s.sync = &res
+	}
 	var errs []error
 	if err := r.reconcileFacts(ctx, s, cl); err != nil {
 		errs = append(errs, err)
 	}
-	if err := r.reconcileAgent(ctx, s, cl); err != nil {
-		errs = append(errs, err)
-	}
+	r.reconcileAgent(s)
 	requeue := r.reconcileAgentLease(ctx, s, cl)
-	if res, ok := r.Results.get(s.cluster.Name); ok {
-		s.sync = &res
-	}
 	if err := kerrors.NewAggregate(errs); err != nil {
 		return ctrl.Result{}, err
 	}
 	if s.factsErr != "" {
 		// The facts come from the cluster's cache; look again shortly.
-		requeue = min(requeue, 2*time.Second)
+		requeue = 2 * time.Second
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// reconcileAgent reads the agent's install state from the cluster syncer, which
+// applies the agent's objects with everything else it writes into the target.
+func (r *ManagedClusterReconciler) reconcileAgent(s *clusterScope) {
+	switch {
+	case s.sync == nil || !s.sync.Synced:
+		// Not synced since the manager started (or the connection is being set
+		// up): what Ready said about the agent still holds.
+		s.agentInstalled = conditions.IsTrue(s.cluster, v1alpha1.ReadyCondition)
+	case s.sync.Agent.OK:
+		s.agentInstalled = true
+	case s.sync.Agent.Reason == ReasonConflict:
+		s.agentErr = "the agent's objects in the target belong to another Drover hub or ManagedCluster; Drover does not take them over: " + s.sync.Agent.Message
+		s.agentConflict = true
+	default:
+		s.agentErr = "installing the agent failed: " + s.sync.Agent.Message
+	}
 }
 
 // forget drops everything held for a cluster that no longer exists.
@@ -203,7 +210,7 @@ func (r *ManagedClusterReconciler) recordTransitions(before, after *v1alpha1.Man
 	if r.Recorder == nil {
 		return
 	}
-	for _, t := range []string{v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition, v1alpha1.ReadyCondition} {
+	for _, t := range []string{v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition, v1alpha1.ReadyCondition, v1alpha1.WarningCondition} {
 		old := findCondition(before.Status.Conditions, t)
 		cur := findCondition(after.Status.Conditions, t)
 		if cur == nil || (old != nil && old.Status == cur.Status && old.Reason == cur.Reason) {

@@ -474,13 +474,36 @@ func TestDeletion(t *testing.T) {
 			}
 		}
 	})
-	t.Run("unreachable", func(t *testing.T) {
+	t.Run("never reached", func(t *testing.T) {
+		// Nothing was ever written into the target, so there is nothing to clean
+		// up: no finalizer, and deletion completes at once.
 		g := NewWithT(t)
-		register(t, "gone", kubeconfigFor(t, targets[1], func(c *clientcmdapi.Config) {
+		register(t, "never", kubeconfigFor(t, targets[1], func(c *clientcmdapi.Config) {
 			for name := range c.Clusters {
 				c.Clusters[name].Server = "https://127.0.0.1:1"
 			}
 		}))
+		g.Eventually(func(g Gomega) {
+			expectCondition(g, getCluster(g, "never"), v1alpha1.ConnectedCondition, metav1.ConditionFalse, v1alpha1.ReasonUnreachable)
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		g.Expect(getCluster(g, "never").Finalizers).To(BeEmpty())
+		start := time.Now()
+		deleteAndWait(t, "never")
+		g.Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second), "deleting a never-reached cluster must not wait")
+		g.Expect(eventReasons(g, "never")).NotTo(ContainElement("CleanupAbandoned"))
+	})
+	t.Run("unreachable after contact", func(t *testing.T) {
+		// Reached once (so the agent was installed), then unreachable: deletion
+		// waits out the deletion timeout, then completes and says what it left.
+		g := NewWithT(t)
+		register(t, "gone", targets[1].Kubeconfig())
+		ready(g, "gone")
+		g.Expect(getCluster(g, "gone").Finalizers).To(ContainElement(controllers.ManagedClusterFinalizer))
+		putSecret(t, "gone-kubeconfig", map[string][]byte{"value": kubeconfigFor(t, targets[1], func(c *clientcmdapi.Config) {
+			for name := range c.Clusters {
+				c.Clusters[name].Server = "https://127.0.0.1:1"
+			}
+		})})
 		g.Eventually(func(g Gomega) {
 			expectCondition(g, getCluster(g, "gone"), v1alpha1.ConnectedCondition, metav1.ConditionFalse, v1alpha1.ReasonUnreachable)
 		}, timeout, 100*time.Millisecond).Should(Succeed())
@@ -498,5 +521,36 @@ func TestDeletion(t *testing.T) {
 			}
 		}
 		g.Expect(found).To(BeTrue(), "no CleanupAbandoned event")
+		// What the deleted cluster left behind is cleaned by hand in this test, so
+		// that the next test starts from an empty target.
+		cleanTarget(t, tc)
 	})
+}
+
+func eventReasons(g Gomega, regarding string) []string {
+	var evs eventsv1.EventList
+	g.Expect(hubc.List(context.Background(), &evs)).To(Succeed())
+	var out []string
+	for _, e := range evs.Items {
+		if e.Regarding.Name == regarding {
+			out = append(out, e.Reason)
+		}
+	}
+	return out
+}
+
+// cleanTarget removes what a test left in a target outside any ManagedCluster: the
+// agent's namespace and Drover's cluster-scoped objects.
+func cleanTarget(t *testing.T, c client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	sel := client.MatchingLabels{"app.kubernetes.io/managed-by": "drover"}
+	for _, o := range []client.Object{&rbacv1.ClusterRole{}, &rbacv1.ClusterRoleBinding{}} {
+		if err := c.DeleteAllOf(ctx, o, sel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controllers.AgentNamespace}}); client.IgnoreNotFound(err) != nil {
+		t.Fatal(err)
+	}
 }

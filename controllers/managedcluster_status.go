@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,7 +20,7 @@ const FieldOwner = "drover"
 // managedClusterConditions are the condition types this controller owns.
 var managedClusterConditions = []string{
 	v1alpha1.ReadyCondition, v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition,
-	v1alpha1.SyncedCondition, v1alpha1.ReconcilingCondition, v1alpha1.StalledCondition,
+	v1alpha1.SyncedCondition, v1alpha1.ReconcilingCondition, v1alpha1.StalledCondition, v1alpha1.WarningCondition,
 }
 
 // setManagedClusterStatus turns what a reconcile learnt into status. It is pure, so
@@ -51,7 +52,7 @@ func setManagedClusterStatus(s *clusterScope) {
 func setConnected(s *clusterScope) {
 	mc := s.cluster
 	switch {
-	case s.problem != nil:
+	case s.problem != nil && s.problem.reason != v1alpha1.ReasonDuplicateCluster:
 		set(mc, v1alpha1.ConnectedCondition, metav1.ConditionFalse, s.problem.reason, s.problem.message)
 	case !s.health.Probed:
 		set(mc, v1alpha1.ConnectedCondition, metav1.ConditionUnknown, v1alpha1.ReasonProbing, "probing "+s.endpoint)
@@ -63,9 +64,30 @@ func setConnected(s *clusterScope) {
 	if s.endpoint != "" {
 		mc.Status.APIEndpoint = s.endpoint
 	}
+	if s.clusterID != "" {
+		mc.Status.ClusterID = s.clusterID
+	}
+	setWarning(s)
 	if s.health.Version != nil && s.health.Version.GitVersion != "" {
 		mc.Status.KubernetesVersion = s.health.Version.GitVersion
 	}
+}
+
+// setWarning reports what is accepted but unsafe about the connection: TLS
+// verification off, a proxy, plain http. Absent when there is nothing to say.
+func setWarning(s *clusterScope) {
+	mc := s.cluster
+	if len(s.warnings) == 0 {
+		if conditions.Has(mc, v1alpha1.WarningCondition) {
+			set(mc, v1alpha1.WarningCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "nothing unsafe about the connection")
+		}
+		return
+	}
+	msgs := make([]string, 0, len(s.warnings))
+	for _, w := range s.warnings {
+		msgs = append(msgs, w.Message)
+	}
+	set(mc, v1alpha1.WarningCondition, metav1.ConditionTrue, s.warnings[0].Reason, strings.Join(msgs, "; "))
 }
 
 func setFacts(s *clusterScope) {
@@ -96,6 +118,8 @@ func setAgentReady(s *clusterScope) {
 	switch {
 	case !connected:
 		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionUnknown, v1alpha1.ReasonDisconnected, "the cluster is not connected, so the agent's heartbeat cannot be read")
+	case s.agentConflict:
+		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonOwnedByAnotherHub, s.agentErr)
 	case s.agentErr != "":
 		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonAgentInstallFailed, s.agentErr)
 	case s.lease == nil || !s.lease.found:
@@ -103,7 +127,7 @@ func setAgentReady(s *clusterScope) {
 			fmt.Sprintf("waiting for the agent to create Lease %s/%s", AgentNamespace, AgentName))
 	case s.lease.expired:
 		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonLeaseExpired,
-			fmt.Sprintf("the agent last renewed Lease %s/%s %s ago", AgentNamespace, AgentName, s.lease.expiredFor.Round(time.Second)))
+			fmt.Sprintf("the agent stopped renewing Lease %s/%s; status.agent.lastHeartbeatTime says when it last did", AgentNamespace, AgentName))
 	default:
 		set(mc, v1alpha1.AgentReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonAgentReporting,
 			"agent "+versionOrUnknown(s.lease.version)+" is renewing its Lease")
@@ -126,8 +150,13 @@ func setAgentReady(s *clusterScope) {
 func setSynced(s *clusterScope) {
 	mc := s.cluster
 	switch {
+	case s.problem != nil && s.problem.reason == v1alpha1.ReasonDuplicateCluster:
+		set(mc, v1alpha1.SyncedCondition, metav1.ConditionFalse, s.problem.reason, "another ManagedCluster manages this cluster: nothing is synced through this one")
 	case s.problem != nil || !s.health.Connected:
 		set(mc, v1alpha1.SyncedCondition, metav1.ConditionUnknown, v1alpha1.ReasonDisconnected, "the cluster is not connected, so its RBAC and namespaces cannot be synced")
+	case s.sync == nil && conditions.Has(mc, v1alpha1.SyncedCondition) && conditions.Get(mc, v1alpha1.SyncedCondition).Status != metav1.ConditionUnknown:
+		// Not synced since the manager started: what status says still holds
+		// until the first sync says otherwise (no flapping on restart).
 	case s.sync == nil || !s.sync.Synced && s.sync.Reason == v1alpha1.ReasonDisconnected:
 		set(mc, v1alpha1.SyncedCondition, metav1.ConditionUnknown, v1alpha1.ReasonProgressing, "syncing RoleTemplates, AccessBindings and projects")
 	default:

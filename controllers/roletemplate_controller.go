@@ -21,7 +21,9 @@ import (
 // ClusterRole is installed at the current generation, and what is wrong with its
 // inheritance, if anything.
 type RoleTemplateReconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads the template itself from the API server.
+	Reader   client.Reader
 	Results  *syncResults
 	Recorder events.EventRecorder
 }
@@ -47,7 +49,7 @@ func (r *RoleTemplateReconciler) allTemplates(ctx context.Context, _ client.Obje
 // Reconcile computes one template's status.
 func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	t := &v1alpha1.RoleTemplate{}
-	return reconcileIntentStatus(ctx, r.Client, r.Recorder, req.NamespacedName, t, func() error { return r.setStatus(ctx, t) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, req.NamespacedName, t, func() error { return r.setStatus(ctx, t) })
 }
 
 // setStatus computes the status of t from the hub's cache and the sync results.
@@ -64,13 +66,14 @@ func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.Role
 		problem = resolved.Problem
 	}
 	var rows []clusterRow
+	prev := previousOf(t.Generation, t.Status.ObservedGeneration, t.Status.Failures)
 	if problem == nil {
 		for _, mc := range mcs.Items {
 			if !mc.DeletionTimestamp.IsZero() {
 				continue
 			}
 			name := t.Name
-			rows = append(rows, rowFor(r.Results, mc.Name, t.Generation, func(res clusterResult) (itemResult, bool) {
+			rows = append(rows, rowFor(r.Results, mc.Name, t.Generation, prev, func(res clusterResult) (itemResult, bool) {
 				it, ok := res.Templates[name]
 				return it, ok
 			}))

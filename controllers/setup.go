@@ -5,16 +5,23 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/targetsync"
 	"github.com/drover-io/drover/version"
 )
 
@@ -28,6 +35,7 @@ import (
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",namespace=drover-system,resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=drover-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=drover-system,resources=configmaps,verbs=get;create
 
 // Options configure the controllers.
 type Options struct {
@@ -43,6 +51,11 @@ type Options struct {
 	RemoteTimeout time.Duration
 	// Remote tunes the connections and their health probes.
 	Remote remote.Options
+	// SyncWorkers bounds the writes in flight to one target.
+	SyncWorkers int
+	// HubID overrides the hub's ID (tests that run two hubs on one API server);
+	// by default it is read from, or created in, ConfigMap HubIdentityConfigMap.
+	HubID string
 }
 
 // DefaultOptions are the defaults the flags start from.
@@ -53,6 +66,7 @@ func DefaultOptions() Options {
 		DeletionTimeout:       5 * time.Minute,
 		RemoteTimeout:         10 * time.Second,
 		Remote:                remote.DefaultOptions(),
+		SyncWorkers:           targetsync.DefaultWorkers,
 	}
 }
 
@@ -67,12 +81,60 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Remote.ProbeTimeout, "cluster-probe-timeout", d.Remote.ProbeTimeout, "Timeout of one health probe, and of dialling a target cluster.")
 	fs.IntVar(&o.Remote.FailureThreshold, "cluster-probe-failure-threshold", d.Remote.FailureThreshold, "Failed probes in a row before a connected cluster counts as disconnected.")
 	fs.DurationVar(&o.Remote.MaxProbeInterval, "cluster-probe-max-interval", d.Remote.MaxProbeInterval, "Longest time between probes of a disconnected cluster (probes back off while it is down).")
+	fs.Func("cluster-qps", fmt.Sprintf("Requests per second the manager may send to one target cluster (default %.0f).", d.Remote.QPS), func(v string) error {
+		f, err := strconv.ParseFloat(v, 32)
+		if err != nil || f <= 0 {
+			return fmt.Errorf("want a positive number, got %q", v)
+		}
+		o.Remote.QPS = float32(f)
+		return nil
+	})
+	fs.IntVar(&o.Remote.Burst, "cluster-burst", d.Remote.Burst, "Burst of requests the manager may send to one target cluster.")
+	fs.IntVar(&o.SyncWorkers, "cluster-sync-workers", d.SyncWorkers, "Writes in flight at once to one target cluster during a sync.")
+	fs.BoolVar(&o.Remote.Policy.AllowHTTP, "allow-insecure-http-clusters", false, "Accept kubeconfigs whose server is plain http:// (nothing authenticates the server; the ManagedCluster shows a Warning condition).")
+	fs.BoolVar(&o.Remote.Policy.AllowLinkLocal, "allow-link-local-clusters", false, "Accept target servers on link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, 169.254.169.254, ...), which are refused by default.")
+}
+
+// HubIdentityConfigMap, in the operator namespace, holds the hub's ID under key "id":
+// a random value created once, which every object Drover writes into a target carries
+// (render.HubLabel), so that two hubs never touch each other's objects.
+const HubIdentityConfigMap = "drover-hub-identity"
+
+// EnsureHubID reads the hub's ID, creating it on first start.
+func EnsureHubID(ctx context.Context, reader client.Reader, writer client.Client, namespace string) (string, error) {
+	key := client.ObjectKey{Namespace: namespace, Name: HubIdentityConfigMap}
+	for range 3 {
+		var cm corev1.ConfigMap
+		err := reader.Get(ctx, key, &cm)
+		switch {
+		case err == nil:
+			id := cm.Data["id"]
+			if errs := validation.IsValidLabelValue(id); id == "" || len(errs) > 0 {
+				return "", fmt.Errorf("configmap %s/%s: key 'id' must be a non-empty label value (it goes on every object Drover writes into a target)", namespace, HubIdentityConfigMap)
+			}
+			return id, nil
+		case !apierrors.IsNotFound(err):
+			return "", fmt.Errorf("read configmap %s/%s: %w", namespace, HubIdentityConfigMap, err)
+		}
+		cm = corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: HubIdentityConfigMap, Namespace: namespace,
+				Labels: map[string]string{render.ManagedByLabel: render.ManagedByValue}},
+			Data: map[string]string{"id": string(uuid.NewUUID())},
+		}
+		if err := writer.Create(ctx, &cm); err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", fmt.Errorf("create configmap %s/%s: %w", namespace, HubIdentityConfigMap, err)
+		}
+	}
+	return "", fmt.Errorf("configmap %s/%s: could not read or create the hub's ID", namespace, HubIdentityConfigMap)
 }
 
 // CacheOptions restricts the hub cache: Secrets are only read from the operator
 // namespace, so the manager never caches (or needs RBAC for) Secrets elsewhere.
 func CacheOptions(namespace string) cache.Options {
 	return cache.Options{
+		// Nothing reads managedFields from the hub's cache; a large object (a big
+		// RoleTemplate) would otherwise be held twice over.
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{namespace: {}}},
 		},
@@ -95,6 +157,15 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 	if o.RemoteTimeout <= 0 {
 		o.RemoteTimeout = d.RemoteTimeout
 	}
+	hubID := o.HubID
+	if hubID == "" {
+		id, err := EnsureHubID(ctx, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		hubID = id
+	}
+	ctrl.Log.WithName("setup").Info("Hub identity", "hub", hubID)
 	rc := remote.New(o.Remote)
 	results := newSyncResults()
 	mcr := &ManagedClusterReconciler{
@@ -102,28 +173,28 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		Remote:                rc,
 		Recorder:              mgr.GetEventRecorder("drover-managedcluster"),
 		Namespace:             o.Namespace,
-		AgentImage:            o.AgentImage,
 		AgentHeartbeatTimeout: o.AgentHeartbeatTimeout,
-		DeletionTimeout:       o.DeletionTimeout,
 		RemoteTimeout:         o.RemoteTimeout,
 		Results:               results,
 	}
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)
 	}
-	syncer := &ClusterSyncReconciler{Client: mgr.GetClient(), Remote: rc, Results: results, RemoteTimeout: o.RemoteTimeout}
+	syncer := &ClusterSyncReconciler{Client: mgr.GetClient(), Remote: rc, Results: results, RemoteTimeout: o.RemoteTimeout,
+		Recorder: mgr.GetEventRecorder("drover-clustersync"), Hub: hubID, AgentImage: o.AgentImage, Workers: o.SyncWorkers,
+		DeletionTimeout: o.DeletionTimeout}
 	if err := syncer.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the cluster syncer: %w", err)
 	}
-	abr := &AccessBindingReconciler{Client: mgr.GetClient(), Results: results, Recorder: mgr.GetEventRecorder("drover-accessbinding")}
+	abr := &AccessBindingReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-accessbinding")}
 	if err := abr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the AccessBinding controller: %w", err)
 	}
-	cpr := &ClusterProjectReconciler{Client: mgr.GetClient(), Results: results, Recorder: mgr.GetEventRecorder("drover-clusterproject")}
+	cpr := &ClusterProjectReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-clusterproject")}
 	if err := cpr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the ClusterProject controller: %w", err)
 	}
-	rtr := &RoleTemplateReconciler{Client: mgr.GetClient(), Results: results, Recorder: mgr.GetEventRecorder("drover-roletemplate")}
+	rtr := &RoleTemplateReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-roletemplate")}
 	if err := rtr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the RoleTemplate controller: %w", err)
 	}

@@ -43,6 +43,8 @@ type clusterResult struct {
 	Templates map[string]itemResult
 	// Projects holds a result for every ClusterProject placed on the cluster.
 	Projects map[string]itemResult
+	// Agent is the result of the agent's objects: OK once installed as desired.
+	Agent itemResult
 }
 
 // syncResults keeps every cluster's last sync outcome in memory; the status
@@ -137,7 +139,7 @@ func (r *syncResults) set(cluster string, res clusterResult, keep bool) {
 
 	ok1, r1, m1 := old.summary()
 	ok2, r2, m2 := res.summary()
-	if !had || !keep || ok1 != ok2 || r1 != r2 || m1 != m2 {
+	if !had || !keep || ok1 != ok2 || r1 != r2 || m1 != m2 || !equality.Semantic.DeepEqual(old.Agent, res.Agent) {
 		for _, q := range mq {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: cluster}})
 		}

@@ -21,6 +21,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -65,6 +66,8 @@ type Options struct {
 	Burst int
 	// Scheme for the remote clients; the client-go scheme if nil.
 	Scheme *runtime.Scheme
+	// Policy says which kubeconfigs and addresses are accepted.
+	Policy Policy
 }
 
 // DefaultOptions detect an unreachable cluster within about 6 s (probe every 2 s, 2 s
@@ -75,8 +78,8 @@ func DefaultOptions() Options {
 		ProbeTimeout:     2 * time.Second,
 		FailureThreshold: 2,
 		MaxProbeInterval: 10 * time.Second,
-		QPS:              20,
-		Burst:            40,
+		QPS:              200,
+		Burst:            400,
 	}
 }
 
@@ -108,6 +111,8 @@ type Cluster struct {
 	HTTPClient *http.Client
 	// Reader reads and writes straight through to the API server.
 	Reader client.Client
+	// Warnings say what is accepted but unsafe about the kubeconfig.
+	Warnings []Warning
 
 	source    string
 	hash      string
@@ -121,9 +126,9 @@ type Cluster struct {
 	mapper meta.RESTMapper
 
 	mu      sync.Mutex
+	id      string
 	health  Health
 	watches sets.Set[string]
-	marks   map[string]string
 	// cache and client exist once the cluster has been reached: building the cache
 	// needs discovery, which an unreachable cluster cannot answer.
 	cache  cache.Cache
@@ -194,34 +199,57 @@ func (c *Cluster) startCache() (bool, error) {
 	return true, nil
 }
 
+// ID returns the target's identity, the UID of its kube-system namespace, or "" until
+// it has been read.
+func (c *Cluster) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// identify reads the target's identity once per connection. It reports whether it
+// learnt it now.
+func (c *Cluster) identify(timeout time.Duration) bool {
+	if c.ID() != "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+	defer cancel()
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := c.Reader.Get(ctx, client.ObjectKey{Name: metav1.NamespaceSystem}, m); err != nil {
+		reason, _ := Classify(err, c.Endpoint, c.source)
+		ctrl.Log.WithName("remote").V(1).Info("Cannot read the cluster's identity yet", "cluster", c.Name, "reason", reason)
+		return false
+	}
+	c.mu.Lock()
+	c.id = string(m.UID)
+	c.mu.Unlock()
+	return true
+}
+
+// IDs returns the identity of every connection that has one, by cluster name.
+func (c *Cache) IDs() map[string]string {
+	c.mu.Lock()
+	cls := make([]*Cluster, 0, len(c.clusters))
+	for _, cl := range c.clusters {
+		cls = append(cls, cl)
+	}
+	c.mu.Unlock()
+	out := map[string]string{}
+	for _, cl := range cls {
+		if id := cl.ID(); id != "" {
+			out[cl.Name] = id
+		}
+	}
+	return out
+}
+
 // Health returns a copy of the cluster's health.
 func (c *Cluster) Health() Health {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.health
-}
-
-// Mark records value under key for the life of this connection; Marked tells whether
-// key currently holds value. Controllers use it to do a piece of work (installing the
-// agent, say) once per connection and desired state, instead of on every reconcile.
-func (c *Cluster) Mark(key, value string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.marks[key] = value
-}
-
-// Marked tells whether Mark(key, value) was called on this connection.
-func (c *Cluster) Marked(key, value string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.marks[key] == value
-}
-
-// Forget removes a mark, so that the work it stood for is done again.
-func (c *Cluster) Forget(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.marks, key)
 }
 
 // Cache holds the connections to all target clusters.
@@ -298,17 +326,6 @@ func (c *Cache) Get(name string) *Cluster {
 	return c.clusters[name]
 }
 
-// Names lists the clusters with a connection.
-func (c *Cache) Names() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.clusters))
-	for n := range c.clusters {
-		out = append(out, n)
-	}
-	return out
-}
-
 // Connect returns the connection to cluster name for the given kubeconfig, creating it
 // (and its probe) if there is none, or replacing it if the kubeconfig changed, as when
 // credentials are rotated. source describes where the kubeconfig came from, for
@@ -322,7 +339,7 @@ func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, sou
 	if existing != nil && existing.hash == hash {
 		return existing, nil
 	}
-	cfg, err := ParseKubeconfig(kubeconfig)
+	cfg, warnings, err := ParseKubeconfigWithPolicy(kubeconfig, c.opts.Policy)
 	if err != nil {
 		return nil, err
 	}
@@ -330,6 +347,7 @@ func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, sou
 	if err != nil {
 		return nil, err
 	}
+	cl.Warnings = warnings
 	c.mu.Lock()
 	if cur := c.clusters[name]; cur != existing {
 		// Someone else connected meanwhile; keep theirs.
@@ -344,16 +362,10 @@ func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, sou
 		existing.close()
 		ctrl.LoggerFrom(ctx).Info("Replaced connection after kubeconfig change", "cluster", name)
 	}
-	cl.probe(ctx, c.opts.ProbeTimeout)
-	if cl.Health().Connected {
-		if _, err := cl.startCache(); err != nil {
-			ctrl.LoggerFrom(ctx).Info("Cannot build the cluster cache yet; will retry", "cluster", name, "error", err.Error())
-		}
-	}
+	// Probing, identifying and starting the cache run on the connection's own
+	// goroutine, never on a controller's worker: the caller sees "probing" at once
+	// and every subscriber gets an event when something changes.
 	go cl.probeLoop(c.opts)
-	// Every other subscriber (the cluster syncer, say) may have looked while there
-	// was no connection yet, and waits for an event rather than polling: tell them.
-	c.notify(name)
 	return cl, nil
 }
 
@@ -364,6 +376,21 @@ func (c *Cache) Remembered(name string) ([]byte, string, bool) {
 	defer c.mu.Unlock()
 	r, ok := c.last[name]
 	return r.kubeconfig, r.source, ok
+}
+
+// Reconnect connects a cluster again with the last kubeconfig it connected with (its
+// Secret may be gone: deleted together with the ManagedCluster by kubectl delete -f or
+// a GitOps prune), or returns nil when there is none.
+func (c *Cache) Reconnect(ctx context.Context, name string) *Cluster {
+	data, source, ok := c.Remembered(name)
+	if !ok {
+		return nil
+	}
+	cl, err := c.Connect(ctx, name, data, source+", as last read")
+	if err != nil {
+		return nil
+	}
+	return cl
 }
 
 // Forget closes the connection to a cluster and drops its remembered kubeconfig.
@@ -425,7 +452,7 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string) (*Clus
 	// requests themselves are bounded by their contexts (a client timeout would cut
 	// watches short).
 	dialer := &net.Dialer{Timeout: c.opts.ProbeTimeout, KeepAlive: 30 * time.Second}
-	cfg.Dial = dialer.DialContext
+	cfg.Dial = GuardDial(c.opts.Policy, dialer)
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKubeconfig, "its TLS settings cannot be used")
@@ -450,7 +477,6 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string) (*Clus
 		onChange: c.notify, threshold: c.opts.FailureThreshold,
 		health:  Health{Reason: ReasonProbing, Message: "probing " + cfg.Host},
 		watches: sets.New[string](),
-		marks:   map[string]string{},
 	}, nil
 }
 
@@ -458,9 +484,6 @@ func (c *Cluster) close() {
 	c.cancel()
 	c.HTTPClient.CloseIdleConnections()
 }
-
-// Done is closed when the connection is closed.
-func (c *Cluster) Done() <-chan struct{} { return c.ctx.Done() }
 
 // probe runs one health probe and records the result. It reports whether anything a
 // controller shows (connected, reason, version) changed.
@@ -525,7 +548,7 @@ func gitVersion(v *version.Info) string {
 
 func (c *Cluster) probeLoop(opts Options) {
 	interval := opts.ProbeInterval
-	timer := time.NewTimer(interval)
+	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
@@ -535,9 +558,13 @@ func (c *Cluster) probeLoop(opts Options) {
 		}
 		changed := c.probe(c.ctx, opts.ProbeTimeout)
 		if c.Health().Connected {
+			if c.identify(opts.ProbeTimeout) {
+				changed = true
+			}
 			started, err := c.startCache()
 			if err != nil {
-				ctrl.Log.WithName("remote").V(1).Info("Cannot build the cluster cache yet", "cluster", c.Name, "error", err.Error())
+				reason, _ := Classify(err, c.Endpoint, c.source)
+				ctrl.Log.WithName("remote").V(1).Info("Cannot build the cluster cache yet", "cluster", c.Name, "reason", reason)
 			}
 			changed = changed || started
 		}

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -52,6 +53,27 @@ const (
 	ManagedKeysAnnotation = "management.drover.io/managed-keys"
 	// NamePrefix starts the name of every ClusterRole and binding Drover renders.
 	NamePrefix = "drover:"
+	// HubLabel names the hub (its ID, kept in the operator namespace) that applied an
+	// object. A hub never changes or deletes an object that names another hub.
+	HubLabel = "management.drover.io/hub"
+	// ClusterLabel names the ManagedCluster an object was applied for. One
+	// ManagedCluster never prunes another's objects, even when both point at the
+	// same target.
+	ClusterLabel = "management.drover.io/cluster"
+	// AdoptedAnnotation marks a namespace that existed before Drover took it over
+	// (spec.namespaces[].adopt). Drover only ever releases such a namespace, never
+	// deletes it, whatever the project's namespaceDeletionPolicy.
+	AdoptedAnnotation = "management.drover.io/adopted"
+)
+
+// Limits on what one RoleTemplate may flatten to: a template over them is not
+// rendered (Stalled, TemplateTooLarge), so that one careless template cannot exhaust
+// the manager's memory or exceed a target API server's request size.
+const (
+	// MaxFlattenedRules bounds the rules of a template with its inheritance flattened in.
+	MaxFlattenedRules = 1024
+	// MaxFlattenedBytes bounds the size of those rules, roughly as serialized.
+	MaxFlattenedBytes = 512 << 10
 )
 
 // Problem reasons, shared by the status of the intents.
@@ -71,12 +93,20 @@ const (
 	// ReasonNamespaceConflict: a namespace is claimed by two projects, or exists in a
 	// target without Drover's label.
 	ReasonNamespaceConflict = "NamespaceConflict"
+	// ReasonTemplateTooLarge: a RoleTemplate flattens to more than MaxFlattenedRules
+	// rules or MaxFlattenedBytes.
+	ReasonTemplateTooLarge = "TemplateTooLarge"
 )
 
 // Cluster is what rendering needs to know of a target cluster.
 type Cluster struct {
 	Name   string
 	Labels map[string]string
+	// Hub is the ID of the hub rendering; with Name it goes on every object as
+	// HubLabel and ClusterLabel. Empty leaves both out (tests of pure placement).
+	Hub string
+	// AgentImage, when set, adds the agent's objects (see Agent).
+	AgentImage string
 }
 
 // Intents are the hub objects rendering reads.
@@ -115,15 +145,43 @@ type Result struct {
 	// NamespaceConflicts lists, per project, the namespaces it shares with another
 	// project placed on this cluster; only the older claim gets the namespace.
 	NamespaceConflicts map[string][]string
+	// NamespacesLost lists, per project, the conflicts in which it does not get the
+	// namespace (a subset of NamespaceConflicts).
+	NamespacesLost map[string][]string
 	// NamespacePolicy maps every existing project (placed here or not) to its
 	// namespaceDeletionPolicy, for namespaces that leave it.
 	NamespacePolicy map[string]string
+	// Hold lists the intents whose spec or references cannot be resolved (as
+	// "<label>=<name>", e.g. HeldKey(ProjectLabel, "payments")). What the target
+	// holds for them stays as it was last applied: an invalid intent never causes
+	// pruning. An intent that was deleted is never held.
+	Hold map[string]bool
+	// UseExisting names namespaces that Drover needs but does not insist on owning:
+	// when one exists without Drover's label it is used as it is (the agent's
+	// namespace on a hub that is also a target, say).
+	UseExisting map[string]bool
+}
+
+// HeldKey is the key of an intent in Result.Hold.
+func HeldKey(label, name string) string { return label + "=" + name }
+
+// Held tells whether an object in a target belongs to an intent in hold, by its
+// intent labels. An object of a project that no longer exists is never held.
+func Held(hold map[string]bool, o client.Object) bool {
+	l := o.GetLabels()
+	for _, key := range []string{RoleTemplateLabel, AccessBindingLabel, ProjectLabel} {
+		if v := l[key]; v != "" && hold[HeldKey(key, v)] {
+			return true
+		}
+	}
+	return false
 }
 
 // Render computes what cluster must hold. It never fails: an intent with a problem is
 // left out (see TemplateProblems and BindingProblem, which say why).
 func Render(cluster Cluster, in Intents) Result {
-	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}, NamespaceConflicts: map[string][]string{}, NamespacePolicy: map[string]string{}}
+	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}, NamespaceConflicts: map[string][]string{},
+		NamespacesLost: map[string][]string{}, NamespacePolicy: map[string]string{}, Hold: map[string]bool{}, UseExisting: map[string]bool{}}
 	for i := range in.Projects {
 		if in.Projects[i].DeletionTimestamp.IsZero() {
 			res.NamespacePolicy[in.Projects[i].Name] = string(in.Projects[i].NamespaceDeletionPolicyOrDefault())
@@ -157,7 +215,14 @@ func Render(cluster Cluster, in Intents) Result {
 		if !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		if ok, err := Selects(p.Spec.Clusters, cluster); err != nil || !ok {
+		ok, err := Selects(p.Spec.Clusters, cluster)
+		if err != nil {
+			// Fail safe: a placement that cannot be evaluated keeps the project
+			// (and the bindings in it) as last applied, rather than unplacing it.
+			res.Hold[HeldKey(ProjectLabel, p.Name)] = true
+			continue
+		}
+		if !ok {
 			continue
 		}
 		placed[p.Name] = true
@@ -168,8 +233,9 @@ func Render(cluster Cluster, in Intents) Result {
 				// Claimed by an older project (or listed twice): the first claim
 				// wins, deterministically, and the younger project is told.
 				if other != p.Name {
-					res.NamespaceConflicts[p.Name] = append(res.NamespaceConflicts[p.Name], fmt.Sprintf(
-						"namespace %s belongs to project %s, which claimed it first", ns.Name, other))
+					lost := fmt.Sprintf("namespace %s belongs to project %s, which claimed it first", ns.Name, other)
+					res.NamespaceConflicts[p.Name] = append(res.NamespaceConflicts[p.Name], lost)
+					res.NamespacesLost[p.Name] = append(res.NamespacesLost[p.Name], lost)
 					res.NamespaceConflicts[other] = append(res.NamespaceConflicts[other], fmt.Sprintf(
 						"namespace %s is also claimed by project %s, which does not get it", ns.Name, p.Name))
 				}
@@ -192,6 +258,7 @@ func Render(cluster Cluster, in Intents) Result {
 	for _, name := range sortedKeys(templates) {
 		t := templates[name]
 		if t.Problem != nil {
+			res.Hold[HeldKey(RoleTemplateLabel, name)] = true
 			continue
 		}
 		roles = append(roles, renderClusterRole(t))
@@ -203,7 +270,11 @@ func Render(cluster Cluster, in Intents) Result {
 	sort.Slice(abs, func(i, j int) bool { return abs[i].Name < abs[j].Name })
 	for i := range abs {
 		b := &abs[i]
-		if !b.DeletionTimestamp.IsZero() || BindingProblem(b, templates, projects) != nil {
+		if !b.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if BindingProblem(b, templates, projects) != nil {
+			res.Hold[HeldKey(AccessBindingLabel, b.Name)] = true
 			continue
 		}
 		roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: RoleName(b)}
@@ -243,7 +314,20 @@ func Render(cluster Cluster, in Intents) Result {
 	}
 
 	sort.SliceStable(namespaces, func(i, j int) bool { return namespaces[i].GetName() < namespaces[j].GetName() })
-	res.Objects = append(append(append(namespaces, roles...), namespaced...), bindings...)
+	var agent []client.Object
+	if cluster.AgentImage != "" {
+		agent = Agent(cluster.Name, cluster.AgentImage)
+		res.UseExisting[AgentNamespace] = true
+	}
+	res.Objects = append(append(append(append(agent, namespaces...), roles...), namespaced...), bindings...)
+	if cluster.Hub != "" {
+		for _, o := range res.Objects {
+			l := o.GetLabels()
+			l[HubLabel] = cluster.Hub
+			l[ClusterLabel] = cluster.Name
+			o.SetLabels(l)
+		}
+	}
 	return res
 }
 
@@ -419,11 +503,32 @@ func Selects(sel v1alpha1.ClusterSelection, cluster Cluster) (bool, error) {
 	if sel.Selector == nil {
 		return false, nil
 	}
-	s, err := metav1.LabelSelectorAsSelector(sel.Selector)
-	if err != nil {
-		return false, &Problem{ReasonInvalidSelector, "the cluster selector is invalid: " + err.Error()}
+	s, p := selector(sel.Selector)
+	if p != nil {
+		return false, p
 	}
 	return s.Matches(labels.Set(cluster.Labels)), nil
+}
+
+// ValidateSelection says what is wrong with a cluster selection, or nil. field names
+// it in messages (e.g. "spec.clusters"). It is the one check that rendering and every
+// status controller use.
+func ValidateSelection(field string, sel *v1alpha1.ClusterSelection) *Problem {
+	if sel == nil || sel.Selector == nil {
+		return nil
+	}
+	if _, p := selector(sel.Selector); p != nil {
+		return &Problem{ReasonInvalidSelector, field + ".selector is invalid: " + p.Message + "; nothing was removed from the clusters it selected before"}
+	}
+	return nil
+}
+
+func selector(ls *metav1.LabelSelector) (labels.Selector, *Problem) {
+	s, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		return nil, &Problem{ReasonInvalidSelector, err.Error()}
+	}
+	return s, nil
 }
 
 // ResolvedTemplate is a RoleTemplate with its inherited rules flattened in.
@@ -452,6 +557,8 @@ func ResolveTemplates(in []v1alpha1.RoleTemplate) map[string]*ResolvedTemplate {
 		r.Problem = problem
 		if problem == nil {
 			seen := map[string]bool{}
+			size := 0
+		flatten:
 			for _, n := range order {
 				for _, rule := range byName[n].Spec.Rules {
 					pr := policyRule(rule)
@@ -460,7 +567,15 @@ func ResolveTemplates(in []v1alpha1.RoleTemplate) map[string]*ResolvedTemplate {
 						continue
 					}
 					seen[key] = true
+					size += len(key)
 					r.Rules = append(r.Rules, pr)
+					if len(r.Rules) > MaxFlattenedRules || size > MaxFlattenedBytes {
+						r.Rules = nil
+						r.Problem = &Problem{ReasonTemplateTooLarge, fmt.Sprintf(
+							"spec.rules: with everything it inherits (spec.inherits) the template flattens to more than %d rules or %d KiB; split it or trim its rules",
+							MaxFlattenedRules, MaxFlattenedBytes>>10)}
+						break flatten
+					}
 				}
 			}
 		}
@@ -543,13 +658,15 @@ func BindingProblem(b *v1alpha1.AccessBinding, templates map[string]*ResolvedTem
 		}
 	}
 	if b.Spec.Project != "" {
-		if p, ok := projects[b.Spec.Project]; !ok || !p.DeletionTimestamp.IsZero() {
+		p, ok := projects[b.Spec.Project]
+		if !ok || !p.DeletionTimestamp.IsZero() {
 			return &Problem{ReasonProjectNotFound, fmt.Sprintf("spec.project: ClusterProject %q does not exist", b.Spec.Project)}
 		}
-	} else if b.Spec.Clusters != nil && b.Spec.Clusters.Selector != nil {
-		if _, err := metav1.LabelSelectorAsSelector(b.Spec.Clusters.Selector); err != nil {
-			return &Problem{ReasonInvalidSelector, "spec.clusters.selector is invalid: " + err.Error()}
+		if pp := ValidateSelection("spec.clusters", &p.Spec.Clusters); pp != nil {
+			return &Problem{pp.Reason, fmt.Sprintf("spec.project: ClusterProject %q cannot be placed: its %s", b.Spec.Project, pp.Message)}
 		}
+	} else if p := ValidateSelection("spec.clusters", b.Spec.Clusters); p != nil {
+		return p
 	}
 	return nil
 }
@@ -583,6 +700,15 @@ func Equivalent(desired, live client.Object) bool {
 	case *networkingv1.NetworkPolicy:
 		l, ok := live.(*networkingv1.NetworkPolicy)
 		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
+	case *corev1.ServiceAccount:
+		_, ok := live.(*corev1.ServiceAccount)
+		return ok
+	case *rbacv1.Role:
+		l, ok := live.(*rbacv1.Role)
+		return ok && rulesEqual(d.Rules, l.Rules)
+	case *appsv1.Deployment:
+		l, ok := live.(*appsv1.Deployment)
+		return ok && agentDeploymentHeld(d, l)
 	}
 	return false
 }

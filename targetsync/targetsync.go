@@ -1,16 +1,28 @@
 // Package targetsync makes one cluster hold exactly a desired set of objects: it
 // applies what is missing or different with server-side apply under one field manager,
-// and prunes what Drover owns there but no longer wants. It is the one mechanism for
-// applying and pruning, and it knows nothing of the hub, so that the agent can run it
-// too (pull mode).
+// and prunes what this hub applied there for this ManagedCluster but no longer wants.
+// It is the one mechanism for writing into a target: intents, the agent's own objects
+// and cleanup on deletion all go through it. It knows nothing of the hub's API, so
+// that the agent can run it too (pull mode).
 //
 // Safety rules:
-//   - An object without Drover's ownership label is never changed or deleted. When a
-//     desired object's name is taken by such an object, that is reported as a
-//     conflict, except for namespaces that the caller allows to be adopted.
+//   - Ownership is by label: every object applied carries Drover's managed-by label,
+//     the hub's ID and the ManagedCluster's name. An object that names another hub or
+//     another ManagedCluster, or that lacks Drover's label, is never changed or
+//     deleted; a desired object whose name it holds is reported as a conflict. (An
+//     object with Drover's label and no hub label predates hub IDs; it is adopted.)
+//   - Prune deletes only what carries this hub's and this cluster's labels, and never
+//     what belongs to a held intent (one whose spec cannot be resolved right now).
 //   - Nothing is written when the live object already holds what is desired.
 //   - A namespace is pruned by releasing it (removing Drover's labels), unless it is
-//     annotated for deletion: its workloads and data stay.
+//     annotated for deletion and Drover created it: an adopted namespace is only ever
+//     released. Its workloads and data stay.
+//
+// Writes go out in parallel (Workers) and each has its own timeout, so a sync's time
+// scales with its work instead of hitting one fixed budget. Prunes go first, so that a
+// revocation never waits behind a large apply, and pending applies go out smallest
+// intent first. Options.Interrupted stops a long sync between writes when a newer
+// desired state exists; the caller syncs again at once.
 package targetsync
 
 import (
@@ -18,14 +30,19 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,7 +53,18 @@ import (
 // FieldOwner is the one field manager Drover applies with.
 const FieldOwner = "drover"
 
-// Syncer applies and prunes in one cluster.
+// Defaults of a Syncer.
+const (
+	// DefaultWorkers is how many writes go out at once to one cluster.
+	DefaultWorkers = 16
+	// DefaultRequestTimeout bounds each request.
+	DefaultRequestTimeout = 10 * time.Second
+	// lookupListThreshold: with more objects of one kind to look up than this, one
+	// metadata-only LIST of the kind replaces a GET per object.
+	lookupListThreshold = 32
+)
+
+// Syncer applies and prunes in one cluster, for one hub and one ManagedCluster.
 type Syncer struct {
 	// Cached reads the objects Drover owns (label-selected); it may be a cache.
 	Cached client.Reader
@@ -46,14 +74,35 @@ type Syncer struct {
 	Direct client.Client
 	// Kinds are the lists of the kinds the syncer prunes, e.g. &rbacv1.ClusterRoleList{}.
 	Kinds []client.ObjectList
+	// Hub is this hub's ID and Cluster the ManagedCluster's name: the values of
+	// render.HubLabel and render.ClusterLabel on what this syncer owns.
+	Hub, Cluster string
+	// Workers bounds the writes in flight (DefaultWorkers if zero).
+	Workers int
+	// RequestTimeout bounds each request (DefaultRequestTimeout if zero).
+	RequestTimeout time.Duration
+	// Describe classifies a request error into a reason and a message that never
+	// quotes the target (remote.Describe); DescribeStatus if nil.
+	Describe func(error) (reason, message string)
+	// Gone, if set, tells whether a ManagedCluster of this hub no longer exists.
+	// This hub's objects left in the target by such a cluster (deleted with
+	// deletionPolicy Orphan) are taken over when desired; they are never pruned
+	// unless taken over.
+	Gone func(cluster string) bool
+
+	beforeWrite func(context.Context) error
 }
+
+// ErrBeforeWrite wraps the error of Options.BeforeWrite.
+var ErrBeforeWrite = errors.New("cannot prepare the first write")
 
 // DefaultKinds are the kinds rendering produces.
 func DefaultKinds() []client.ObjectList {
 	// Namespaced objects first and namespaces last, so that a released namespace
-	// has already lost Drover's objects.
+	// has already lost Drover's objects; bindings before the roles they grant.
 	return []client.ObjectList{
-		&rbacv1.RoleBindingList{}, &networkingv1.NetworkPolicyList{}, &corev1.LimitRangeList{}, &corev1.ResourceQuotaList{},
+		&appsv1.DeploymentList{}, &rbacv1.RoleBindingList{}, &rbacv1.RoleList{}, &corev1.ServiceAccountList{},
+		&networkingv1.NetworkPolicyList{}, &corev1.LimitRangeList{}, &corev1.ResourceQuotaList{},
 		&rbacv1.ClusterRoleBindingList{}, &rbacv1.ClusterRoleList{}, &corev1.NamespaceList{},
 	}
 }
@@ -63,10 +112,22 @@ type Options struct {
 	// Adoptable names namespaces that may be taken over when they exist without
 	// Drover's label.
 	Adoptable map[string]bool
+	// UseExisting names namespaces that are used as they are when they exist
+	// without Drover's label (never labelled, never pruned).
+	UseExisting map[string]bool
 	// NamespacePolicy maps each project that still exists to its current
 	// namespaceDeletionPolicy. A namespace leaving a project that still exists goes
 	// by that, rather than by the annotation it was last applied with.
 	NamespacePolicy map[string]string
+	// Hold lists intents (render.HeldKey) whose objects are never pruned.
+	Hold map[string]bool
+	// Interrupted, if set, is asked before each write: when it returns true the
+	// sync stops and returns ErrInterrupted (a newer desired state exists).
+	Interrupted func() bool
+	// BeforeWrite, if set, is called once before the first write; if it fails,
+	// nothing is written and Sync returns its error. (The hub adds its cleanup
+	// finalizer there: a cluster never written to needs no cleanup.)
+	BeforeWrite func(context.Context) error
 }
 
 // Key identifies an object in a cluster.
@@ -88,10 +149,28 @@ func KeyOf(o client.Object) Key {
 	return Key{Kind: kindOf(o), Namespace: o.GetNamespace(), Name: o.GetName()}
 }
 
+var kinds = map[string]struct {
+	gvk schema.GroupVersionKind
+	new func() client.Object
+}{
+	"Namespace":          {corev1.SchemeGroupVersion.WithKind("Namespace"), func() client.Object { return &corev1.Namespace{} }},
+	"ServiceAccount":     {corev1.SchemeGroupVersion.WithKind("ServiceAccount"), func() client.Object { return &corev1.ServiceAccount{} }},
+	"ResourceQuota":      {corev1.SchemeGroupVersion.WithKind("ResourceQuota"), func() client.Object { return &corev1.ResourceQuota{} }},
+	"LimitRange":         {corev1.SchemeGroupVersion.WithKind("LimitRange"), func() client.Object { return &corev1.LimitRange{} }},
+	"ClusterRole":        {rbacv1.SchemeGroupVersion.WithKind("ClusterRole"), func() client.Object { return &rbacv1.ClusterRole{} }},
+	"ClusterRoleBinding": {rbacv1.SchemeGroupVersion.WithKind("ClusterRoleBinding"), func() client.Object { return &rbacv1.ClusterRoleBinding{} }},
+	"Role":               {rbacv1.SchemeGroupVersion.WithKind("Role"), func() client.Object { return &rbacv1.Role{} }},
+	"RoleBinding":        {rbacv1.SchemeGroupVersion.WithKind("RoleBinding"), func() client.Object { return &rbacv1.RoleBinding{} }},
+	"NetworkPolicy":      {networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), func() client.Object { return &networkingv1.NetworkPolicy{} }},
+	"Deployment":         {appsv1.SchemeGroupVersion.WithKind("Deployment"), func() client.Object { return &appsv1.Deployment{} }},
+}
+
 func kindOf(o runtime.Object) string {
 	switch o.(type) {
 	case *corev1.Namespace:
 		return "Namespace"
+	case *corev1.ServiceAccount:
+		return "ServiceAccount"
 	case *rbacv1.ClusterRole:
 		return "ClusterRole"
 	case *rbacv1.ClusterRoleBinding:
@@ -106,6 +185,8 @@ func kindOf(o runtime.Object) string {
 		return "LimitRange"
 	case *networkingv1.NetworkPolicy:
 		return "NetworkPolicy"
+	case *appsv1.Deployment:
+		return "Deployment"
 	}
 	if k := o.GetObjectKind().GroupVersionKind().Kind; k != "" {
 		return k
@@ -118,57 +199,253 @@ type Report struct {
 	// Applied and Pruned count the writes made.
 	Applied, Pruned int
 	// Failed maps each desired object that the cluster does not hold as desired to
-	// the reason. Objects not in Failed are held as desired.
+	// the reason, always a *Error. Objects not in Failed are held as desired.
 	Failed map[Key]error
 	// PruneFailed lists objects that should have gone but are still there.
 	PruneFailed map[Key]error
+	// Held counts objects kept only because their intent is held.
+	Held int
 }
 
-// ErrConflict is wrapped by failures caused by an object that exists without
-// Drover's ownership label.
-var ErrConflict = errors.New("exists and is not managed by Drover")
+// Reasons of a *Error.
+const (
+	// ReasonConflict: the name is taken by an object that is not this hub's and
+	// this cluster's.
+	ReasonConflict = "Conflict"
+	// ReasonNamespaceNotHeld: the object's namespace could not be held.
+	ReasonNamespaceNotHeld = "NamespaceNotHeld"
+	// ReasonWaiting: the object is waiting for something in the target (an object
+	// being deleted, a namespace changing hands); it is retried.
+	ReasonWaiting = "Waiting"
+)
 
-// Sync makes the cluster hold desired: apply what differs, prune what is owned and
-// not desired. It returns an error only when it could not even read the cluster; the
-// per-object outcome is in the Report.
+// Error is the outcome of one object that could not be made to hold.
+type Error struct {
+	// Reason is ReasonConflict, ReasonNamespaceNotHeld, ReasonWaiting, or the
+	// reason remote.Describe gives a request error (Forbidden, Invalid, Timeout...).
+	Reason string
+	// Message is in Drover's words and never quotes a target's response.
+	Message string
+	// Err is the underlying error, for errors.Is; never shown to users.
+	Err error
+}
+
+func (e *Error) Error() string { return e.Message }
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrInterrupted is returned when Options.Interrupted stopped a sync.
+var ErrInterrupted = errors.New("sync interrupted by a newer desired state")
+
+// ErrConflict is wrapped by failures caused by an object that exists and is not this
+// hub's and this cluster's.
+var ErrConflict = errors.New("exists and is not managed by this Drover hub for this cluster")
+
+// DescribeStatus is the default Syncer.Describe: it keeps only the HTTP status.
+func DescribeStatus(err error) (string, string) {
+	var s apierrors.APIStatus
+	if errors.As(err, &s) {
+		return string(s.Status().Reason), fmt.Sprintf("the target refused it (%d %s)", s.Status().Code, s.Status().Reason)
+	}
+	return "Failed", "the request failed"
+}
+
+func (s *Syncer) requestError(key Key, what string, err error) *Error {
+	describe := s.Describe
+	if describe == nil {
+		describe = DescribeStatus
+	}
+	reason, msg := describe(err)
+	return &Error{Reason: reason, Message: fmt.Sprintf("%s %s %s", key, what, msg), Err: err}
+}
+
+// owner says whose an object in the target is.
+type owner int
+
+const (
+	ownerNone     owner = iota // no Drover label
+	ownerUs                    // this hub, this cluster
+	ownerLegacy                // Drover's label, no hub label: from before hub IDs, adopted
+	ownerOther                 // another hub, or another cluster of this hub
+	ownerApplied               // no Drover label, but Drover's field manager applied it
+	ownerOrphaned              // this hub, a ManagedCluster that no longer exists
+)
+
+func (s *Syncer) ownerOf(o metav1.Object) (owner, string) {
+	l := o.GetLabels()
+	if l[render.ManagedByLabel] != render.ManagedByValue {
+		if appliedByUs(o) {
+			return ownerApplied, ""
+		}
+		return ownerNone, ""
+	}
+	hub, cluster := l[render.HubLabel], l[render.ClusterLabel]
+	switch {
+	case hub == "":
+		if cluster != "" && cluster != s.Cluster {
+			return ownerOther, "it belongs to ManagedCluster " + cluster
+		}
+		return ownerLegacy, ""
+	case hub != s.Hub:
+		return ownerOther, "it belongs to another Drover hub (" + hub + ")"
+	case cluster != s.Cluster && s.Gone != nil && s.Gone(cluster):
+		return ownerOrphaned, ""
+	case cluster != s.Cluster:
+		return ownerOther, "it belongs to ManagedCluster " + cluster + " on this hub, which manages the same cluster"
+	}
+	return ownerUs, ""
+}
+
+// prunable tells whether an owned object listed from the target may be pruned by this
+// syncer: it is this hub's and this cluster's, or a pre-hub-ID object of an intent or
+// of this cluster's agent.
+func (s *Syncer) prunable(o client.Object) bool {
+	ow, _ := s.ownerOf(o)
+	switch ow {
+	case ownerUs:
+		return true
+	case ownerLegacy:
+		l := o.GetLabels()
+		return l[render.RoleTemplateLabel] != "" || l[render.AccessBindingLabel] != "" || l[render.ProjectLabel] != "" ||
+			(l[render.ComponentLabel] == render.AgentComponent && l[render.ClusterLabel] == s.Cluster)
+	}
+	return false
+}
+
+// Sync makes the cluster hold desired: prune what is owned and not desired (unless
+// held), then apply what differs. It returns an error only when it could not even
+// read the cluster, or was interrupted; the per-object outcome is in the Report.
 func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options) (Report, error) {
 	rep := Report{Failed: map[Key]error{}, PruneFailed: map[Key]error{}}
-	want := map[Key]bool{}
-	badNamespaces := map[string]error{}
+	var beforeOnce sync.Once
+	var beforeErr error
+	s.beforeWrite = func(ctx context.Context) error {
+		if opts.BeforeWrite == nil {
+			return nil
+		}
+		beforeOnce.Do(func() { beforeErr = opts.BeforeWrite(ctx) })
+		return beforeErr
+	}
+	want := make(map[Key]bool, len(desired))
+	for _, d := range desired {
+		want[KeyOf(d)] = true
+	}
+	if err := s.prune(ctx, want, opts, &rep); err != nil {
+		return rep, err
+	}
+
+	// Compare with the cache; collect what must be looked at or written.
+	var pending []client.Object
+	var lookups []client.Object
+	lives := map[Key]client.Object{}
 	for _, d := range desired {
 		key := KeyOf(d)
-		want[key] = true
-		// Never put an object into a namespace Drover was meant to hold but does not
-		// (say, one that belongs to someone else): that would grant access there.
-		if nsErr, bad := badNamespaces[d.GetNamespace()]; bad && d.GetNamespace() != "" {
-			rep.Failed[key] = fmt.Errorf("namespace %s is not held: %w", d.GetNamespace(), nsErr)
-			continue
+		live := kinds[key.Kind].new()
+		err := s.Cached.Get(ctx, client.ObjectKeyFromObject(d), live)
+		switch {
+		case err == nil:
+			// The desired labels include the hub's and the cluster's, so an
+			// equivalent object is this syncer's own.
+			if render.Equivalent(d, live) {
+				continue
+			}
+			lives[key] = live
+			pending = append(pending, d)
+		case apierrors.IsNotFound(err):
+			lookups = append(lookups, d)
+			pending = append(pending, d)
+		case meta.IsNoMatchError(err):
+			rep.Failed[key] = &Error{Reason: "NoMatch", Message: key.String() + ": the target does not serve this kind", Err: err}
+		default:
+			return rep, fmt.Errorf("read %s from the cache: %w", key, err)
 		}
-		if err := s.ensure(ctx, d, key, opts, &rep); err != nil {
+	}
+	existing, err := s.lookup(ctx, lookups)
+	if err != nil {
+		return rep, err
+	}
+	if len(pending) == 0 {
+		return rep, nil
+	}
+	if err := s.beforeWrite(ctx); err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBeforeWrite, err)
+	}
+
+	// Namespaces first (what goes into them needs them), then everything else,
+	// smallest intent first so that a small change never waits behind a big one.
+	var namespaces, rest []client.Object
+	for _, d := range pending {
+		if KeyOf(d).Kind == "Namespace" {
+			namespaces = append(namespaces, d)
+		} else {
+			rest = append(rest, d)
+		}
+	}
+	sortByIntentSize(rest)
+	var mu sync.Mutex
+	badNamespaces := map[string]error{}
+	record := func(key Key, err error, applied bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			rep.Failed[key] = err
 			if key.Kind == "Namespace" {
 				badNamespaces[key.Name] = err
 			}
-			rep.Failed[key] = err
-			if isUnreachable(err) {
-				return rep, err
-			}
+		case applied:
+			rep.Applied++
 		}
 	}
+	work := func(d client.Object) error {
+		key := KeyOf(d)
+		if ns := d.GetNamespace(); ns != "" {
+			mu.Lock()
+			nsErr, bad := badNamespaces[ns]
+			mu.Unlock()
+			// Never put an object into a namespace Drover was meant to hold but does
+			// not (say, one that belongs to someone else): that would grant access there.
+			if bad {
+				record(key, &Error{Reason: ReasonNamespaceNotHeld, Message: fmt.Sprintf("%s: namespace %s is not held: %s", key, ns, nsErr.Error()), Err: nsErr}, false)
+				return nil
+			}
+		}
+		applied, err := s.ensure(ctx, d, key, lives[key], existing, opts, &mu, &rep)
+		record(key, err, applied)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return nil
+	}
+	for _, batch := range [][]client.Object{namespaces, rest} {
+		if err := s.parallel(ctx, batch, opts.Interrupted, work); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// prune removes what this syncer owns and no longer wants, namespaces last.
+func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep *Report) error {
+	var mu sync.Mutex
 	for _, list := range s.Kinds {
 		if err := s.Cached.List(ctx, list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}); err != nil {
 			if meta.IsNoMatchError(err) {
 				continue
 			}
-			return rep, fmt.Errorf("list %T: %w", list, err)
+			return fmt.Errorf("list %T: %w", list, err)
 		}
 		items, err := meta.ExtractList(list)
 		if err != nil {
-			return rep, err
+			return err
 		}
+		var gone []client.Object
 		for _, item := range items {
 			obj := item.(client.Object)
-			key := KeyOf(obj)
-			if want[key] || !prunable(obj) {
+			if want[KeyOf(obj)] || !s.prunable(obj) || !obj.GetDeletionTimestamp().IsZero() {
+				continue
+			}
+			if render.Held(opts.Hold, obj) {
+				rep.Held++
 				continue
 			}
 			if ns, ok := obj.(*corev1.Namespace); ok {
@@ -181,87 +458,224 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 					obj = ns
 				}
 			}
-			if err := Prune(ctx, s.Direct, obj); err != nil {
-				rep.PruneFailed[key] = err
+			gone = append(gone, obj)
+		}
+		if len(gone) > 0 {
+			if err := s.beforeWrite(ctx); err != nil {
+				return fmt.Errorf("%w: %w", ErrBeforeWrite, err)
+			}
+		}
+		err = s.parallel(ctx, gone, nil, func(obj client.Object) error {
+			err := s.withTimeout(ctx, func(ctx context.Context) error { return Prune(ctx, s.Direct, obj) })
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				rep.PruneFailed[KeyOf(obj)] = s.requestError(KeyOf(obj), "could not be removed:", err)
 			} else {
 				rep.Pruned++
 			}
-		}
-	}
-	return rep, nil
-}
-
-// prunable leaves alone what other parts of Drover own in the target (the agent and
-// its RBAC), which carry Drover's label but not an intent label.
-func prunable(o client.Object) bool {
-	l := o.GetLabels()
-	return l[render.RoleTemplateLabel] != "" || l[render.AccessBindingLabel] != "" || l[render.ProjectLabel] != ""
-}
-
-func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, opts Options, rep *Report) error {
-	live, err := newLike(d)
-	if err != nil {
-		return err
-	}
-	err = s.Cached.Get(ctx, client.ObjectKeyFromObject(d), live)
-	switch {
-	case err == nil:
-		if render.Equivalent(d, live) {
 			return nil
+		})
+		if err != nil {
+			return err
 		}
-		if prunable(d) && !prunable(live) {
-			// Drover's, but not an intent's: the agent's own objects (ClusterRole
-			// drover:agent, say). An intent never takes one over.
-			return fmt.Errorf("%s %w: it belongs to Drover's agent", key, ErrConflict)
+	}
+	return nil
+}
+
+// parallel runs fn on every object with at most Workers at once. It stops early when
+// ctx ends or interrupted returns true.
+func (s *Syncer) parallel(ctx context.Context, objs []client.Object, interrupted func() bool, fn func(client.Object) error) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	workers := s.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	workers = min(workers, len(objs))
+	next := make(chan client.Object)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var stopErr error
+	stop := make(chan struct{})
+	halt := func(err error) {
+		once.Do(func() { stopErr = err; close(stop) })
+	}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for o := range next {
+				if err := fn(o); err != nil {
+					halt(err)
+				}
+			}
+		}()
+	}
+feed:
+	for _, o := range objs {
+		if interrupted != nil && interrupted() {
+			halt(ErrInterrupted)
 		}
+		select {
+		case <-stop:
+			break feed
+		default:
+		}
+		select {
+		case next <- o:
+		case <-stop:
+			break feed
+		case <-ctx.Done():
+			halt(ctx.Err())
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return stopErr
+}
+
+func (s *Syncer) withTimeout(ctx context.Context, fn func(context.Context) error) error {
+	t := s.RequestTimeout
+	if t <= 0 {
+		t = DefaultRequestTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, t)
+	defer cancel()
+	return fn(rctx)
+}
+
+// lookup finds which of objs exist in the target without being in the cache (that is,
+// without Drover's label, or not yet seen), by metadata only.
+func (s *Syncer) lookup(ctx context.Context, objs []client.Object) (map[Key]*metav1.PartialObjectMetadata, error) {
+	out := map[Key]*metav1.PartialObjectMetadata{}
+	byKind := map[string][]client.Object{}
+	for _, o := range objs {
+		k := KeyOf(o).Kind
+		byKind[k] = append(byKind[k], o)
+	}
+	for kind, list := range byKind {
+		gvk := kinds[kind].gvk
+		if len(list) > lookupListThreshold {
+			ml := &metav1.PartialObjectMetadataList{}
+			ml.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			cont := ""
+			for {
+				err := s.withTimeout(ctx, func(ctx context.Context) error {
+					return s.Direct.List(ctx, ml, client.Limit(1000), client.Continue(cont))
+				})
+				if err != nil {
+					return nil, fmt.Errorf("list %s: %w", kind, err)
+				}
+				for i := range ml.Items {
+					m := ml.Items[i]
+					m.SetGroupVersionKind(gvk)
+					out[Key{Kind: kind, Namespace: m.Namespace, Name: m.Name}] = &m
+				}
+				if cont = ml.Continue; cont == "" {
+					break
+				}
+			}
+			continue
+		}
+		for _, o := range list {
+			m := &metav1.PartialObjectMetadata{}
+			m.SetGroupVersionKind(gvk)
+			err := s.withTimeout(ctx, func(ctx context.Context) error {
+				return s.Direct.Get(ctx, client.ObjectKeyFromObject(o), m)
+			})
+			switch {
+			case err == nil:
+				out[KeyOf(o)] = m
+			case apierrors.IsNotFound(err):
+			default:
+				return nil, fmt.Errorf("read %s: %w", KeyOf(o), err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ensure makes one desired object hold. live is its cached state (nil when the cache
+// does not hold it); existing holds what lookup found outside the cache.
+func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, live client.Object,
+	existing map[Key]*metav1.PartialObjectMetadata, opts Options, mu *sync.Mutex, rep *Report) (bool, error) {
+	var cur metav1.Object
+	if live != nil {
+		cur = live
+	} else if m, ok := existing[key]; ok {
+		cur = m
+	}
+	adopted := false
+	if cur != nil {
+		ow, why := s.ownerOf(cur)
+		isNamespace := key.Kind == "Namespace"
+		switch {
+		case ow == ownerOther:
+			return false, &Error{Reason: ReasonConflict, Message: fmt.Sprintf("%s %s: %s", key, ErrConflict.Error(), why), Err: ErrConflict}
+		case ow == ownerNone && isNamespace && opts.UseExisting[key.Name]:
+			// Used as it is, never labelled: nothing to do.
+			return false, nil
+		case ow == ownerNone && isNamespace && opts.Adoptable[key.Name]:
+			adopted = true
+		case ow == ownerNone && !isNamespace:
+			return false, &Error{Reason: ReasonConflict, Message: fmt.Sprintf("%s %s", key, ErrConflict.Error()), Err: ErrConflict}
+		case ow == ownerNone && isNamespace:
+			return false, &Error{Reason: ReasonConflict, Message: fmt.Sprintf(
+				"%s %s; set adopt: true on the project namespace to let Drover manage it", key, ErrConflict.Error()), Err: ErrConflict}
+		}
+		if !cur.GetDeletionTimestamp().IsZero() {
+			return false, &Error{Reason: ReasonWaiting, Message: fmt.Sprintf("%s is being deleted; it is recreated once it is gone", key)}
+		}
+		if cur.GetAnnotations()[render.AdoptedAnnotation] == "true" {
+			adopted = true
+		}
+	}
+	if live != nil {
 		if ref, changed := roleRefChanged(d, live); changed {
 			// roleRef is immutable: replace the binding. Until the new one is in
 			// place the subjects have neither role, never both.
-			if err := s.Direct.Delete(ctx, live, client.Preconditions{UID: ptr(live.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("%s: replace it to change its roleRef to %s: %w", key, ref, err)
+			err := s.withTimeout(ctx, func(ctx context.Context) error {
+				return s.Direct.Delete(ctx, live, client.Preconditions{UID: ptr(live.GetUID())})
+			})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return false, s.requestError(key, "could not be replaced to change its roleRef to "+ref+":", err)
 			}
+			mu.Lock()
 			rep.Pruned++
+			mu.Unlock()
 		}
 		if prev, want := live.GetLabels()[render.ProjectLabel], d.GetLabels()[render.ProjectLabel]; key.Kind == "Namespace" && prev != "" && prev != want {
 			// The namespace belonged to another project, which no longer claims it.
 			// It goes as that project said (released, or deleted) before another
 			// project may have it: a released namespace keeps its data, so taking
 			// it then needs adopt: true.
-			if err := Prune(ctx, s.Direct, live); err != nil {
-				return err
+			deleted := willDelete(live)
+			if err := s.withTimeout(ctx, func(ctx context.Context) error { return Prune(ctx, s.Direct, live) }); err != nil {
+				return false, s.requestError(key, "could not be released by project "+prev+":", err)
 			}
+			mu.Lock()
 			rep.Pruned++
-			return fmt.Errorf("%s belonged to project %s, which gave it up; it was %s, and is taken over once that is done", key, prev,
-				map[bool]string{true: "deleted", false: "released"}[live.GetAnnotations()[render.NamespaceDeletionPolicyAnnotation] == string(v1alpha1.NamespaceDelete)])
+			mu.Unlock()
+			return false, &Error{Reason: ReasonWaiting, Message: fmt.Sprintf("%s belonged to project %s, which gave it up; it was %s, and is taken over once that is done",
+				key, prev, map[bool]string{true: "deleted", false: "released"}[deleted])}
 		}
-	case apierrors.IsNotFound(err):
-		// Not in the cache of owned objects: it is missing, or it exists without
-		// Drover's label.
-		if err := s.Direct.Get(ctx, client.ObjectKeyFromObject(d), live); err == nil {
-			isNamespace := key.Kind == "Namespace"
-			ours := live.GetLabels()[render.ManagedByLabel] == render.ManagedByValue ||
-				(!isNamespace && appliedByUs(live)) || (isNamespace && opts.Adoptable[key.Name])
-			if !ours {
-				hint := ""
-				if key.Kind == "Namespace" {
-					hint = "; set adopt: true on the project namespace to let Drover manage it"
-				}
-				return fmt.Errorf("%s %w%s", key, ErrConflict, hint)
-			}
-		} else if !apierrors.IsNotFound(err) {
-			return err
-		}
-		if !live.GetDeletionTimestamp().IsZero() {
-			return fmt.Errorf("%s is being deleted; it is recreated once it is gone", key)
-		}
-	default:
-		return err
 	}
-	if err := s.apply(ctx, d); err != nil {
-		return err
+	if adopted {
+		d = d.DeepCopyObject().(client.Object)
+		a := d.GetAnnotations()
+		if a == nil {
+			a = map[string]string{}
+		}
+		a[render.AdoptedAnnotation] = "true"
+		d.SetAnnotations(a)
 	}
-	rep.Applied++
-	return nil
+	if err := s.withTimeout(ctx, func(ctx context.Context) error { return s.apply(ctx, d) }); err != nil {
+		return false, s.requestError(key, "could not be applied:", err)
+	}
+	return true, nil
 }
 
 func (s *Syncer) apply(ctx context.Context, d client.Object) error {
@@ -275,23 +689,32 @@ func (s *Syncer) apply(ctx context.Context, d client.Object) error {
 	return s.Direct.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldOwner), client.ForceOwnership)
 }
 
+// willDelete tells whether pruning a namespace deletes it: only one Drover created
+// (never one it adopted) and annotated for deletion.
+func willDelete(ns client.Object) bool {
+	a := ns.GetAnnotations()
+	return a[render.AdoptedAnnotation] != "true" && a[render.NamespaceDeletionPolicyAnnotation] == string(v1alpha1.NamespaceDelete)
+}
+
 // Prune removes one Drover-owned object. A namespace is released (it keeps its
-// contents and loses Drover's labels) unless it is annotated for deletion.
+// contents and loses Drover's labels) unless Drover created it and it is annotated
+// for deletion.
 func Prune(ctx context.Context, c client.Client, obj client.Object) error {
-	if ns, ok := obj.(*corev1.Namespace); ok && ns.Annotations[render.NamespaceDeletionPolicyAnnotation] != string(v1alpha1.NamespaceDelete) {
+	if ns, ok := obj.(*corev1.Namespace); ok && !willDelete(ns) {
 		return release(ctx, c, ns)
 	}
-	if err := c.Delete(ctx, obj, client.Preconditions{UID: ptr(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.Delete(ctx, obj, client.Preconditions{UID: ptr(obj.GetUID())}, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	return nil
 }
 
-// release removes Drover's labels and annotation from a namespace, leaving it and its
-// contents in place.
+// release removes Drover's labels and annotations from a namespace, leaving it and
+// its contents in place.
 func release(ctx context.Context, c client.Client, ns *corev1.Namespace) error {
-	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null,%q:null},"annotations":{%q:null,%q:null}}}`,
-		render.ManagedByLabel, render.ProjectLabel, render.NamespaceDeletionPolicyAnnotation, render.ManagedKeysAnnotation)
+	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null,%q:null,%q:null,%q:null},"annotations":{%q:null,%q:null,%q:null}}}`,
+		render.ManagedByLabel, render.ProjectLabel, render.HubLabel, render.ClusterLabel,
+		render.NamespaceDeletionPolicyAnnotation, render.ManagedKeysAnnotation, render.AdoptedAnnotation)
 	err := c.Patch(ctx, ns, client.RawPatch(types.MergePatchType, patch))
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -315,37 +738,41 @@ func roleRefChanged(d, live client.Object) (string, bool) {
 
 // appliedByUs tells whether Drover's field manager holds fields of an object: one
 // whose labels someone stripped is still Drover's, and is repaired like any drift.
-func appliedByUs(o client.Object) bool {
+func appliedByUs(o metav1.Object) bool {
 	for _, mf := range o.GetManagedFields() {
-		if mf.Manager == FieldOwner && mf.Operation == "Apply" {
+		if mf.Manager == FieldOwner && mf.Operation == metav1.ManagedFieldsOperationApply {
 			return true
 		}
 	}
 	return false
 }
 
-func newLike(d client.Object) (client.Object, error) {
-	switch d.(type) {
-	case *corev1.Namespace:
-		return &corev1.Namespace{}, nil
-	case *rbacv1.ClusterRole:
-		return &rbacv1.ClusterRole{}, nil
-	case *rbacv1.ClusterRoleBinding:
-		return &rbacv1.ClusterRoleBinding{}, nil
-	case *rbacv1.RoleBinding:
-		return &rbacv1.RoleBinding{}, nil
-	case *corev1.ResourceQuota:
-		return &corev1.ResourceQuota{}, nil
-	case *corev1.LimitRange:
-		return &corev1.LimitRange{}, nil
-	case *networkingv1.NetworkPolicy:
-		return &networkingv1.NetworkPolicy{}, nil
+// sortByIntentSize orders objects so that those of intents with fewer pending objects
+// go first, keeping the render order within an intent.
+func sortByIntentSize(objs []client.Object) {
+	intent := func(o client.Object) string {
+		l := o.GetLabels()
+		switch {
+		case l[render.AccessBindingLabel] != "":
+			return "b/" + l[render.AccessBindingLabel]
+		case l[render.RoleTemplateLabel] != "":
+			return "t/" + l[render.RoleTemplateLabel]
+		case l[render.ProjectLabel] != "":
+			return "p/" + l[render.ProjectLabel]
+		}
+		return ""
 	}
-	return nil, fmt.Errorf("targetsync: cannot sync %T", d)
-}
-
-func isUnreachable(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	size := map[string]int{}
+	for _, o := range objs {
+		size[intent(o)]++
+	}
+	sort.SliceStable(objs, func(i, j int) bool {
+		a, b := intent(objs[i]), intent(objs[j])
+		if size[a] != size[b] {
+			return size[a] < size[b]
+		}
+		return a < b
+	})
 }
 
 func ptr[T any](v T) *T { return &v }

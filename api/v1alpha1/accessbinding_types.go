@@ -18,11 +18,20 @@ const (
 // Subject is a user, group or service account in the target clusters.
 // +kubebuilder:validation:XValidation:rule="self.kind != 'ServiceAccount' || has(self.namespace)",message="a ServiceAccount subject needs a namespace"
 // +kubebuilder:validation:XValidation:rule="self.kind == 'ServiceAccount' || !has(self.namespace)",message="namespace is only allowed for a ServiceAccount subject"
+// +kubebuilder:validation:XValidation:rule="self.kind == 'ServiceAccount' || !has(self.apiGroup) || self.apiGroup == 'rbac.authorization.k8s.io'",message="apiGroup of a User or Group subject must be rbac.authorization.k8s.io (or left out)"
+// +kubebuilder:validation:XValidation:rule="self.kind != 'ServiceAccount' || !has(self.apiGroup) || self.apiGroup == ”",message="apiGroup of a ServiceAccount subject must be empty (or left out)"
 // +kubebuilder:validation:XValidation:rule="self.kind != 'ServiceAccount' || self.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="a ServiceAccount name must be a DNS subdomain (lower-case letters, digits, '-' and '.')"
 type Subject struct {
 	// kind is User, Group or ServiceAccount.
 	// +required
 	Kind SubjectKind `json:"kind"`
+
+	// apiGroup is accepted as rbac/v1 writes it, so that subjects can be copied from
+	// a RoleBinding: rbac.authorization.k8s.io for User and Group, empty for
+	// ServiceAccount. Drover renders the right value whether or not it is set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	APIGroup string `json:"apiGroup,omitempty"`
 
 	// name of the user, group or service account, as the target clusters' authenticators name it.
 	// +required

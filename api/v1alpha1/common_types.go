@@ -10,6 +10,9 @@ import (
 // selected when its name is listed or its labels match the selector. An empty
 // selector ({}) selects every cluster.
 // +kubebuilder:validation:XValidation:rule="has(self.names) || has(self.selector)",message="a cluster selection needs names or a selector"
+// +kubebuilder:validation:XValidation:rule="!has(self.selector) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="selector.matchExpressions[].operator must be one of In, NotIn, Exists, DoesNotExist (case-sensitive)"
+// +kubebuilder:validation:XValidation:rule="!has(self.selector) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, !(e.operator in ['In', 'NotIn']) || (has(e.values) && e.values.size() > 0))",message="selector.matchExpressions[]: operators In and NotIn need at least one value"
+// +kubebuilder:validation:XValidation:rule="!has(self.selector) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, !(e.operator in ['Exists', 'DoesNotExist']) || !has(e.values) || e.values.size() == 0)",message="selector.matchExpressions[]: operators Exists and DoesNotExist take no values"
 type ClusterSelection struct {
 	// names lists ManagedClusters by name.
 	// +optional

@@ -17,6 +17,9 @@ const (
 	AgentReadyCondition = "AgentReady"
 	// SyncedCondition (ManagedCluster) is True when the cluster holds every intent that selects it.
 	SyncedCondition = "Synced"
+	// WarningCondition (ManagedCluster) is True when the connection works but is
+	// unsafe: TLS verification is off, a proxy is configured, or plain http is used.
+	WarningCondition = "Warning"
 )
 
 // Condition reasons shared by the kinds.
@@ -72,6 +75,11 @@ const (
 	ReasonLeaseNotFound = "LeaseNotFound"
 	// ReasonLeaseExpired: the agent stopped renewing its Lease.
 	ReasonLeaseExpired = "LeaseExpired"
+	// ReasonDuplicateCluster: another, older ManagedCluster already manages the same
+	// target cluster (same status.clusterID); this one writes nothing there.
+	ReasonDuplicateCluster = "DuplicateCluster"
+	// ReasonOwnedByAnotherHub: the agent's objects in the target belong to another hub.
+	ReasonOwnedByAnotherHub = "OwnedByAnotherHub"
 	// ReasonFactsUnavailable: node facts could not be read.
 	ReasonFactsUnavailable = "FactsUnavailable"
 )

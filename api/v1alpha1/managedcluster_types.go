@@ -172,6 +172,14 @@ type ManagedClusterStatus struct {
 	// +optional
 	Allocatable ResourceList `json:"allocatable,omitempty"`
 
+	// clusterID identifies the target cluster itself: the UID of its kube-system
+	// namespace, read on the first connection. Two ManagedClusters with the same
+	// clusterID point at the same cluster; the younger one is Stalled with reason
+	// DuplicateCluster and writes nothing there.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ClusterID string `json:"clusterID,omitempty"`
+
 	// agent is what the hub knows of the agent.
 	// +optional
 	Agent *AgentStatus `json:"agent,omitempty"`

@@ -188,6 +188,44 @@ spec:
   roleRef: {kind: ClusterRole, name: view}
   project: payments
   clusters: {names: [a]}`, []string{"spec", "set exactly one of spec.project (project scope) and spec.clusters (cluster scope)"}},
+		{"accessbinding lowercase selector operator", `
+apiVersion: management.drover.io/v1alpha1
+kind: AccessBinding
+metadata: {name: lower-in}
+spec:
+  subjects: [{kind: User, name: alice}]
+  roleRef: {kind: ClusterRole, name: view}
+  clusters: {selector: {matchExpressions: [{key: env, operator: in, values: [prod]}]}}`, []string{"spec.clusters", "operator must be one of In, NotIn, Exists, DoesNotExist"}},
+		{"accessbinding In without values", `
+apiVersion: management.drover.io/v1alpha1
+kind: AccessBinding
+metadata: {name: in-empty}
+spec:
+  subjects: [{kind: User, name: alice}]
+  roleRef: {kind: ClusterRole, name: view}
+  clusters: {selector: {matchExpressions: [{key: env, operator: In}]}}`, []string{"spec.clusters", "operators In and NotIn need at least one value"}},
+		{"clusterproject Exists with values", `
+apiVersion: management.drover.io/v1alpha1
+kind: ClusterProject
+metadata: {name: exists-values}
+spec:
+  clusters: {selector: {matchExpressions: [{key: env, operator: Exists, values: [x]}]}}`, []string{"spec.clusters", "operators Exists and DoesNotExist take no values"}},
+		{"accessbinding user subject with a wrong apiGroup", `
+apiVersion: management.drover.io/v1alpha1
+kind: AccessBinding
+metadata: {name: user-group}
+spec:
+  subjects: [{kind: User, name: alice, apiGroup: apps}]
+  roleRef: {kind: ClusterRole, name: view}
+  clusters: {names: [a]}`, []string{"spec.subjects[0]", "apiGroup of a User or Group subject must be rbac.authorization.k8s.io"}},
+		{"accessbinding service account subject with an apiGroup", `
+apiVersion: management.drover.io/v1alpha1
+kind: AccessBinding
+metadata: {name: sa-group}
+spec:
+  subjects: [{kind: ServiceAccount, name: ci, namespace: ci, apiGroup: rbac.authorization.k8s.io}]
+  roleRef: {kind: ClusterRole, name: view}
+  clusters: {names: [a]}`, []string{"spec.subjects[0]", "apiGroup of a ServiceAccount subject must be empty"}},
 		{"accessbinding neither project nor clusters", `
 apiVersion: management.drover.io/v1alpha1
 kind: AccessBinding
@@ -411,6 +449,14 @@ spec:
   subjects: [{kind: ServiceAccount, name: ci.bot, namespace: ci}, {kind: Group, name: "system:authenticated"}, {kind: User, name: "CN=Alice Smith"}]
   roleRef: {kind: ClusterRole, name: "system:aggregate-to-view"}
   clusters: {selector: {}}`, `
+apiVersion: management.drover.io/v1alpha1
+kind: AccessBinding
+metadata: {name: copied-from-rbac}
+spec:
+  # Subjects as an rbac/v1 RoleBinding writes them.
+  subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: alice}, {kind: Group, apiGroup: rbac.authorization.k8s.io, name: devs}, {kind: ServiceAccount, apiGroup: "", name: ci, namespace: ci}]
+  roleRef: {kind: ClusterRole, name: view}
+  clusters: {selector: {matchExpressions: [{key: env, operator: NotIn, values: [dev]}, {key: tier, operator: Exists}]}}`, `
 apiVersion: management.drover.io/v1alpha1
 kind: ClusterProject
 metadata: {name: within-quota}
