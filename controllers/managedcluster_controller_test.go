@@ -263,6 +263,13 @@ func TestBadInput(t *testing.T) {
 			c.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
 		}
 	}
+	server := func(url string) func(c *clientcmdapi.Config) {
+		return func(c *clientcmdapi.Config) {
+			for name := range c.Clusters {
+				c.Clusters[name].Server = url
+			}
+		}
+	}
 	unreachable := func(c *clientcmdapi.Config) {
 		for name := range c.Clusters {
 			c.Clusters[name].Server = "https://127.0.0.1:1"
@@ -294,6 +301,22 @@ func TestBadInput(t *testing.T) {
 		{"bad-credentials", func(t *testing.T, name string) {
 			register(t, name, kubeconfigFor(t, targets[0], badToken))
 		}, v1alpha1.ReasonUnauthorized, []string{"rejected the credentials in secret drover-system/bad-credentials-kubeconfig key 'value'"}},
+		{"plain-http", func(t *testing.T, name string) {
+			register(t, name, kubeconfigFor(t, targets[0], server("http://127.0.0.1:6443")))
+		}, v1alpha1.ReasonInvalidKubeconfig, []string{"https", "--allow-insecure-http-clusters"}},
+		{"password-in-url", func(t *testing.T, name string) {
+			register(t, name, kubeconfigFor(t, targets[0], server("https://admin:"+token+"@127.0.0.1:6443")))
+		}, v1alpha1.ReasonInvalidKubeconfig, []string{"credentials"}},
+		{"metadata-address", func(t *testing.T, name string) {
+			register(t, name, kubeconfigFor(t, targets[0], server("https://169.254.169.254")))
+		}, v1alpha1.ReasonInvalidKubeconfig, []string{"--allow-link-local-clusters"}},
+		{"auth-provider", func(t *testing.T, name string) {
+			register(t, name, kubeconfigFor(t, targets[0], func(c *clientcmdapi.Config) {
+				for n := range c.AuthInfos {
+					c.AuthInfos[n] = &clientcmdapi.AuthInfo{AuthProvider: &clientcmdapi.AuthProviderConfig{Name: "oidc", Config: map[string]string{"id-token": token}}}
+				}
+			}))
+		}, v1alpha1.ReasonInvalidKubeconfig, []string{"auth-provider"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,8 +335,31 @@ func TestBadInput(t *testing.T) {
 			// helper writes metadata, conditions and the rest of status in separate
 			// requests, so let one reconcile finish before watching for more writes.
 			expectQuiet(t, tc.name, 2*time.Second)
+			mc := getCluster(g, tc.name)
+			g.Expect(mc.Status.APIEndpoint).NotTo(ContainSubstring(token))
+			for _, c := range mc.Status.Conditions {
+				g.Expect(c.Message).NotTo(ContainSubstring(token))
+			}
 		})
 	}
+	t.Run("insecure-skip-tls-verify", func(t *testing.T) {
+		// Accepted, and shown as a Warning condition and event.
+		g := NewWithT(t)
+		register(t, "insecure-tls", kubeconfigFor(t, targets[0], func(c *clientcmdapi.Config) {
+			for name := range c.Clusters {
+				c.Clusters[name].CertificateAuthorityData = nil
+				c.Clusters[name].InsecureSkipTLSVerify = true
+			}
+		}))
+		defer deleteAndWait(t, "insecure-tls")
+		g.Eventually(func(g Gomega) {
+			mc := getCluster(g, "insecure-tls")
+			expectCondition(g, mc, v1alpha1.ConnectedCondition, metav1.ConditionTrue, "")
+			expectCondition(g, mc, v1alpha1.WarningCondition, metav1.ConditionTrue, "InsecureSkipTLSVerify")
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		g.Eventually(func(g Gomega) { g.Expect(eventReasons(g, "insecure-tls")).To(ContainElement("InsecureSkipTLSVerify")) },
+			timeout, 100*time.Millisecond).Should(Succeed())
+	})
 	// No Secret content in any event.
 	var evs eventsv1.EventList
 	g := NewWithT(t)

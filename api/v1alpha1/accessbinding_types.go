@@ -19,7 +19,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.kind != 'ServiceAccount' || has(self.namespace)",message="a ServiceAccount subject needs a namespace"
 // +kubebuilder:validation:XValidation:rule="self.kind == 'ServiceAccount' || !has(self.namespace)",message="namespace is only allowed for a ServiceAccount subject"
 // +kubebuilder:validation:XValidation:rule="self.kind == 'ServiceAccount' || !has(self.apiGroup) || self.apiGroup == 'rbac.authorization.k8s.io'",message="apiGroup of a User or Group subject must be rbac.authorization.k8s.io (or left out)"
-// +kubebuilder:validation:XValidation:rule="self.kind != 'ServiceAccount' || !has(self.apiGroup) || self.apiGroup == ”",message="apiGroup of a ServiceAccount subject must be empty (or left out)"
+// +kubebuilder:validation:XValidation:rule="self.kind != 'ServiceAccount' || !has(self.apiGroup) || self.apiGroup.size() == 0",message="apiGroup of a ServiceAccount subject must be empty (or left out)"
 // +kubebuilder:validation:XValidation:rule="self.kind != 'ServiceAccount' || self.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="a ServiceAccount name must be a DNS subdomain (lower-case letters, digits, '-' and '.')"
 type Subject struct {
 	// kind is User, Group or ServiceAccount.
