@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -407,8 +408,9 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 			continue
 		}
 		msg := rep.Failed[k].Error()
-		var te *targetsync.Error
-		isConflict := errors.As(rep.Failed[k], &te) && te.Reason == targetsync.ReasonConflict
+		// A failure caused by a conflict (the object, or the namespace or role it
+		// needs, belongs to someone else) is a conflict.
+		isConflict := errors.Is(rep.Failed[k], targetsync.ErrConflict)
 		if o.GetLabels()[render.ComponentLabel] == render.AgentComponent {
 			agentFails = append(agentFails, msg)
 			agentConflict = agentConflict || isConflict
@@ -554,16 +556,44 @@ func addResources(sum, add corev1.ResourceList) corev1.ResourceList {
 }
 
 // ownedSource watches one kind of Drover-owned object in a target (the cache holds
-// only those) and enqueues the cluster, so drift is repaired at once.
+// only those) and enqueues the cluster, so drift is repaired at once. A ResourceQuota
+// whose status alone changed (its usage, which the API server recomputes as pods come
+// and go) enqueues the cluster a while later instead: the projects' usage is refreshed
+// at most once per quotaUsageDelay, not on every pod.
 func ownedSource(cluster string, obj client.Object) func(cache.Cache) source.Source {
 	return func(c cache.Cache) source.Source {
-		enqueue := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: cluster}}}
-		})
-		return source.Kind(c, obj, enqueue, predicate.Funcs{
-			UpdateFunc: func(e event.UpdateEvent) bool { return ownedObjectChanged(e.ObjectOld, e.ObjectNew) },
-		})
+		req := reconcile.Request{NamespacedName: client.ObjectKey{Name: cluster}}
+		h := handler.Funcs{
+			CreateFunc: func(_ context.Context, _ event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				q.Add(req)
+			},
+			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				switch {
+				case quotaUsageOnly(e.ObjectOld, e.ObjectNew):
+					q.AddAfter(req, quotaUsageDelay)
+				case ownedObjectChanged(e.ObjectOld, e.ObjectNew):
+					q.Add(req)
+				}
+			},
+			DeleteFunc: func(_ context.Context, _ event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				q.Add(req)
+			},
+		}
+		return source.Kind(c, obj, h)
 	}
+}
+
+// quotaUsageDelay bounds how often quota usage in a target leads to a sync.
+const quotaUsageDelay = 10 * time.Second
+
+// quotaUsageOnly tells whether an update of a ResourceQuota changed nothing but its
+// status.
+func quotaUsageOnly(old, cur client.Object) bool {
+	o, ok1 := old.(*corev1.ResourceQuota)
+	n, ok2 := cur.(*corev1.ResourceQuota)
+	return ok1 && ok2 && equality.Semantic.DeepEqual(o.Spec, n.Spec) &&
+		equality.Semantic.DeepEqual(o.Labels, n.Labels) && equality.Semantic.DeepEqual(o.Annotations, n.Annotations) &&
+		o.DeletionTimestamp.Equal(n.DeletionTimestamp)
 }
 
 // ownedObjectChanged ignores updates that cannot be drift (a namespace's status).

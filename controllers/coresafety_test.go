@@ -245,8 +245,19 @@ func TestTwoHubs(t *testing.T) {
 		}))
 	var mine rbacv1.ClusterRoleBinding
 	g.Eventually(func() error { return tc.Get(ctx, client.ObjectKey{Name: "drover:hub-a-ops"}, &mine) }, timeout, 100*time.Millisecond).Should(Succeed())
+	sharedRole := func() *v1alpha1.RoleTemplate {
+		return &v1alpha1.RoleTemplate{ObjectMeta: metav1.ObjectMeta{Name: "two-hubs-role"}, Spec: v1alpha1.RoleTemplateSpec{
+			Context: v1alpha1.ContextCluster, Rules: []v1alpha1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}}}}}
+	}
+	create(t, sharedRole())
+	g.Eventually(func() error { return tc.Get(ctx, client.ObjectKey{Name: "drover:two-hubs-role"}, &rbacv1.ClusterRole{}) }, timeout, 100*time.Millisecond).Should(Succeed())
 
 	other := startSecondHub(t, "hub-b")
+	// Hub B has a template of the same name: its ClusterRole is hub A's, so hub B
+	// must not bind anybody to it.
+	g.Expect(other.Create(ctx, sharedRole())).To(Succeed())
+	g.Expect(other.Create(ctx, binding("hub-b-shared", v1alpha1.RoleRef{Kind: v1alpha1.RoleRefRoleTemplate, Name: "two-hubs-role"},
+		func(b *v1alpha1.AccessBinding) { b.Spec.Clusters = &v1alpha1.ClusterSelection{Selector: &metav1.LabelSelector{}} }))).To(Succeed())
 	ob := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "t0-kubeconfig"}, Data: map[string][]byte{"value": targets[0].Kubeconfig()}}
 	g.Expect(other.Create(ctx, ob)).To(Succeed())
 	g.Expect(other.Create(ctx, &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "t0"}, Spec: v1alpha1.ManagedClusterSpec{
@@ -266,11 +277,18 @@ func TestTwoHubs(t *testing.T) {
 		g.Expect(other.Get(ctx, client.ObjectKey{Name: "t0"}, mc)).To(Succeed())
 		expectCondition(g, mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonOwnedByAnotherHub)
 	}, timeout, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		b := &v1alpha1.AccessBinding{}
+		g.Expect(other.Get(ctx, client.ObjectKey{Name: "hub-b-shared"}, b)).To(Succeed())
+		g.Expect(b.Status.Failures).To(ContainElement(HaveField("Reason", "Conflict")))
+	}, timeout, 100*time.Millisecond).Should(Succeed())
 	g.Consistently(func(g Gomega) {
 		var cur rbacv1.ClusterRoleBinding
 		g.Expect(tc.Get(ctx, client.ObjectKey{Name: "drover:hub-a-ops"}, &cur)).To(Succeed())
 		g.Expect(cur.UID).To(Equal(mine.UID))
 		g.Expect(cur.Labels[render.HubLabel]).NotTo(Equal("hub-b"))
+		g.Expect(apierrors.IsNotFound(tc.Get(ctx, client.ObjectKey{Name: "drover:hub-b-shared"}, &rbacv1.ClusterRoleBinding{}))).
+			To(BeTrue(), "hub B bound somebody to hub A's ClusterRole")
 	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
 
 	// Deleting the cluster on hub B removes hub B's objects only.

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/cluster-api/util/conditions"
@@ -145,7 +146,13 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.Remote.Disconnect(mc.Name)
 		return ctrl.Result{}, nil
 	}
-	return r.reconcileNormal(ctx, s)
+	res, err = r.reconcileNormal(ctx, s)
+	if err == nil && s.problem != nil && s.problem.stalled {
+		// A spec or Secret problem needs a person: no retry, no backoff. The
+		// Secret and ManagedCluster watches bring the cluster back when it is fixed.
+		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s: %s", s.problem.reason, s.problem.message))
+	}
+	return res, err
 }
 
 func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clusterScope) (ctrl.Result, error) {
@@ -217,8 +224,14 @@ func (r *ManagedClusterReconciler) recordTransitions(before, after *v1alpha1.Man
 			continue
 		}
 		typ := corev1.EventTypeNormal
-		if cur.Status != "True" && cur.Reason != v1alpha1.ReasonProgressing && cur.Reason != v1alpha1.ReasonProbing &&
-			cur.Reason != v1alpha1.ReasonAgentInstalling && cur.Reason != v1alpha1.ReasonPaused {
+		switch {
+		case t == v1alpha1.WarningCondition:
+			// Warning is the one condition whose True is bad news.
+			if cur.Status == metav1.ConditionTrue {
+				typ = corev1.EventTypeWarning
+			}
+		case cur.Status != "True" && cur.Reason != v1alpha1.ReasonProgressing && cur.Reason != v1alpha1.ReasonProbing &&
+			cur.Reason != v1alpha1.ReasonAgentInstalling && cur.Reason != v1alpha1.ReasonPaused:
 			typ = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(after, nil, typ, cur.Reason, t, "%s=%s: %s", t, cur.Status, cur.Message)

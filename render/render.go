@@ -64,6 +64,9 @@ const (
 	// (spec.namespaces[].adopt). Drover only ever releases such a namespace, never
 	// deletes it, whatever the project's namespaceDeletionPolicy.
 	AdoptedAnnotation = "management.drover.io/adopted"
+	// CreatedAnnotation marks a namespace Drover created. Only such a namespace is
+	// ever deleted (namespaceDeletionPolicy Delete); any other is released.
+	CreatedAnnotation = "management.drover.io/created"
 )
 
 // Limits on what one RoleTemplate may flatten to: a template over them is not

@@ -214,6 +214,9 @@ const (
 	ReasonConflict = "Conflict"
 	// ReasonNamespaceNotHeld: the object's namespace could not be held.
 	ReasonNamespaceNotHeld = "NamespaceNotHeld"
+	// ReasonRoleNotHeld: a binding's ClusterRole, one Drover renders, could not be
+	// made to hold (it belongs to another hub, say); the binding is not applied.
+	ReasonRoleNotHeld = "RoleNotHeld"
 	// ReasonWaiting: the object is waiting for something in the target (an object
 	// being deleted, a namespace changing hands); it is retried.
 	ReasonWaiting = "Waiting"
@@ -372,25 +375,32 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 
 	// Namespaces first (what goes into them needs them), then everything else,
 	// smallest intent first so that a small change never waits behind a big one.
-	var namespaces, rest []client.Object
+	var namespaces, roles, rest []client.Object
 	for _, d := range pending {
-		if KeyOf(d).Kind == "Namespace" {
+		switch KeyOf(d).Kind {
+		case "Namespace":
 			namespaces = append(namespaces, d)
-		} else {
+		case "ClusterRole":
+			roles = append(roles, d)
+		default:
 			rest = append(rest, d)
 		}
 	}
 	sortByIntentSize(rest)
 	var mu sync.Mutex
 	badNamespaces := map[string]error{}
+	badRoles := map[string]error{}
 	record := func(key Key, err error, applied bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case err != nil:
 			rep.Failed[key] = err
-			if key.Kind == "Namespace" {
+			switch key.Kind {
+			case "Namespace":
 				badNamespaces[key.Name] = err
+			case "ClusterRole":
+				badRoles[key.Name] = err
 			}
 		case applied:
 			rep.Applied++
@@ -409,6 +419,17 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 				return nil
 			}
 		}
+		if role := renderedRole(d); role != "" {
+			mu.Lock()
+			roleErr, bad := badRoles[role]
+			mu.Unlock()
+			// Never bind to a ClusterRole of Drover's name that Drover could not
+			// make hold: it may be another hub's, with other rules.
+			if bad {
+				record(key, &Error{Reason: ReasonRoleNotHeld, Message: fmt.Sprintf("%s: ClusterRole %s is not held: %s", key, role, roleErr.Error()), Err: roleErr}, false)
+				return nil
+			}
+		}
 		applied, err := s.ensure(ctx, d, key, lives[key], existing, opts, &mu, &rep)
 		record(key, err, applied)
 		if err != nil && ctx.Err() != nil {
@@ -416,7 +437,7 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 		}
 		return nil
 	}
-	for _, batch := range [][]client.Object{namespaces, rest} {
+	for _, batch := range [][]client.Object{namespaces, roles, rest} {
 		if err := s.parallel(ctx, batch, opts.Interrupted, work); err != nil {
 			return rep, err
 		}
@@ -444,7 +465,7 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep
 			if want[KeyOf(obj)] || !s.prunable(obj) || !obj.GetDeletionTimestamp().IsZero() {
 				continue
 			}
-			if render.Held(opts.Hold, obj) {
+			if render.Held(opts.Hold, obj) && !ofGoneProject(obj, opts) {
 				rep.Held++
 				continue
 			}
@@ -481,6 +502,18 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep
 		}
 	}
 	return nil
+}
+
+// ofGoneProject tells whether an object belongs to a project that no longer exists:
+// such objects go even when another of their intents is held (a binding that still
+// names the deleted project, say), so that no access outlives its project.
+func ofGoneProject(o client.Object, opts Options) bool {
+	p := o.GetLabels()[render.ProjectLabel]
+	if p == "" {
+		return false
+	}
+	_, exists := opts.NamespacePolicy[p]
+	return !exists
 }
 
 // parallel runs fn on every object with at most Workers at once. It stops early when
@@ -608,7 +641,11 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, live clie
 	} else if m, ok := existing[key]; ok {
 		cur = m
 	}
-	adopted := false
+	// Marks that stick once set: whether Drover adopted or created a namespace.
+	sticky := map[string]string{}
+	if cur == nil && key.Kind == "Namespace" {
+		sticky[render.CreatedAnnotation] = "true"
+	}
 	if cur != nil {
 		ow, why := s.ownerOf(cur)
 		isNamespace := key.Kind == "Namespace"
@@ -619,7 +656,7 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, live clie
 			// Used as it is, never labelled: nothing to do.
 			return false, nil
 		case ow == ownerNone && isNamespace && opts.Adoptable[key.Name]:
-			adopted = true
+			sticky[render.AdoptedAnnotation] = "true"
 		case ow == ownerNone && !isNamespace:
 			return false, &Error{Reason: ReasonConflict, Message: fmt.Sprintf("%s %s", key, ErrConflict.Error()), Err: ErrConflict}
 		case ow == ownerNone && isNamespace:
@@ -629,8 +666,10 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, live clie
 		if !cur.GetDeletionTimestamp().IsZero() {
 			return false, &Error{Reason: ReasonWaiting, Message: fmt.Sprintf("%s is being deleted; it is recreated once it is gone", key)}
 		}
-		if cur.GetAnnotations()[render.AdoptedAnnotation] == "true" {
-			adopted = true
+		for _, a := range []string{render.AdoptedAnnotation, render.CreatedAnnotation} {
+			if v := cur.GetAnnotations()[a]; v != "" {
+				sticky[a] = v
+			}
 		}
 	}
 	if live != nil {
@@ -663,13 +702,15 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, live clie
 				key, prev, map[bool]string{true: "deleted", false: "released"}[deleted])}
 		}
 	}
-	if adopted {
+	if len(sticky) > 0 && key.Kind == "Namespace" {
 		d = d.DeepCopyObject().(client.Object)
 		a := d.GetAnnotations()
 		if a == nil {
 			a = map[string]string{}
 		}
-		a[render.AdoptedAnnotation] = "true"
+		for k, v := range sticky {
+			a[k] = v
+		}
 		d.SetAnnotations(a)
 	}
 	if err := s.withTimeout(ctx, func(ctx context.Context) error { return s.apply(ctx, d) }); err != nil {
@@ -689,11 +730,14 @@ func (s *Syncer) apply(ctx context.Context, d client.Object) error {
 	return s.Direct.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldOwner), client.ForceOwnership)
 }
 
-// willDelete tells whether pruning a namespace deletes it: only one Drover created
-// (never one it adopted) and annotated for deletion.
+// willDelete tells whether pruning a namespace deletes it: only one Drover marked as
+// created by itself (never one it adopted, nor one from before the mark existed,
+// whose origin is unknown) and annotated for deletion. The agent's namespace is
+// Drover's own whenever it carries Drover's label.
 func willDelete(ns client.Object) bool {
 	a := ns.GetAnnotations()
-	return a[render.AdoptedAnnotation] != "true" && a[render.NamespaceDeletionPolicyAnnotation] == string(v1alpha1.NamespaceDelete)
+	created := a[render.CreatedAnnotation] == "true" || ns.GetLabels()[render.ComponentLabel] == render.AgentComponent
+	return created && a[render.AdoptedAnnotation] != "true" && a[render.NamespaceDeletionPolicyAnnotation] == string(v1alpha1.NamespaceDelete)
 }
 
 // Prune removes one Drover-owned object. A namespace is released (it keeps its
@@ -712,14 +756,32 @@ func Prune(ctx context.Context, c client.Client, obj client.Object) error {
 // release removes Drover's labels and annotations from a namespace, leaving it and
 // its contents in place.
 func release(ctx context.Context, c client.Client, ns *corev1.Namespace) error {
-	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null,%q:null,%q:null,%q:null},"annotations":{%q:null,%q:null,%q:null}}}`,
+	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null,%q:null,%q:null,%q:null},"annotations":{%q:null,%q:null,%q:null,%q:null}}}`,
 		render.ManagedByLabel, render.ProjectLabel, render.HubLabel, render.ClusterLabel,
-		render.NamespaceDeletionPolicyAnnotation, render.ManagedKeysAnnotation, render.AdoptedAnnotation)
+		render.NamespaceDeletionPolicyAnnotation, render.ManagedKeysAnnotation, render.AdoptedAnnotation, render.CreatedAnnotation)
 	err := c.Patch(ctx, ns, client.RawPatch(types.MergePatchType, patch))
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	return err
+}
+
+// renderedRole returns the ClusterRole a binding refers to when it is one that
+// Drover renders (a RoleTemplate's), or "".
+func renderedRole(o client.Object) string {
+	var ref rbacv1.RoleRef
+	switch b := o.(type) {
+	case *rbacv1.ClusterRoleBinding:
+		ref = b.RoleRef
+	case *rbacv1.RoleBinding:
+		ref = b.RoleRef
+	default:
+		return ""
+	}
+	if ref.Kind != "ClusterRole" || o.GetLabels()[render.RoleTemplateLabel] == "" {
+		return ""
+	}
+	return ref.Name
 }
 
 // roleRefChanged tells whether a binding must be replaced because its roleRef, which

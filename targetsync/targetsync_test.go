@@ -74,8 +74,15 @@ func TestWillDelete(t *testing.T) {
 	}{
 		{"no policy: released", ns(nil), false},
 		{"Retain: released", ns(map[string]string{render.NamespaceDeletionPolicyAnnotation: "Retain"}), false},
-		{"Delete: deleted", ns(map[string]string{render.NamespaceDeletionPolicyAnnotation: "Delete"}), true},
+		{"Delete, created by Drover: deleted", ns(map[string]string{render.NamespaceDeletionPolicyAnnotation: "Delete", render.CreatedAnnotation: "true"}), true},
+		{"Delete, origin unknown (before the mark): released", ns(map[string]string{render.NamespaceDeletionPolicyAnnotation: "Delete"}), false},
 		{"Delete, but adopted: released", ns(map[string]string{render.NamespaceDeletionPolicyAnnotation: "Delete", render.AdoptedAnnotation: "true"}), false},
+		{"Delete, adopted after being created: released", ns(map[string]string{render.NamespaceDeletionPolicyAnnotation: "Delete", render.AdoptedAnnotation: "true", render.CreatedAnnotation: "true"}), false},
+	}
+	agentNS := ns(map[string]string{render.NamespaceDeletionPolicyAnnotation: "Delete"})
+	agentNS.Labels = map[string]string{render.ComponentLabel: render.AgentComponent}
+	if !willDelete(agentNS) {
+		t.Error("the agent's own namespace goes with the agent")
 	}
 	for _, c := range cases {
 		if got := willDelete(c.ns); got != c.want {
@@ -165,5 +172,32 @@ func TestDescribeStatus(t *testing.T) {
 	e := s.requestError(Key{Kind: "ClusterRole", Name: "x"}, "could not be applied:", err)
 	if e.Reason != "Forbidden" || e.Error() != "ClusterRole x could not be applied: the target refused it (403 Forbidden)" || !errors.Is(e, err) {
 		t.Fatalf("got %+v", e)
+	}
+}
+
+func TestRenderedRole(t *testing.T) {
+	crb := func(kind, name string, labels map[string]string) client.Object {
+		return &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "b", Labels: labels},
+			RoleRef: rbacv1.RoleRef{Kind: kind, Name: name}}
+	}
+	tmpl := map[string]string{render.RoleTemplateLabel: "t"}
+	if got := renderedRole(crb("ClusterRole", "drover:t", tmpl)); got != "drover:t" {
+		t.Errorf("template binding: %q", got)
+	}
+	if got := renderedRole(crb("ClusterRole", "view", nil)); got != "" {
+		t.Errorf("binding to an existing ClusterRole: %q", got)
+	}
+	if got := renderedRole(&corev1.Namespace{}); got != "" {
+		t.Errorf("namespace: %q", got)
+	}
+}
+
+func TestOfGoneProject(t *testing.T) {
+	opts := Options{NamespacePolicy: map[string]string{"live": "Retain"}}
+	rb := func(p string) client.Object {
+		return &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{render.ProjectLabel: p, render.AccessBindingLabel: "b"}}}
+	}
+	if ofGoneProject(rb("live"), opts) || !ofGoneProject(rb("gone"), opts) || ofGoneProject(labelled(nil), opts) {
+		t.Error("a project's objects are gone with it, and only then")
 	}
 }
