@@ -108,7 +108,6 @@ func setLabel(t *testing.T, cluster, key, value string) {
 // through label changes, drift in the targets, a template edit and revocation, each
 // checked with the targets' own authorizers.
 func TestClusterScopedBinding(t *testing.T) {
-	g := NewWithT(t)
 	ctx := context.Background()
 	ta, tb := targetClient(t, targets[0]), targetClient(t, targets[1])
 	builtinTemplates(t)
@@ -116,8 +115,23 @@ func TestClusterScopedBinding(t *testing.T) {
 	register(t, "rbac-b", targets[1].Kubeconfig(), func(mc *v1alpha1.ManagedCluster) { mc.Labels["env"] = "dev" })
 	defer deleteAndWait(t, "rbac-a")
 	defer deleteAndWait(t, "rbac-b")
+	// A phase that fails while target b is stopped must not leave it stopped for the
+	// phases and tests after it (this runs before the deletions above).
+	stopped := false
+	defer func() {
+		if stopped {
+			if err := targets[1].RestartAPIServer(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
 	readyCluster(t, "rbac-a")
 	readyCluster(t, "rbac-b")
+
+	// An object someone else made is never touched, even if it looks like Drover's.
+	foreign := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "drover:not-ours"}}
+	NewWithT(t).Expect(tb.Create(ctx, foreign)).To(Succeed())
+	defer func() { _ = tb.Delete(ctx, foreign) }()
 
 	reader := &v1alpha1.RoleTemplate{ObjectMeta: metav1.ObjectMeta{Name: "secret-reader"}, Spec: v1alpha1.RoleTemplateSpec{
 		Context: v1alpha1.ContextCluster,
@@ -129,116 +143,142 @@ func TestClusterScopedBinding(t *testing.T) {
 	})
 	create(t, ab)
 
-	// Granted where selected, and nowhere else.
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, ta, "alice@example.com", "list", "", "secrets", "")).To(BeTrue())
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeFalse())
-	g.Expect(can(g, ta, "alice@example.com", "delete", "", "secrets", "")).To(BeFalse())
-	g.Eventually(func(g Gomega) {
-		b := getBinding(g, ab.Name)
-		expectIntentReady(g, b, metav1.ConditionTrue, "")
-		g.Expect(b.Status.Synced).To(Equal("1/1"))
-		g.Expect(b.Status.ObservedGeneration).To(Equal(b.Generation))
-	}, timeout, 100*time.Millisecond).Should(Succeed())
-	var crb rbacv1.ClusterRoleBinding
-	g.Expect(ta.Get(ctx, client.ObjectKey{Name: "drover:prod-secret-readers"}, &crb)).To(Succeed())
-	g.Expect(crb.Labels).To(HaveKeyWithValue(render.ManagedByLabel, "drover"))
-	g.Expect(crb.Labels).To(HaveKeyWithValue(render.AccessBindingLabel, ab.Name))
-	g.Expect(crb.RoleRef.Name).To(Equal("drover:secret-reader"))
+	t.Run("granted where selected, and nowhere else", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, ta, "alice@example.com", "list", "", "secrets", "")).To(BeTrue())
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+		g.Eventually(func(g Gomega) {
+			b := getBinding(g, ab.Name)
+			expectIntentReady(g, b, metav1.ConditionTrue, "")
+			g.Expect(b.Status.Synced).To(Equal("1/1"))
+			g.Expect(b.Status.ObservedGeneration).To(Equal(b.Generation))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		// The binding is synced: what it does not grant stays ungranted.
+		g.Consistently(func(g Gomega) {
+			g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeFalse(), "granted in an unselected cluster")
+			g.Expect(can(g, ta, "alice@example.com", "delete", "", "secrets", "")).To(BeFalse(), "granted a verb the template lacks")
+		}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
+		var crb rbacv1.ClusterRoleBinding
+		g.Expect(ta.Get(ctx, client.ObjectKey{Name: "drover:prod-secret-readers"}, &crb)).To(Succeed())
+		g.Expect(crb.Labels).To(HaveKeyWithValue(render.ManagedByLabel, "drover"))
+		g.Expect(crb.Labels).To(HaveKeyWithValue(render.AccessBindingLabel, ab.Name))
+		g.Expect(crb.RoleRef.Name).To(Equal("drover:secret-reader"))
+	})
 
-	// Every template is installed in every cluster, and says so.
-	g.Eventually(func(g Gomega) {
-		rt := &v1alpha1.RoleTemplate{}
-		g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "secret-reader"}, rt)).To(Succeed())
-		g.Expect(rt.Status.Installed).To(Equal("2/2"))
-		expectIntentReady(g, rt, metav1.ConditionTrue, "")
-		expectCondition(g, getCluster(g, "rbac-a"), v1alpha1.SyncedCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded)
-	}, timeout, 100*time.Millisecond).Should(Succeed())
-	g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:project-member"}, &rbacv1.ClusterRole{})).To(Succeed())
+	t.Run("every template is installed in every cluster, and says so", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			rt := &v1alpha1.RoleTemplate{}
+			g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "secret-reader"}, rt)).To(Succeed())
+			g.Expect(rt.Status.Installed).To(Equal("2/2"))
+			expectIntentReady(g, rt, metav1.ConditionTrue, "")
+			expectCondition(g, getCluster(g, "rbac-a"), v1alpha1.SyncedCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded)
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:project-member"}, &rbacv1.ClusterRole{})).To(Succeed())
+	})
 
-	// An idle fleet writes nothing.
-	expectQuiet(t, "rbac-a", 2*time.Second)
-	expectBindingQuiet(t, ab.Name, 2*time.Second)
+	t.Run("an idle fleet writes nothing", func(t *testing.T) {
+		expectQuiet(t, "rbac-a", 2*time.Second)
+		expectBindingQuiet(t, ab.Name, 2*time.Second)
+	})
 
-	// Labels drive selection: b joins, a leaves.
-	setLabel(t, "rbac-b", "env", "prod")
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeTrue())
-		g.Expect(getBinding(g, ab.Name).Status.Synced).To(Equal("2/2"))
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	setLabel(t, "rbac-a", "env", "")
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, ta, "alice@example.com", "list", "", "secrets", "")).To(BeFalse())
-		g.Expect(getBinding(g, ab.Name).Status.Synced).To(Equal("1/1"))
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	g.Expect(apierrors.IsNotFound(ta.Get(ctx, client.ObjectKey{Name: "drover:prod-secret-readers"}, &rbacv1.ClusterRoleBinding{}))).To(BeTrue())
+	t.Run("label change moves the binding", func(t *testing.T) {
+		// Labels drive selection: b joins, a leaves.
+		g := NewWithT(t)
+		setLabel(t, "rbac-b", "env", "prod")
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeTrue())
+			g.Expect(getBinding(g, ab.Name).Status.Synced).To(Equal("2/2"))
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+		setLabel(t, "rbac-a", "env", "")
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, ta, "alice@example.com", "list", "", "secrets", "")).To(BeFalse())
+			g.Expect(getBinding(g, ab.Name).Status.Synced).To(Equal("1/1"))
+			err := ta.Get(ctx, client.ObjectKey{Name: "drover:prod-secret-readers"}, &rbacv1.ClusterRoleBinding{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the binding is still in the cluster that left: %v", err)
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+	})
 
-	// Drift: a deleted binding and an edited role come back at once.
-	g.Expect(tb.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "drover:prod-secret-readers"}})).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeTrue())
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	var role rbacv1.ClusterRole
-	g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:secret-reader"}, &role)).To(Succeed())
-	role.Rules = []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}}}
-	g.Expect(tb.Update(ctx, &role)).To(Succeed())
-	g.Eventually(func(g Gomega) {
+	t.Run("drift is repaired", func(t *testing.T) {
+		// A deleted binding and an edited role come back at once.
+		g := NewWithT(t)
+		g.Expect(tb.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "drover:prod-secret-readers"}})).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeTrue())
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+		var role rbacv1.ClusterRole
 		g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:secret-reader"}, &role)).To(Succeed())
-		g.Expect(role.Rules).To(HaveLen(1))
-		g.Expect(role.Rules[0].Resources).To(Equal([]string{"secrets"}))
-		g.Expect(can(g, tb, "alice@example.com", "get", "", "secrets", "")).To(BeTrue())
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	// An object someone else made is never touched, even if it looks like Drover's.
-	foreign := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "drover:not-ours"}}
-	g.Expect(tb.Create(ctx, foreign)).To(Succeed())
-	defer func() { _ = tb.Delete(ctx, foreign) }()
+		role.Rules = []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}}}
+		g.Expect(tb.Update(ctx, &role)).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:secret-reader"}, &role)).To(Succeed())
+			g.Expect(role.Rules).To(HaveLen(1))
+			g.Expect(role.Rules[0].Resources).To(Equal([]string{"secrets"}))
+			g.Expect(can(g, tb, "alice@example.com", "get", "", "secrets", "")).To(BeTrue())
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+	})
 
-	// A template edit reaches every target.
-	rt := &v1alpha1.RoleTemplate{}
-	g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "secret-reader"}, rt)).To(Succeed())
-	rt.Spec.Rules[0].Verbs = append(rt.Spec.Rules[0].Verbs, "watch")
-	g.Expect(hubc.Update(ctx, rt)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, tb, "alice@example.com", "watch", "", "secrets", "")).To(BeTrue())
-	}, timeout, 50*time.Millisecond).Should(Succeed())
+	t.Run("a template edit reaches every target", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func() error {
+			rt := &v1alpha1.RoleTemplate{}
+			g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "secret-reader"}, rt)).To(Succeed())
+			rt.Spec.Rules[0].Verbs = append(rt.Spec.Rules[0].Verbs, "watch")
+			return hubc.Update(ctx, rt)
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, tb, "alice@example.com", "watch", "", "secrets", "")).To(BeTrue())
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+	})
 
-	// A disconnected cluster counts as not synced, and catches up when it returns.
-	g.Expect(targets[1].StopAPIServer()).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		b := getBinding(g, ab.Name)
-		g.Expect(b.Status.Synced).To(Equal("0/1"))
-		g.Expect(b.Status.Failures).To(HaveLen(1))
-		g.Expect(b.Status.Failures[0].Cluster).To(Equal("rbac-b"))
-		g.Expect(b.Status.Failures[0].Reason).To(Equal(v1alpha1.ReasonDisconnected))
-		expectIntentReady(g, b, metav1.ConditionFalse, v1alpha1.ReasonDisconnected)
-	}, timeout, 100*time.Millisecond).Should(Succeed())
-	// Revoke while the cluster is away: the deletion completes at once, and the
-	// cluster is cleaned when it returns.
-	g.Expect(hubc.Delete(ctx, ab)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(hubc.Get(ctx, client.ObjectKeyFromObject(ab), &v1alpha1.AccessBinding{}))
-	}, timeout, 100*time.Millisecond).Should(BeTrue())
-	g.Expect(targets[1].RestartAPIServer()).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeFalse())
-		err := tb.Get(ctx, client.ObjectKey{Name: "drover:prod-secret-readers"}, &rbacv1.ClusterRoleBinding{})
-		g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
-	}, timeout, 100*time.Millisecond).Should(Succeed())
-	g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:not-ours"}, &rbacv1.ClusterRole{})).To(Succeed())
+	t.Run("a disconnected cluster counts as not synced", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(targets[1].StopAPIServer()).To(Succeed())
+		stopped = true
+		g.Eventually(func(g Gomega) {
+			b := getBinding(g, ab.Name)
+			g.Expect(b.Status.Synced).To(Equal("0/1"))
+			g.Expect(b.Status.Failures).To(HaveLen(1))
+			g.Expect(b.Status.Failures[0].Cluster).To(Equal("rbac-b"))
+			g.Expect(b.Status.Failures[0].Reason).To(Equal(v1alpha1.ReasonDisconnected))
+			expectIntentReady(g, b, metav1.ConditionFalse, v1alpha1.ReasonDisconnected)
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
 
-	// Deleting a template removes its ClusterRole everywhere.
-	g.Expect(hubc.Delete(ctx, reader)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		err := tb.Get(ctx, client.ObjectKey{Name: "drover:secret-reader"}, &rbacv1.ClusterRole{})
-		g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
-	}, timeout, 100*time.Millisecond).Should(Succeed())
+	t.Run("revocation completes while the cluster is away, which is cleaned when it returns", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(hubc.Delete(ctx, ab)).To(Succeed())
+		g.Eventually(func() bool {
+			return apierrors.IsNotFound(hubc.Get(ctx, client.ObjectKeyFromObject(ab), &v1alpha1.AccessBinding{}))
+		}, timeout, 100*time.Millisecond).Should(BeTrue())
+		if stopped {
+			g.Expect(targets[1].RestartAPIServer()).To(Succeed())
+			stopped = false
+		}
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, tb, "alice@example.com", "list", "", "secrets", "")).To(BeFalse())
+			err := tb.Get(ctx, client.ObjectKey{Name: "drover:prod-secret-readers"}, &rbacv1.ClusterRoleBinding{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:not-ours"}, &rbacv1.ClusterRole{})).To(Succeed())
+	})
+
+	t.Run("deleting a template removes its ClusterRole everywhere", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(hubc.Delete(ctx, reader)).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			err := tb.Get(ctx, client.ObjectKey{Name: "drover:secret-reader"}, &rbacv1.ClusterRole{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		// Drover's ClusterRoles were pruned; the foreign one was not.
+		g.Expect(tb.Get(ctx, client.ObjectKey{Name: "drover:not-ours"}, &rbacv1.ClusterRole{})).To(Succeed())
+	})
 }
 
 // TestProjectScopedBinding lands a binding only in the project's namespaces on the
 // clusters the project is placed on, and follows the project's namespace list.
 func TestProjectScopedBinding(t *testing.T) {
-	g := NewWithT(t)
 	ctx := context.Background()
 	ta, tb := targetClient(t, targets[0]), targetClient(t, targets[1])
 	builtinTemplates(t)
@@ -248,7 +288,7 @@ func TestProjectScopedBinding(t *testing.T) {
 	defer deleteAndWait(t, "proj-b")
 	readyCluster(t, "proj-a")
 	readyCluster(t, "proj-b")
-	g.Expect(ta.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "outside"}})).To(Succeed())
+	NewWithT(t).Expect(ta.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "outside"}})).To(Succeed())
 	defer func() { _ = ta.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "outside"}}) }()
 
 	proj := &v1alpha1.ClusterProject{ObjectMeta: metav1.ObjectMeta{Name: "shop"}, Spec: v1alpha1.ClusterProjectSpec{
@@ -270,42 +310,51 @@ func TestProjectScopedBinding(t *testing.T) {
 		g.Expect(c.Create(ctx, sar)).To(Succeed())
 		return sar.Status.Allowed
 	}
-	g.Eventually(func(g Gomega) {
-		g.Expect(canAs(g, ta, "create", "deployments", "shop-api")).To(BeTrue())
-		g.Expect(canAs(g, ta, "create", "deployments", "shop-db")).To(BeTrue())
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	g.Expect(canAs(g, ta, "create", "deployments", "outside")).To(BeFalse())
-	g.Expect(canAs(g, ta, "create", "deployments", "")).To(BeFalse())
-	g.Expect(canAs(g, tb, "create", "deployments", "shop-api")).To(BeFalse())
-	// project-member inherits read-only: flattened into one ClusterRole.
-	g.Expect(canAs(g, ta, "list", "replicasets", "shop-db")).To(BeTrue())
-	var rb rbacv1.RoleBinding
-	g.Expect(ta.Get(ctx, client.ObjectKey{Namespace: "shop-api", Name: "drover:shop-devs"}, &rb)).To(Succeed())
-	g.Expect(rb.Labels).To(HaveKeyWithValue(render.ProjectLabel, "shop"))
-	g.Eventually(func(g Gomega) {
-		b := getBinding(g, ab.Name)
-		g.Expect(b.Status.Synced).To(Equal("1/1"))
-		expectIntentReady(g, b, metav1.ConditionTrue, "")
-	}, timeout, 100*time.Millisecond).Should(Succeed())
 
-	// The project drops a namespace: the binding leaves it.
-	g.Expect(hubc.Get(ctx, client.ObjectKeyFromObject(proj), proj)).To(Succeed())
-	proj.Spec.Namespaces = proj.Spec.Namespaces[:1]
-	g.Expect(hubc.Update(ctx, proj)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(canAs(g, ta, "create", "deployments", "shop-db")).To(BeFalse())
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	g.Expect(canAs(g, ta, "create", "deployments", "shop-api")).To(BeTrue())
+	t.Run("granted in the project's namespaces only", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			g.Expect(canAs(g, ta, "create", "deployments", "shop-api")).To(BeTrue())
+			g.Expect(canAs(g, ta, "create", "deployments", "shop-db")).To(BeTrue())
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+		g.Eventually(func(g Gomega) {
+			b := getBinding(g, ab.Name)
+			g.Expect(b.Status.Synced).To(Equal("1/1"))
+			expectIntentReady(g, b, metav1.ConditionTrue, "")
+			g.Expect(b.Status.ObservedGeneration).To(Equal(b.Generation))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		// The binding is synced: outside the project's namespaces and clusters,
+		// nothing is granted.
+		g.Consistently(func(g Gomega) {
+			g.Expect(canAs(g, ta, "create", "deployments", "outside")).To(BeFalse(), "granted outside the project")
+			g.Expect(canAs(g, ta, "create", "deployments", "")).To(BeFalse(), "granted cluster-wide")
+			g.Expect(canAs(g, tb, "create", "deployments", "shop-api")).To(BeFalse(), "granted in a cluster the project is not placed on")
+		}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
+		// project-member inherits read-only: flattened into one ClusterRole.
+		g.Expect(canAs(g, ta, "list", "replicasets", "shop-db")).To(BeTrue())
+		var rb rbacv1.RoleBinding
+		g.Expect(ta.Get(ctx, client.ObjectKey{Namespace: "shop-api", Name: "drover:shop-devs"}, &rb)).To(Succeed())
+		g.Expect(rb.Labels).To(HaveKeyWithValue(render.ProjectLabel, "shop"))
+	})
+
+	t.Run("the binding leaves a namespace the project drops", func(t *testing.T) {
+		g := NewWithT(t)
+		updateProject(t, proj.Name, func(p *v1alpha1.ClusterProject) { p.Spec.Namespaces = p.Spec.Namespaces[:1] })
+		g.Eventually(func(g Gomega) {
+			g.Expect(canAs(g, ta, "create", "deployments", "shop-db")).To(BeFalse())
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+		g.Expect(canAs(g, ta, "create", "deployments", "shop-api")).To(BeTrue())
+	})
 }
 
 // TestBindingProblems: what the schema cannot see is reported, never looped on.
 func TestBindingProblems(t *testing.T) {
-	g := NewWithT(t)
 	ctx := context.Background()
 	builtinTemplates(t)
 	register(t, "problems", targets[0].Kubeconfig())
 	defer deleteAndWait(t, "problems")
 	readyCluster(t, "problems")
+	ta := targetClient(t, targets[0])
 	all := func(b *v1alpha1.AccessBinding) {
 		b.Spec.Clusters = &v1alpha1.ClusterSelection{Names: []string{"problems"}}
 	}
@@ -332,47 +381,76 @@ func TestBindingProblems(t *testing.T) {
 		{"no-role", "SyncFailed", `ClusterRole "no-such-role" does not exist in this cluster`, false},
 	}
 	for _, tc := range cases {
-		g.Eventually(func(g Gomega) {
-			b := getBinding(g, tc.name)
-			expectIntentReady(g, b, metav1.ConditionFalse, tc.reason)
-			g.Expect(conditions.GetMessage(b, v1alpha1.ReadyCondition)).To(ContainSubstring(tc.message))
-			g.Expect(conditions.IsTrue(b, v1alpha1.StalledCondition)).To(Equal(tc.stalled))
-		}, timeout, 100*time.Millisecond).Should(Succeed(), tc.name)
-		expectBindingQuiet(t, tc.name, time.Second)
+		t.Run(tc.name+" is reported and not looped on", func(t *testing.T) {
+			g := NewWithT(t)
+			g.Eventually(func(g Gomega) {
+				b := getBinding(g, tc.name)
+				expectIntentReady(g, b, metav1.ConditionFalse, tc.reason)
+				g.Expect(conditions.GetMessage(b, v1alpha1.ReadyCondition)).To(ContainSubstring(tc.message))
+				g.Expect(conditions.IsTrue(b, v1alpha1.StalledCondition)).To(Equal(tc.stalled))
+			}, timeout, 100*time.Millisecond).Should(Succeed())
+			expectBindingQuiet(t, tc.name, time.Second)
+		})
 	}
-	nr := getBinding(g, "no-role")
-	g.Expect(nr.Status.Failures).To(ConsistOf(HaveField("Reason", "ClusterRoleNotFound")))
-	g.Eventually(func(g Gomega) {
-		rt := &v1alpha1.RoleTemplate{}
-		g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "cycle-b"}, rt)).To(Succeed())
-		g.Expect(conditions.IsTrue(rt, v1alpha1.StalledCondition)).To(BeTrue())
-		g.Expect(conditions.GetReason(rt, v1alpha1.StalledCondition)).To(Equal(render.ReasonInheritanceCycle))
-	}, timeout, 100*time.Millisecond).Should(Succeed())
 
-	// The upstream view role works as a roleRef.
-	ta := targetClient(t, targets[0])
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, ta, "alice@example.com", "list", "", "pods", "kube-system")).To(BeTrue())
-		expectIntentReady(g, getBinding(g, "viewers"), metav1.ConditionTrue, "")
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	// roleRef is immutable in RBAC: changing it replaces the binding in the target.
-	g.Eventually(func() error {
-		b := getBinding(g, "viewers")
-		b.Spec.RoleRef = v1alpha1.RoleRef{Kind: v1alpha1.RoleRefRoleTemplate, Name: "cluster-owner"}
-		return hubc.Update(ctx, b)
-	}, timeout, 100*time.Millisecond).Should(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(can(g, ta, "alice@example.com", "delete", "apps", "deployments", "kube-system")).To(BeTrue())
-		var crb rbacv1.ClusterRoleBinding
-		g.Expect(ta.Get(ctx, client.ObjectKey{Name: "drover:viewers"}, &crb)).To(Succeed())
-		g.Expect(crb.RoleRef.Name).To(Equal("drover:cluster-owner"))
-		expectIntentReady(g, getBinding(g, "viewers"), metav1.ConditionTrue, "")
-	}, timeout, 50*time.Millisecond).Should(Succeed())
-	// Nothing was rendered for the broken bindings.
-	for _, n := range []string{"mismatch", "missing", "cyclic"} {
-		err := ta.Get(ctx, client.ObjectKey{Name: "drover:" + n}, &rbacv1.ClusterRoleBinding{})
-		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), n)
-	}
+	t.Run("a missing ClusterRole is a per-cluster failure", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			g.Expect(getBinding(g, "no-role").Status.Failures).To(ConsistOf(HaveField("Reason", "ClusterRoleNotFound")))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
+
+	t.Run("an inheritance cycle stalls the template", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			rt := &v1alpha1.RoleTemplate{}
+			g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "cycle-b"}, rt)).To(Succeed())
+			g.Expect(conditions.IsTrue(rt, v1alpha1.StalledCondition)).To(BeTrue())
+			g.Expect(conditions.GetReason(rt, v1alpha1.StalledCondition)).To(Equal(render.ReasonInheritanceCycle))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
+
+	t.Run("the upstream view role works as a roleRef", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, ta, "alice@example.com", "list", "", "pods", "kube-system")).To(BeTrue())
+			expectIntentReady(g, getBinding(g, "viewers"), metav1.ConditionTrue, "")
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+	})
+
+	t.Run("changing roleRef replaces the binding in the target", func(t *testing.T) {
+		// roleRef is immutable in RBAC.
+		g := NewWithT(t)
+		g.Eventually(func() error {
+			b := getBinding(g, "viewers")
+			b.Spec.RoleRef = v1alpha1.RoleRef{Kind: v1alpha1.RoleRefRoleTemplate, Name: "cluster-owner"}
+			return hubc.Update(ctx, b)
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, ta, "alice@example.com", "delete", "apps", "deployments", "kube-system")).To(BeTrue())
+			var crb rbacv1.ClusterRoleBinding
+			g.Expect(ta.Get(ctx, client.ObjectKey{Name: "drover:viewers"}, &crb)).To(Succeed())
+			g.Expect(crb.RoleRef.Name).To(Equal("drover:cluster-owner"))
+			expectIntentReady(g, getBinding(g, "viewers"), metav1.ConditionTrue, "")
+		}, timeout, 50*time.Millisecond).Should(Succeed())
+	})
+
+	t.Run("nothing is rendered for the broken bindings", func(t *testing.T) {
+		g := NewWithT(t)
+		// The cluster has been synced with every binding: the target itself reported
+		// no-role's missing ClusterRole at its current generation.
+		g.Eventually(func(g Gomega) {
+			b := getBinding(g, "no-role")
+			g.Expect(b.Status.ObservedGeneration).To(Equal(b.Generation))
+			g.Expect(b.Status.Failures).To(ConsistOf(HaveField("Reason", "ClusterRoleNotFound")))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		g.Consistently(func(g Gomega) {
+			for _, n := range []string{"mismatch", "missing", "cyclic"} {
+				err := ta.Get(ctx, client.ObjectKey{Name: "drover:" + n}, &rbacv1.ClusterRoleBinding{})
+				g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "%s: %v", n, err)
+			}
+		}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
+	})
 }
 
 func expectIntentReady(g Gomega, obj conditions.Getter, status metav1.ConditionStatus, reason string) {

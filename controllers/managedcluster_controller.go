@@ -157,6 +157,13 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clusterScope) (ctrl.Result, error) {
 	cl := r.reconcileConnection(ctx, s)
+	if cl != nil && s.problem == nil && conditions.Has(s.cluster, v1alpha1.ReadyCondition) &&
+		(!s.health.Probed || (s.health.Connected && (cl.Client() == nil || cl.ID() == ""))) {
+		// The connection is being (re)built, after a restart say: what status says
+		// still holds until it has something to report, which it signals. No write.
+		s.settling = true
+		return ctrl.Result{}, nil
+	}
 	if cl == nil || !s.health.Connected {
 		// Nothing more to do until the connection changes: the Secret watch and
 		// the connection's probe events bring us back. No polling.

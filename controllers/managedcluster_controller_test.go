@@ -133,7 +133,6 @@ func createNode(t *testing.T, c client.Client, name string, ready bool, cpu stri
 // TestRegisterToReady registers a target with two nodes, runs the agent against it,
 // and follows the cluster to Ready with its facts, then changes a node.
 func TestRegisterToReady(t *testing.T) {
-	g := NewWithT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tc := targetClient(t, targets[0])
@@ -147,39 +146,47 @@ func TestRegisterToReady(t *testing.T) {
 	register(t, "ready-1", targets[0].Kubeconfig())
 	defer deleteAndWait(t, "ready-1")
 
-	g.Eventually(func(g Gomega) {
-		mc := getCluster(g, "ready-1")
-		expectCondition(g, mc, v1alpha1.ConnectedCondition, metav1.ConditionTrue, v1alpha1.ReasonConnected)
-		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionTrue, "")
-		g.Expect(mc.Status.KubernetesVersion).To(Equal("v1.36.3"))
-		g.Expect(mc.Status.APIEndpoint).To(Equal(strings.TrimSuffix(targets[0].Endpoint(), "/")))
-		g.Expect(mc.Status.NodesReady).To(Equal("1/2"))
-		g.Expect(mc.Status.Distribution).To(Equal(v1alpha1.DistributionUnknown))
-		cpu := mc.Status.Capacity[corev1.ResourceCPU]
-		g.Expect(cpu.String()).To(Equal("6"))
-		g.Expect(mc.Finalizers).To(ContainElement(controllers.ManagedClusterFinalizer))
-		g.Expect(mc.Status.ObservedGeneration).To(Equal(mc.Generation))
-	}, timeout, 100*time.Millisecond).Should(Succeed())
+	t.Run("becomes Ready with the target's facts", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			mc := getCluster(g, "ready-1")
+			expectCondition(g, mc, v1alpha1.ConnectedCondition, metav1.ConditionTrue, v1alpha1.ReasonConnected)
+			expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionTrue, "")
+			g.Expect(mc.Status.KubernetesVersion).To(Equal("v1.36.3"))
+			g.Expect(mc.Status.APIEndpoint).To(Equal(strings.TrimSuffix(targets[0].Endpoint(), "/")))
+			g.Expect(mc.Status.NodesReady).To(Equal("1/2"))
+			g.Expect(mc.Status.Distribution).To(Equal(v1alpha1.DistributionUnknown))
+			cpu := mc.Status.Capacity[corev1.ResourceCPU]
+			g.Expect(cpu.String()).To(Equal("6"))
+			g.Expect(mc.Finalizers).To(ContainElement(controllers.ManagedClusterFinalizer))
+			g.Expect(mc.Status.ObservedGeneration).To(Equal(mc.Generation))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
 
-	// The agent is installed with server-side apply, owned by field manager drover.
-	var dep appsv1.Deployment
-	g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}, &dep)).To(Succeed())
-	g.Expect(dep.Spec.Template.Spec.Containers[0].Image).To(Equal("drover:test"))
-	g.Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--cluster-name=ready-1"))
-	g.Expect(dep.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "drover"))
-	g.Expect(dep.ManagedFields).NotTo(BeEmpty())
-	g.Expect(dep.ManagedFields[0].Manager).To(Equal("drover"))
-	var role rbacv1.ClusterRole
-	g.Expect(tc.Get(ctx, client.ObjectKey{Name: controllers.AgentRoleName}, &role)).To(Succeed())
+	t.Run("the agent is installed with server-side apply, owned by field manager drover", func(t *testing.T) {
+		g := NewWithT(t)
+		var dep appsv1.Deployment
+		g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}, &dep)).To(Succeed())
+		g.Expect(dep.Spec.Template.Spec.Containers[0].Image).To(Equal("drover:test"))
+		g.Expect(dep.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--cluster-name=ready-1"))
+		g.Expect(dep.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "drover"))
+		g.Expect(dep.ManagedFields).NotTo(BeEmpty())
+		g.Expect(dep.ManagedFields[0].Manager).To(Equal("drover"))
+		var role rbacv1.ClusterRole
+		g.Expect(tc.Get(ctx, client.ObjectKey{Name: controllers.AgentRoleName}, &role)).To(Succeed())
+	})
 
-	// No agent runs yet: AgentReady is False, Ready says so.
-	g.Eventually(func(g Gomega) {
-		mc := getCluster(g, "ready-1")
-		expectCondition(g, mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonLeaseNotFound)
-	}, timeout, 100*time.Millisecond).Should(Succeed())
+	t.Run("without a running agent, AgentReady is False", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			mc := getCluster(g, "ready-1")
+			expectCondition(g, mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonLeaseNotFound)
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
 
 	// Run the agent as a process would, against its target.
 	agentCtx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
 	agentDone := make(chan error, 1)
 	go func() {
 		agentDone <- agent.Run(agentCtx, targets[0].Config, agent.Options{
@@ -187,41 +194,58 @@ func TestRegisterToReady(t *testing.T) {
 			RenewInterval: 300 * time.Millisecond, LeaseDuration: 2 * time.Second, Version: "v0.0.0-test",
 		})
 	}()
-	g.Eventually(func(g Gomega) {
-		mc := getCluster(g, "ready-1")
-		expectCondition(g, mc, v1alpha1.AgentReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonAgentReporting)
-		g.Expect(mc.Status.Agent).NotTo(BeNil())
-		g.Expect(mc.Status.Agent.Version).To(Equal("v0.0.0-test"))
-	}, timeout, 100*time.Millisecond).Should(Succeed())
-	// The agent renews its Lease several times a second, yet an idle, healthy cluster
-	// writes nothing to the hub.
-	expectQuiet(t, "ready-1", 3*time.Second)
 
-	// Someone deletes the agent's Deployment: it is reinstalled at once.
-	g.Expect(tc.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}})).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		var d appsv1.Deployment
-		g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}, &d)).To(Succeed())
-		g.Expect(d.DeletionTimestamp.IsZero()).To(BeTrue())
-	}, timeout, 100*time.Millisecond).Should(Succeed())
+	t.Run("a running agent is reported, and an idle cluster writes nothing", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			mc := getCluster(g, "ready-1")
+			expectCondition(g, mc, v1alpha1.AgentReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonAgentReporting)
+			g.Expect(mc.Status.Agent).NotTo(BeNil())
+			g.Expect(mc.Status.Agent.Version).To(Equal("v0.0.0-test"))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		// The agent renews its Lease several times a second, yet an idle, healthy
+		// cluster writes nothing to the hub.
+		expectQuiet(t, "ready-1", 3*time.Second)
+	})
 
-	// The agent stops: its Lease goes stale and AgentReady turns False.
-	stopAgent()
-	g.Expect(<-agentDone).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		mc := getCluster(g, "ready-1")
-		expectCondition(g, mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonLeaseExpired)
-		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionTrue, "")
-	}, timeout, 100*time.Millisecond).Should(Succeed())
+	t.Run("a deleted agent Deployment is reinstalled", func(t *testing.T) {
+		g := NewWithT(t)
+		var old appsv1.Deployment
+		g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}, &old)).To(Succeed())
+		g.Expect(tc.Delete(ctx, &old)).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			var d appsv1.Deployment
+			g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}, &d)).To(Succeed())
+			g.Expect(d.UID).NotTo(Equal(old.UID), "the deleted Deployment is still there")
+			g.Expect(d.DeletionTimestamp.IsZero()).To(BeTrue())
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
 
-	// Facts follow the target's nodes through the watch.
-	var nb corev1.Node
-	g.Expect(tc.Get(ctx, client.ObjectKey{Name: "node-b"}, &nb)).To(Succeed())
-	nb.Status.Conditions[0].Status = corev1.ConditionTrue
-	g.Expect(tc.Status().Update(ctx, &nb)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(getCluster(g, "ready-1").Status.NodesReady).To(Equal("2/2"))
-	}, timeout, 100*time.Millisecond).Should(Succeed())
+	t.Run("a stopped agent's Lease goes stale and AgentReady turns False", func(t *testing.T) {
+		g := NewWithT(t)
+		stopAgent()
+		g.Expect(<-agentDone).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			mc := getCluster(g, "ready-1")
+			expectCondition(g, mc, v1alpha1.AgentReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonLeaseExpired)
+			expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionTrue, "")
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
+
+	t.Run("facts follow the target's nodes through the watch", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var nb corev1.Node
+			if err := tc.Get(ctx, client.ObjectKey{Name: "node-b"}, &nb); err != nil {
+				return err
+			}
+			nb.Status.Conditions[0].Status = corev1.ConditionTrue
+			return tc.Status().Update(ctx, &nb)
+		})).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			g.Expect(getCluster(g, "ready-1").Status.NodesReady).To(Equal("2/2"))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+	})
 }
 
 // expectQuiet waits for a ManagedCluster to settle, then fails if it is written again
@@ -425,32 +449,49 @@ func TestCredentialRotation(t *testing.T) {
 
 // TestPaused: a paused cluster is left alone and says so.
 func TestPaused(t *testing.T) {
-	g := NewWithT(t)
 	register(t, "paused", targets[0].Kubeconfig(), func(mc *v1alpha1.ManagedCluster) { mc.Spec.Paused = true })
 	defer deleteAndWait(t, "paused")
-	g.Eventually(func(g Gomega) {
-		mc := getCluster(g, "paused")
-		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused)
-		g.Expect(conditions.Has(mc, v1alpha1.ConnectedCondition)).To(BeFalse())
-	}, timeout, 100*time.Millisecond).Should(Succeed())
-	g.Expect(rc.Get("paused")).To(BeNil(), "a paused cluster has no connection")
-
-	// Resumed, it connects; paused again, it drops the connection and says so.
-	setPaused := func(p bool) {
+	setPaused := func(g Gomega, p bool) {
 		mc := getCluster(g, "paused")
 		base := mc.DeepCopy()
 		mc.Spec.Paused = p
 		g.Expect(hubc.Patch(context.Background(), mc, client.MergeFrom(base))).To(Succeed())
 	}
-	setPaused(false)
-	readyCluster(t, "paused")
-	setPaused(true)
-	g.Eventually(func(g Gomega) {
-		mc := getCluster(g, "paused")
-		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused)
-		expectCondition(g, mc, v1alpha1.ConnectedCondition, metav1.ConditionUnknown, v1alpha1.ReasonPaused)
-		g.Expect(rc.Get("paused")).To(BeNil())
-	}, timeout, 100*time.Millisecond).Should(Succeed())
+
+	t.Run("a paused cluster is never connected, and says so", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Eventually(func(g Gomega) {
+			mc := getCluster(g, "paused")
+			expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused)
+			g.Expect(conditions.Has(mc, v1alpha1.ConnectedCondition)).To(BeFalse())
+			g.Expect(mc.Status.ObservedGeneration).To(Equal(mc.Generation))
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		// The pause has been reconciled: no connection is made while it lasts.
+		g.Consistently(func(g Gomega) {
+			g.Expect(rc.Get("paused")).To(BeNil(), "a paused cluster has no connection")
+			g.Expect(conditions.Has(getCluster(g, "paused"), v1alpha1.ConnectedCondition)).To(BeFalse())
+		}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
+	})
+
+	t.Run("resumed, it connects", func(t *testing.T) {
+		setPaused(NewWithT(t), false)
+		readyCluster(t, "paused")
+	})
+
+	t.Run("paused again, it drops the connection and says so", func(t *testing.T) {
+		g := NewWithT(t)
+		setPaused(g, true)
+		g.Eventually(func(g Gomega) {
+			mc := getCluster(g, "paused")
+			expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused)
+			expectCondition(g, mc, v1alpha1.ConnectedCondition, metav1.ConditionUnknown, v1alpha1.ReasonPaused)
+			g.Expect(rc.Get("paused")).To(BeNil())
+		}, timeout, 100*time.Millisecond).Should(Succeed())
+		// ...and does not reconnect while paused.
+		g.Consistently(func(g Gomega) {
+			g.Expect(rc.Get("paused")).To(BeNil(), "a paused cluster has no connection")
+		}, time.Second, 100*time.Millisecond).Should(Succeed())
+	})
 }
 
 // ownedInTarget lists what Drover left in a target.

@@ -35,6 +35,8 @@ type clusterScope struct {
 
 	paused   bool
 	deleting bool
+	// settling: the connection has nothing to report yet; status is left as it is.
+	settling bool
 	// clusterID is the target's identity, once read.
 	clusterID string
 	// warnings are what is accepted but unsafe about the connection.
@@ -202,7 +204,8 @@ func (r *ManagedClusterReconciler) reconcileFacts(ctx context.Context, s *cluste
 	}
 	var nodes corev1.NodeList
 	if err := cc.List(rctx, &nodes); err != nil {
-		s.factsErr = fmt.Sprintf("cannot list nodes in the cluster: %s", shortErr(err))
+		_, why := remote.Describe(err)
+		s.factsErr = "cannot list nodes in the cluster: " + why
 		return nil
 	}
 	sum := clusterfacts.SummarizeNodes(nodes.Items)

@@ -27,6 +27,9 @@ var managedClusterConditions = []string{
 // that every combination is table-tested, and it only changes what changed.
 func setManagedClusterStatus(s *clusterScope) {
 	mc := s.cluster
+	if s.settling {
+		return
+	}
 	if s.paused {
 		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "spec.paused is true: Drover does nothing for this cluster until it is false")
 		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonPaused, "paused")
