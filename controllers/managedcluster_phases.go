@@ -254,11 +254,3 @@ func (r *ManagedClusterReconciler) reconcileAgentLease(ctx context.Context, s *c
 	return r.AgentHeartbeatTimeout - age + 100*time.Millisecond
 }
 
-// shortErr keeps an error message to one readable line.
-func shortErr(err error) string {
-	s := err.Error()
-	if len(s) > 300 {
-		s = s[:300] + "…"
-	}
-	return s
-}
