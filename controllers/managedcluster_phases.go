@@ -253,4 +253,3 @@ func (r *ManagedClusterReconciler) reconcileAgentLease(ctx context.Context, s *c
 	}
 	return r.AgentHeartbeatTimeout - age + 100*time.Millisecond
 }
-
