@@ -343,7 +343,7 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	for _, d := range desired {
 		key := KeyOf(d)
 		live := kinds[key.Kind].new()
-		err := s.Cached.Get(ctx, client.ObjectKeyFromObject(d), live)
+		err := s.withTimeout(ctx, func(ctx context.Context) error { return s.Cached.Get(ctx, client.ObjectKeyFromObject(d), live) })
 		switch {
 		case err == nil:
 			// The desired labels include the hub's and the cluster's, so an
@@ -449,7 +449,12 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep *Report) error {
 	var mu sync.Mutex
 	for _, list := range s.Kinds {
-		if err := s.Cached.List(ctx, list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}); err != nil {
+		// Bounded too: a cache that has to start an informer waits for a target
+		// that may have stopped answering.
+		err := s.withTimeout(ctx, func(ctx context.Context) error {
+			return s.Cached.List(ctx, list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue})
+		})
+		if err != nil {
 			if meta.IsNoMatchError(err) {
 				continue
 			}
