@@ -168,16 +168,19 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	syncer := r.syncer(cl)
 	rep, syncErr := syncer.Sync(ctx, res.Objects, targetsync.Options{
 		Adoptable: res.Adoptable, NamespacePolicy: res.NamespacePolicy, Hold: res.Hold, UseExisting: res.UseExisting,
-		Interrupted: func() bool { return r.rev.Load() != rev },
+		// Stop between writes when the intents change (start again from the new
+		// state) or the target stops answering (its connection event comes back).
+		Interrupted: func() bool { return r.rev.Load() != rev || !cl.Health().Connected },
 		BeforeWrite: func(ctx context.Context) error { return r.ensureFinalizer(ctx, mc) },
 	})
 	if rep.Applied > 0 || rep.Pruned > 0 {
 		ctrl.LoggerFrom(ctx).V(1).Info("Synced cluster", "applied", rep.Applied, "pruned", rep.Pruned, "held", rep.Held)
 	}
 	if errors.Is(syncErr, targetsync.ErrInterrupted) {
-		// The intents changed while this sync ran; the change enqueued this
-		// cluster again, and the next sync starts from the new state at once.
-		// What is recorded stays as it was until a sync completes.
+		// The intents changed while this sync ran, or the target went away; the
+		// change enqueued this cluster again, and the next sync starts from the
+		// new state at once. What is recorded stays as it was until a sync
+		// completes.
 		return ctrl.Result{}, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, r.RemoteTimeout)
