@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
@@ -236,4 +238,61 @@ func allowedTo(c client.Client, user, verb, resource string) (bool, error) {
 		return false, err
 	}
 	return sar.Status.Allowed, nil
+}
+
+// BenchmarkLargeRoleTemplate creates a RoleTemplate of about 1 MiB (the most the
+// schema lets through is larger than any real role) on a hub with one cluster, and
+// reports the manager's memory before, while it exists, and after it is deleted. The
+// template flattens past the size bound, so it is Stalled (TemplateTooLarge) and never
+// rendered.
+func BenchmarkLargeRoleTemplate(b *testing.B) {
+	e := setup(b, 1)
+	m := e.startManager(b)
+	e.cleanupClusters(b)
+	e.register(b, "bench-bigrole", e.targets[0])
+	e.waitClusters(b, []string{"bench-bigrole"}, 2*time.Minute, "Ready", readyTrue)
+	time.Sleep(2 * time.Second)
+	ctx := context.Background()
+	before := m.memStats(b)
+
+	rt := &v1alpha1.RoleTemplate{ObjectMeta: metav1.ObjectMeta{Name: "bench-big"}, Spec: v1alpha1.RoleTemplateSpec{Context: v1alpha1.ContextCluster}}
+	size := 0
+	for i := 0; size < 1<<20 && len(rt.Spec.Rules) < 256; i++ {
+		r := v1alpha1.PolicyRule{APIGroups: []string{""}, Verbs: []string{"get"}}
+		for j := range 128 {
+			res := fmt.Sprintf("r%03d-%03d-%s", i, j, strings.Repeat("x", 24))
+			r.Resources = append(r.Resources, res)
+			size += len(res) + 3
+		}
+		rt.Spec.Rules = append(rt.Spec.Rules, r)
+	}
+	if err := e.hubc.Create(ctx, rt); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = client.IgnoreNotFound(e.hubc.Delete(context.Background(), rt)) })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var cur v1alpha1.RoleTemplate
+		if err := e.hubc.Get(ctx, client.ObjectKeyFromObject(rt), &cur); err != nil {
+			b.Fatal(err)
+		}
+		if c := conditions.Get(&cur, v1alpha1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
+			b.Logf("RoleTemplate of %d rules, about %d KiB: Stalled %s: %s", len(rt.Spec.Rules), size>>10, c.Reason, c.Message)
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the large RoleTemplate was never reported Stalled")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	with := m.memStats(b)
+	if err := e.hubc.Delete(ctx, rt); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	after := m.memStats(b)
+	b.ReportMetric(float64(with.HeapInuse-before.HeapInuse)/(1<<20), "heap-MiB-with-template")
+	b.Logf("manager heap in use: %s before, %s with the template, %s after deleting it; RSS %s, %s, %s",
+		mib(before.HeapInuse), mib(with.HeapInuse), mib(after.HeapInuse), mib(before.RSS), mib(with.RSS), mib(after.RSS))
 }
