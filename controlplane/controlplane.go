@@ -133,6 +133,9 @@ func Start(opts Options) (*ControlPlane, error) {
 	}
 	cfg, err := cp.env.Start()
 	if err != nil {
+		// envtest leaves what it started running when a later step (installing
+		// CRDs, say) fails: stop it, or the servers outlive the test.
+		_ = cp.env.Stop()
 		_ = os.RemoveAll(cp.dir)
 		return nil, fmt.Errorf("control plane %q: start etcd and kube-apiserver: %w", opts.Name, err)
 	}
