@@ -141,6 +141,16 @@ func BenchmarkLargeSync(b *testing.B) {
 			}
 		}
 		if ready == bindingCount {
+			// Status is whole: none is Ready while still listing a failure.
+			time.Sleep(2 * time.Second)
+			if err := e.hubc.List(ctx, &list); err != nil {
+				b.Fatal(err)
+			}
+			for _, ab := range list.Items {
+				if conditions.IsTrue(&ab, v1alpha1.ReadyCondition) && len(ab.Status.Failures) > 0 {
+					b.Fatalf("AccessBinding %s is Ready and lists failures: %+v", ab.Name, ab.Status.Failures)
+				}
+			}
 			break
 		}
 		if time.Now().After(deadline) {
