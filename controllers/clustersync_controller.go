@@ -174,7 +174,8 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		BeforeWrite: func(ctx context.Context) error { return r.ensureFinalizer(ctx, mc) },
 	})
 	if rep.Applied > 0 || rep.Pruned > 0 {
-		ctrl.LoggerFrom(ctx).V(1).Info("Synced cluster", "applied", rep.Applied, "pruned", rep.Pruned, "held", rep.Held)
+		// Only when something was written: an idle fleet logs nothing.
+		ctrl.LoggerFrom(ctx).Info("Wrote to the cluster", "applied", rep.Applied, "pruned", rep.Pruned, "held", rep.Held)
 	}
 	if errors.Is(syncErr, targetsync.ErrInterrupted) {
 		// The intents changed while this sync ran, or the target went away; the
