@@ -352,7 +352,7 @@ func (e *env) startManager(b *testing.B) *managerProc {
 		b.Fatal(err)
 	}
 	e.managers++
-	metricsAddr, healthAddr, memAddr := freeAddr(b), freeAddr(b), freeAddr(b)
+	metricsAddr, healthAddr, memAddr, hubAddr := freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b)
 	p := &managerProc{
 		done:        make(chan struct{}),
 		logPath:     filepath.Join(e.dir, fmt.Sprintf("manager-%d.log", e.managers)),
@@ -368,6 +368,7 @@ func (e *env) startManager(b *testing.B) *managerProc {
 		"--namespace="+namespace,
 		"--metrics-bind-address="+metricsAddr,
 		"--health-probe-bind-address="+healthAddr,
+		"--hub-bind-address="+hubAddr,
 	)
 	p.cmd.Env = append(os.Environ(), roleEnv+"=manager", memstatsAddrEnv+"="+memAddr)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf

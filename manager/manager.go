@@ -19,6 +19,7 @@ import (
 
 	managementv1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/controllers"
+	"github.com/drover-io/drover/hubserver"
 	"github.com/drover-io/drover/kubeconfig"
 	"github.com/drover-io/drover/version"
 )
@@ -38,6 +39,8 @@ type Options struct {
 	KubeAPIQPS   float64
 	KubeAPIBurst int
 	Controllers  controllers.Options
+	// Hub configures the hub server (agent tunnel, registration, proxy).
+	Hub hubserver.Options
 }
 
 // BindFlags registers the manager's flags.
@@ -54,6 +57,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 100, "Queries per second the manager may send to the hub's API server.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 200, "Burst of queries the manager may send to the hub's API server.")
 	o.Controllers.BindFlags(fs)
+	o.Hub.BindFlags(fs)
 }
 
 // Scheme holds every kind the manager reads or writes on the hub.
@@ -122,6 +126,16 @@ func Run(ctx context.Context, o Options) error {
 	o.Controllers.Namespace = o.Namespace
 	if _, err := controllers.SetupWithManager(ctx, mgr, o.Controllers); err != nil {
 		return err
+	}
+	if o.Hub.BindAddress != "" && o.Hub.BindAddress != "0" {
+		o.Hub.Namespace = o.Namespace
+		hub, err := hubserver.New(o.Hub, mgr.GetAPIReader(), mgr.GetClient())
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(hub); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

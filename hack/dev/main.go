@@ -110,8 +110,8 @@ type dev struct {
 	targets []*controlplane.ControlPlane
 	kwoks   []*proc
 	manager *proc
-	// metricsAddr and probesAddr are the manager's, for the banner.
-	metricsAddr, probesAddr string
+	// metricsAddr, probesAddr and hubAddr are the manager's, for the banner.
+	metricsAddr, probesAddr, hubAddr string
 	// logs are the control planes' log files, closed once they have stopped.
 	logs []*os.File
 
@@ -522,12 +522,17 @@ func (d *dev) startManager() error {
 	if d.probesAddr, err = freeAddr(); err != nil {
 		return err
 	}
+	if d.hubAddr, err = freeAddr(); err != nil {
+		return err
+	}
 	d.manager, err = startProc("manager", d.logFile("manager"), d.con.writer("manager", colorManager), d.exited,
 		d.drover,
 		"--kubeconfig="+d.kubeconfigPath("hub"),
 		"--namespace="+namespace,
 		"--metrics-bind-address="+d.metricsAddr,
 		"--health-probe-bind-address="+d.probesAddr,
+		"--hub-bind-address="+d.hubAddr,
+		"--hub-url=https://"+d.hubAddr,
 		"--zap-encoder=console",
 		"--zap-time-encoding=iso8601",
 		"--zap-stacktrace-level=panic",
@@ -649,7 +654,7 @@ func (d *dev) banner(ready string) {
 	fmt.Fprintf(&b, "\nAdmin kubeconfigs: %s\n", strings.Join(kubeconfigs, ", "))
 	fmt.Fprintf(&b, "Logs of every process: %s/ (the control planes' and kwok's only there)\n", d.rel(filepath.Join(d.dir, "logs")))
 	if d.manager != nil {
-		fmt.Fprintf(&b, "Manager: metrics http://%s/metrics, probes http://%s/readyz\n", d.metricsAddr, d.probesAddr)
+		fmt.Fprintf(&b, "Manager: metrics http://%s/metrics, probes http://%s/readyz, hub server https://%s\n", d.metricsAddr, d.probesAddr, d.hubAddr)
 	}
 	fmt.Fprintf(&b, "Ctrl-C stops everything.\n\n")
 	d.con.raw(b.String())

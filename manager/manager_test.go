@@ -1,0 +1,109 @@
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/drover-io/drover/controlplane"
+	"github.com/drover-io/drover/hubserver"
+)
+
+// TestHubServer runs the manager as `drover` does, against a real hub, and reaches
+// its hub server with the CA it publishes.
+func TestHubServer(t *testing.T) {
+	if os.Getenv(controlplane.AssetsEnv) == "" {
+		t.Skipf("%s is not set; run hack/kubebin.sh (make test does it for you)", controlplane.AssetsEnv)
+	}
+	hub, err := controlplane.Start(controlplane.Options{Name: "manager-hub", CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hub.Stop() })
+	kubeconfig := filepath.Join(t.TempDir(), "hub.kubeconfig")
+	if err := os.WriteFile(kubeconfig, hub.Kubeconfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(hub.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DefaultNamespace}}); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	done := make(chan error, 1)
+	go func() {
+		done <- Main(ctx, []string{"--kubeconfig=" + kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0",
+			"--hub-bind-address=" + addr, "--hub-url=https://" + addr, "--zap-log-level=error"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+
+	var cm corev1.ConfigMap
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.Get(ctx, client.ObjectKey{Namespace: DefaultNamespace, Name: hubserver.CAConfigMapName}, &cm)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ConfigMap %s/%s never appeared: %v", DefaultNamespace, hubserver.CAConfigMapName, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(cm.Data[hubserver.CAKey])) {
+		t.Fatal("the published CA is not PEM")
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var body []byte
+	for {
+		resp, err := hc.Get("https://" + addr + "/healthz")
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub server does not answer with the published CA: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if string(body) != "ok" {
+		t.Fatalf("/healthz: %q", body)
+	}
+	var secret corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: DefaultNamespace, Name: hubserver.TLSSecretName}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	if secret.Type != corev1.SecretTypeTLS || len(secret.Data["tls.key"]) == 0 {
+		t.Fatalf("secret %s: type %s", hubserver.TLSSecretName, secret.Type)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
+}
