@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
 )
 
@@ -47,6 +48,11 @@ type ManagedClusterReconciler struct {
 	RemoteTimeout time.Duration
 	// Results are the cluster syncer's outcomes, for the Synced condition.
 	Results *syncResults
+	// HubURL is the hub server's URL, for clusters registered with
+	// spec.registration; empty when the manager runs without the hub server.
+	HubURL string
+	// Registrations maps manifest ids to registered clusters, for the hub server.
+	Registrations *registration.Registry
 
 	controller controller.Controller
 }
@@ -55,10 +61,14 @@ type ManagedClusterReconciler struct {
 func (r *ManagedClusterReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.ManagedCluster{}, secretRefIndex, func(o client.Object) []string {
 		mc := o.(*v1alpha1.ManagedCluster)
-		if mc.Spec.Kubeconfig == nil {
-			return nil
+		switch {
+		case mc.Spec.Kubeconfig != nil:
+			return []string{mc.Spec.Kubeconfig.SecretRef.Name}
+		case mc.Spec.Registration != nil:
+			ref, _ := tokenRef(mc)
+			return []string{ref.Name}
 		}
-		return []string{mc.Spec.Kubeconfig.SecretRef.Name}
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -214,6 +224,7 @@ func (r *ManagedClusterReconciler) reconcileAgent(s *clusterScope) {
 
 // forget drops everything held for a cluster that no longer exists.
 func (r *ManagedClusterReconciler) forget(name string) {
+	r.Registrations.Remove(name)
 	r.Remote.Forget(name)
 	remote.ForgetMetrics(name)
 	forgetClusterMetrics(name)

@@ -325,6 +325,11 @@ func TestBadInput(t *testing.T) {
 		{"bad-credentials", func(t *testing.T, name string) {
 			register(t, name, kubeconfigFor(t, targets[0], badToken))
 		}, v1alpha1.ReasonUnauthorized, []string{"rejected the credentials in secret drover-system/bad-credentials-kubeconfig key 'value'"}},
+		{"registration-without-hub-server", func(t *testing.T, name string) {
+			mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.ManagedClusterSpec{
+				Registration: &v1alpha1.RegistrationSource{}}}
+			NewWithT(t).Expect(hubc.Create(context.Background(), mc)).To(Succeed())
+		}, v1alpha1.ReasonHubServerDisabled, []string{"--hub-bind-address"}},
 		{"plain-http", func(t *testing.T, name string) {
 			register(t, name, kubeconfigFor(t, targets[0], server("http://127.0.0.1:6443")))
 		}, v1alpha1.ReasonInvalidKubeconfig, []string{"https", "--allow-insecure-http-clusters"}},

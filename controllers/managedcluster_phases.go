@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -24,7 +27,9 @@ import (
 	"github.com/drover-io/drover/agent"
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/clusterfacts"
+	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/render"
 )
 
 // clusterScope carries what one reconcile learnt; setManagedClusterStatus turns it
@@ -37,6 +42,8 @@ type clusterScope struct {
 	deleting bool
 	// settling: the connection has nothing to report yet; status is left as it is.
 	settling bool
+	// registration is what status.registration says (spec.registration only).
+	registration *v1alpha1.RegistrationStatus
 	// clusterID is the target's identity, once read.
 	clusterID string
 	// warnings are what is accepted but unsafe about the connection.
@@ -80,8 +87,7 @@ func (r *ManagedClusterReconciler) reconcileConnection(ctx context.Context, s *c
 	mc := s.cluster
 	switch {
 	case mc.Spec.Registration != nil:
-		s.problem = &problem{v1alpha1.ReasonConnectionModeUnsupported,
-			"spec.registration (agent-initiated registration) is not supported by this version of Drover; use spec.kubeconfig", true}
+		r.reconcileRegistration(ctx, s)
 		return nil
 	case mc.Spec.Kubeconfig == nil:
 		s.problem = &problem{v1alpha1.ReasonNoConnectionMode,
@@ -252,4 +258,107 @@ func (r *ManagedClusterReconciler) reconcileAgentLease(ctx context.Context, s *c
 		return 0
 	}
 	return r.AgentHeartbeatTimeout - age + 100*time.Millisecond
+}
+
+// tokenRef is where a registered cluster's bootstrap token lives.
+func tokenRef(mc *v1alpha1.ManagedCluster) (ref v1alpha1.SecretKeyReference, hubCreated bool) {
+	if mc.Spec.Registration != nil && mc.Spec.Registration.TokenSecretRef != nil {
+		ref = *mc.Spec.Registration.TokenSecretRef
+	} else {
+		ref = v1alpha1.SecretKeyReference{Name: mc.Name + "-registration"}
+		hubCreated = true
+	}
+	if ref.Key == "" {
+		ref.Key = v1alpha1.DefaultTokenKey
+	}
+	return ref, hubCreated
+}
+
+// RegistrationToken reads the current bootstrap token of a cluster registered with
+// spec.registration, from the hub's cache.
+func RegistrationToken(ctx context.Context, c client.Reader, namespace, cluster string) (string, bool) {
+	mc := &v1alpha1.ManagedCluster{}
+	if err := c.Get(ctx, client.ObjectKey{Name: cluster}, mc); err != nil || mc.Spec.Registration == nil || !mc.DeletionTimestamp.IsZero() {
+		return "", false
+	}
+	ref, _ := tokenRef(mc)
+	var secret corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &secret); err != nil {
+		return "", false
+	}
+	token := string(secret.Data[ref.Key])
+	return token, len(token) >= registration.MinTokenLength
+}
+
+// reconcileRegistration makes sure a cluster registered with spec.registration has a
+// bootstrap token (creating Secret <cluster>-registration unless tokenSecretRef names
+// one), and publishes the command that installs its agent.
+func (r *ManagedClusterReconciler) reconcileRegistration(ctx context.Context, s *clusterScope) {
+	mc := s.cluster
+	if r.HubURL == "" {
+		s.problem = &problem{v1alpha1.ReasonHubServerDisabled,
+			"spec.registration needs the hub server, which this manager runs without; start it with --hub-bind-address and --hub-url, or use spec.kubeconfig", true}
+		return
+	}
+	ref, hubCreated := tokenRef(mc)
+	where := fmt.Sprintf("secret %s/%s key '%s'", r.Namespace, ref.Name, ref.Key)
+	var secret corev1.Secret
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: ref.Name}, &secret)
+	switch {
+	case apierrors.IsNotFound(err) && hubCreated:
+		token, terr := newToken()
+		if terr != nil {
+			s.problem = &problem{v1alpha1.ReasonProbeFailed, "cannot generate a bootstrap token", false}
+			return
+		}
+		secret = corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: r.Namespace,
+				Labels: map[string]string{render.ManagedByLabel: render.ManagedByValue, render.ClusterLabel: mc.Name},
+				// It goes with its ManagedCluster.
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "ManagedCluster",
+					Name: mc.Name, UID: mc.UID}}},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{ref.Key: []byte(token)},
+		}
+		if err := r.Client.Create(ctx, &secret); err != nil && !apierrors.IsAlreadyExists(err) {
+			s.problem = &problem{v1alpha1.ReasonSecretNotFound, fmt.Sprintf("cannot create %s: %s", where, describeHubError(err)), false}
+			return
+		}
+	case apierrors.IsNotFound(err):
+		s.problem = &problem{v1alpha1.ReasonSecretNotFound, fmt.Sprintf("%s does not exist; create it with a bootstrap token of at least %d characters, or drop spec.registration.tokenSecretRef to let the hub create one",
+			where, registration.MinTokenLength), true}
+		r.Registrations.Remove(mc.Name)
+		return
+	case err != nil:
+		s.problem = &problem{v1alpha1.ReasonSecretNotFound, fmt.Sprintf("cannot read %s: %s", where, describeHubError(err)), false}
+		return
+	}
+	token := string(secret.Data[ref.Key])
+	if len(token) < registration.MinTokenLength {
+		s.problem = &problem{v1alpha1.ReasonSecretKeyNotFound, fmt.Sprintf("%s must hold a bootstrap token of at least %d characters", where, registration.MinTokenLength), true}
+		r.Registrations.Remove(mc.Name)
+		return
+	}
+	r.Registrations.Set(mc.Name, registration.ID(token))
+	s.registration = &v1alpha1.RegistrationStatus{ManifestURL: registration.ManifestURL(r.HubURL, token), Command: registration.Command(r.HubURL, token)}
+	s.problem = &problem{v1alpha1.ReasonAwaitingAgent,
+		"waiting for the agent to connect to the hub: run status.registration.command with a kubeconfig for the cluster", false}
+}
+
+// newToken returns a random bootstrap token.
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// describeHubError keeps an error from the hub's API server to its status reason.
+func describeHubError(err error) string {
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		return string(st.Status().Reason)
+	}
+	return "request failed"
 }

@@ -70,6 +70,11 @@ func setConnected(s *clusterScope) {
 	if s.clusterID != "" {
 		mc.Status.ClusterID = s.clusterID
 	}
+	if s.registration != nil && !equality.Semantic.DeepEqual(mc.Status.Registration, s.registration) {
+		mc.Status.Registration = s.registration
+	} else if mc.Spec.Registration == nil && mc.Status.Registration != nil {
+		mc.Status.Registration = nil
+	}
 	setWarning(s)
 	if s.health.Version != nil && s.health.Version.GitVersion != "" {
 		mc.Status.KubernetesVersion = s.health.Version.GitVersion

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/render"
 	"github.com/drover-io/drover/targetsync"
@@ -33,7 +34,7 @@ import (
 // +kubebuilder:rbac:groups=management.drover.io,resources=managedclusters/finalizers;roletemplates/finalizers;accessbindings/finalizers;clusterprojects/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",namespace=drover-system,resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=drover-system,resources=secrets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=drover-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=drover-system,resources=configmaps,verbs=get;create
 
@@ -53,6 +54,12 @@ type Options struct {
 	Remote remote.Options
 	// SyncWorkers bounds the writes in flight to one target.
 	SyncWorkers int
+	// HubURL is the hub server's URL; empty when the manager runs without it
+	// (spec.registration then reports HubServerDisabled).
+	HubURL string
+	// Registrations receives the manifest ids of clusters registered with
+	// spec.registration, for the hub server; one is made if nil.
+	Registrations *registration.Registry
 	// HubID overrides the hub's ID (tests that run two hubs on one API server);
 	// by default it is read from, or created in, ConfigMap HubIdentityConfigMap.
 	HubID string
@@ -168,6 +175,11 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 	ctrl.Log.WithName("setup").Info("Hub identity", "hub", hubID)
 	rc := remote.New(o.Remote)
 	results := newSyncResults()
+	if o.Registrations == nil {
+		o.Registrations = registration.NewRegistry(func(ctx context.Context, cluster string) (string, bool) {
+			return RegistrationToken(ctx, mgr.GetClient(), o.Namespace, cluster)
+		})
+	}
 	mcr := &ManagedClusterReconciler{
 		Client:                mgr.GetClient(),
 		Remote:                rc,
@@ -176,6 +188,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		AgentHeartbeatTimeout: o.AgentHeartbeatTimeout,
 		RemoteTimeout:         o.RemoteTimeout,
 		Results:               results,
+		HubURL:                o.HubURL,
+		Registrations:         o.Registrations,
 	}
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)

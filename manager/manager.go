@@ -21,6 +21,7 @@ import (
 	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/hubserver"
 	"github.com/drover-io/drover/kubeconfig"
+	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/version"
 )
 
@@ -124,9 +125,6 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	o.Controllers.Namespace = o.Namespace
-	if _, err := controllers.SetupWithManager(ctx, mgr, o.Controllers); err != nil {
-		return err
-	}
 	if o.Hub.BindAddress != "" && o.Hub.BindAddress != "0" {
 		o.Hub.Namespace = o.Namespace
 		hub, err := hubserver.New(o.Hub, mgr.GetAPIReader(), mgr.GetClient())
@@ -136,6 +134,19 @@ func Run(ctx context.Context, o Options) error {
 		if err := mgr.Add(hub); err != nil {
 			return err
 		}
+		// Registration behind NAT: the manifests that install the agent.
+		reg := registration.NewRegistry(func(ctx context.Context, cluster string) (string, bool) {
+			return controllers.RegistrationToken(ctx, mgr.GetClient(), o.Namespace, cluster)
+		})
+		image := o.Controllers.AgentImage
+		hub.Handle("GET "+registration.PathPrefix+"{file}", reg.Handler(func() registration.Hub {
+			return registration.Hub{URL: hub.URL(), CA: hub.CA(), Image: image}
+		}))
+		o.Controllers.HubURL = hub.URL()
+		o.Controllers.Registrations = reg
+	}
+	if _, err := controllers.SetupWithManager(ctx, mgr, o.Controllers); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/controlplane"
 	"github.com/drover-io/drover/hubserver"
 )
@@ -35,7 +37,11 @@ func TestHubServer(t *testing.T) {
 	if err := os.WriteFile(kubeconfig, hub.Kubeconfig(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(hub.Config, client.Options{})
+	scheme, err := Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(hub.Config, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +102,87 @@ func TestHubServer(t *testing.T) {
 	if secret.Type != corev1.SecretTypeTLS || len(secret.Data["tls.key"]) == 0 {
 		t.Fatalf("secret %s: type %s", hubserver.TLSSecretName, secret.Type)
 	}
+
+	t.Run("registration manifest", func(t *testing.T) {
+		mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "edge-7"},
+			Spec: v1alpha1.ManagedClusterSpec{Registration: &v1alpha1.RegistrationSource{}}}
+		if err := c.Create(ctx, mc); err != nil {
+			t.Fatal(err)
+		}
+		url := waitManifestURL(t, c, "", deadline.Add(30*time.Second))
+		var tokenSecret corev1.Secret
+		if err := c.Get(ctx, client.ObjectKey{Namespace: DefaultNamespace, Name: "edge-7-registration"}, &tokenSecret); err != nil {
+			t.Fatal(err)
+		}
+		token := string(tokenSecret.Data["token"])
+		if len(token) < 32 {
+			t.Fatalf("token of %d characters", len(token))
+		}
+		code, body := fetch(t, hc, url)
+		if code != http.StatusOK || !strings.Contains(body, "kind: Deployment") || !strings.Contains(body, "drover-agent-hub") || !strings.Contains(body, token) {
+			t.Fatalf("manifest: %d %.200s", code, body)
+		}
+		var cur v1alpha1.ManagedCluster
+		if err := c.Get(ctx, client.ObjectKey{Name: "edge-7"}, &cur); err != nil {
+			t.Fatal(err)
+		}
+		if cur.Status.Registration.Command != "kubectl apply -f "+url || strings.Contains(url, token) {
+			t.Fatalf("status.registration: %+v", cur.Status.Registration)
+		}
+		if c := findCond(cur.Status.Conditions, v1alpha1.ReadyCondition); c == nil || c.Reason != v1alpha1.ReasonAwaitingAgent {
+			t.Fatalf("Ready: %+v", c)
+		}
+		// Revoking: delete the token; the hub makes a new one and the old URL is dead.
+		if err := c.Delete(ctx, &tokenSecret); err != nil {
+			t.Fatal(err)
+		}
+		newURL := waitManifestURL(t, c, url, time.Now().Add(30*time.Second))
+		if code, _ := fetch(t, hc, url); code != http.StatusNotFound {
+			t.Fatalf("revoked manifest URL: %d", code)
+		}
+		if code, _ := fetch(t, hc, newURL); code != http.StatusOK {
+			t.Fatalf("new manifest URL: %d", code)
+		}
+	})
+}
+
+// waitManifestURL waits until status.registration.manifestURL of edge-7 is set and
+// differs from old.
+func waitManifestURL(t *testing.T, c client.Client, old string, deadline time.Time) string {
+	t.Helper()
+	for {
+		var mc v1alpha1.ManagedCluster
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "edge-7"}, &mc); err != nil {
+			t.Fatal(err)
+		}
+		if r := mc.Status.Registration; r != nil && r.ManifestURL != "" && r.ManifestURL != old {
+			return r.ManifestURL
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status.registration never changed from %q: %+v", old, mc.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func fetch(t *testing.T, hc *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func findCond(conds []metav1.Condition, typ string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == typ {
+			return &conds[i]
+		}
+	}
+	return nil
 }
 
 func freeAddr(t *testing.T) string {

@@ -75,6 +75,12 @@ const (
 	ReasonLeaseNotFound = "LeaseNotFound"
 	// ReasonLeaseExpired: the agent stopped renewing its Lease.
 	ReasonLeaseExpired = "LeaseExpired"
+	// ReasonAwaitingAgent: the cluster is registered with spec.registration and its
+	// agent has not connected to the hub yet.
+	ReasonAwaitingAgent = "AwaitingAgent"
+	// ReasonHubServerDisabled: spec.registration needs the hub server, which the
+	// manager runs without (--hub-bind-address=0).
+	ReasonHubServerDisabled = "HubServerDisabled"
 	// ReasonDuplicateCluster: another, older ManagedCluster already manages the same
 	// target cluster (same status.clusterID); this one writes nothing there.
 	ReasonDuplicateCluster = "DuplicateCluster"

@@ -49,8 +49,9 @@ type ManagedClusterSpec struct {
 	Kubeconfig *KubeconfigSource `json:"kubeconfig,omitempty"`
 
 	// registration connects the cluster to the hub the other way round: the agent
-	// dials the hub, for clusters behind NAT. Reserved for a later release; a
-	// ManagedCluster that sets it is reported as Stalled until then.
+	// dials the hub, for clusters behind NAT. The hub keeps a bootstrap token in
+	// Secret <name>-registration (key token) unless tokenSecretRef names another,
+	// and publishes the command that installs the agent in status.registration.
 	// +optional
 	Registration *RegistrationSource `json:"registration,omitempty"`
 
@@ -97,12 +98,32 @@ func (r SecretKeyReference) KeyOrDefault() string {
 	return r.Key
 }
 
-// RegistrationSource is the agent-dials-hub connection mode (reserved).
+// RegistrationSource is the agent-dials-hub connection mode.
 type RegistrationSource struct {
-	// tokenSecretRef names the Secret, in the operator's namespace, holding the token
-	// the agent presents when it registers.
+	// tokenSecretRef names the Secret, in the operator's namespace, holding the
+	// bootstrap token the agent presents when it registers (key defaults to
+	// "token"). Without it the hub creates Secret <cluster>-registration. Deleting
+	// or changing the token revokes the old one, and the manifest URL changes.
 	// +optional
 	TokenSecretRef *SecretKeyReference `json:"tokenSecretRef,omitempty"`
+}
+
+// DefaultTokenKey is the key of the bootstrap token in its Secret.
+const DefaultTokenKey = "token"
+
+// RegistrationStatus says how to install the agent of a cluster registered with
+// spec.registration.
+type RegistrationStatus struct {
+	// manifestURL serves the agent's manifest for this cluster: apply it in the
+	// cluster. It embeds a value derived from the bootstrap token, so treat it as
+	// a secret; it changes when the token does.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	ManifestURL string `json:"manifestURL,omitempty"`
+	// command installs the agent: run it with a kubeconfig for the cluster.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2100
+	Command string `json:"command,omitempty"`
 }
 
 // NodeCounts counts a cluster's nodes.
@@ -183,6 +204,10 @@ type ManagedClusterStatus struct {
 	// agent is what the hub knows of the agent.
 	// +optional
 	Agent *AgentStatus `json:"agent,omitempty"`
+
+	// registration says how to install the agent (spec.registration only).
+	// +optional
+	Registration *RegistrationStatus `json:"registration,omitempty"`
 }
 
 // ManagedCluster is a target cluster that Drover manages: how to reach it, and what
