@@ -121,15 +121,52 @@ func Main(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("drover agent takes no arguments, got %q", fs.Args())
 	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
+	cfg, err := kf.RESTConfig()
+	if o.ClusterName == "" {
+		// No hub flags: the registration manifest's Secret says who we are, read
+		// through the kubeconfig, so that the agent behaves the same inside the
+		// cluster and outside it.
+		if err != nil {
+			return fmt.Errorf("--cluster-name is required unless Secret %s/%s can be read through the kubeconfig: %w", o.Namespace, HubSecretName, err)
+		}
+		if o.ClusterName, err = clusterFromHubSecret(ctx, cfg, o.Namespace); err != nil {
+			return err
+		}
+	}
 	if err := o.validate(); err != nil {
 		return err
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
-	cfg, err := kf.RESTConfig()
 	if err != nil {
 		return err
 	}
 	return Run(ctx, cfg, o)
+}
+
+// HubSecretName is the Secret, in the agent's namespace, that the registration
+// manifest installs: it tells the agent its cluster's name and how to reach the hub.
+const HubSecretName = "drover-agent-hub"
+
+// clusterFromHubSecret reads the cluster's name from Secret drover-agent-hub.
+func clusterFromHubSecret(ctx context.Context, cfg *rest.Config, namespace string) (string, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := cs.CoreV1().Secrets(namespace).Get(rctx, HubSecretName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", fmt.Errorf("--cluster-name is required: Secret %s/%s does not exist (apply the registration manifest from status.registration.command on the hub, or pass --cluster-name)", namespace, HubSecretName)
+	case err != nil:
+		return "", fmt.Errorf("--cluster-name is required unless Secret %s/%s can be read: %w", namespace, HubSecretName, err)
+	}
+	name := string(s.Data["cluster"])
+	if name == "" {
+		return "", fmt.Errorf("secret %s/%s has no key 'cluster'; apply the registration manifest again, or pass --cluster-name", namespace, HubSecretName)
+	}
+	return name, nil
 }
 
 // Run renews the agent's Lease in the cluster cfg points at every o.RenewInterval

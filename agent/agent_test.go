@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,10 +24,49 @@ import (
 
 func TestMainRequiresClusterName(t *testing.T) {
 	g := NewWithT(t)
+	// No kubeconfig to read Secret drover-agent-hub through either.
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "missing"))
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	for _, args := range [][]string{nil, {"--namespace", "elsewhere"}, {"--cluster-name", ""}} {
 		err := agent.Main(context.Background(), args)
-		g.Expect(err).To(MatchError("--cluster-name is required"), "args %q", args)
+		g.Expect(err).To(MatchError(ContainSubstring("--cluster-name is required unless Secret")), "args %q", args)
 	}
+}
+
+// TestMainReadsHubSecret: with no hub flags, the agent learns its cluster's name from
+// Secret drover-agent-hub, read through its kubeconfig, as the Deployment does inside
+// the cluster.
+func TestMainReadsHubSecret(t *testing.T) {
+	g := NewWithT(t)
+	cp, err := controlplane.Start(controlplane.Options{Name: "agent-hub-secret"})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { g.Expect(cp.Stop()).To(Succeed()) }()
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	g.Expect(err).NotTo(HaveOccurred())
+	kubeconfig := filepath.Join(t.TempDir(), "target.kubeconfig")
+	g.Expect(os.WriteFile(kubeconfig, cp.Kubeconfig(), 0o600)).To(Succeed())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: agent.DefaultNamespace}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	// Without the Secret: a clear error.
+	err = agent.Main(ctx, []string{"--kubeconfig=" + kubeconfig})
+	g.Expect(err).To(MatchError(ContainSubstring("Secret drover-system/drover-agent-hub does not exist")))
+
+	_, err = cs.CoreV1().Secrets(agent.DefaultNamespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: agent.HubSecretName},
+		StringData: map[string]string{"cluster": "edge-7", "url": "https://hub.example.com", "token": "t"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- agent.Main(agentCtx, []string{"--kubeconfig=" + kubeconfig, "--zap-log-level=error"}) }()
+	g.Eventually(func(g Gomega) {
+		l, err := cs.CoordinationV1().Leases(agent.DefaultNamespace).Get(ctx, agent.DefaultLeaseName, metav1.GetOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(l.Spec.HolderIdentity).To(HaveValue(Equal(agent.HolderIdentityPrefix + "edge-7")))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	stopAgent()
+	g.Expect(<-done).To(Succeed())
 }
 
 func TestRunRejectsInvalidOptions(t *testing.T) {

@@ -63,6 +63,9 @@ func Agent(cluster, image string) []client.Object {
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{AgentName}, Verbs: []string{"get", "update", "patch"}},
+				// The registration manifest's Secret: the hub's address and the
+				// cluster's name (drover agent with no hub flags).
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"drover-agent-hub"}, Verbs: []string{"get"}},
 			},
 		},
 		&rbacv1.RoleBinding{
