@@ -101,7 +101,7 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 			if ok, _ := render.Selects(*placement, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok {
 				continue
 			}
-			rows = append(rows, r.row(mc.Name, b.Name, b.Generation, prev))
+			rows = append(rows, r.row(&mc, b.Name, b.Generation, prev))
 		}
 	}
 	setIntentStatus(b, problem, rows, "selected")
@@ -114,8 +114,8 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 	return nil
 }
 
-func (r *AccessBindingReconciler) row(cluster, name string, gen int64, prev previous) clusterRow {
-	return rowFor(r.Results, cluster, gen, prev, func(res clusterResult) (itemResult, bool) {
+func (r *AccessBindingReconciler) row(mc *v1alpha1.ManagedCluster, name string, gen int64, prev previous) clusterRow {
+	return rowFor(r.Results, mc, gen, prev, func(res clusterResult) (itemResult, bool) {
 		it, ok := res.Bindings[name]
 		return it, ok
 	})
@@ -135,10 +135,13 @@ type clusterRow struct {
 // rowFor reads one cluster's result for one intent at generation gen. A cluster not
 // synced since the manager started gets what the intent's status last said of it
 // (prev), so that a restart does not flap status.
-func rowFor(results *syncResults, cluster string, gen int64, prev previous, pick func(clusterResult) (itemResult, bool)) clusterRow {
+func rowFor(results *syncResults, mc *v1alpha1.ManagedCluster, gen int64, prev previous, pick func(clusterResult) (itemResult, bool)) clusterRow {
+	cluster := mc.Name
 	res, ok := results.get(cluster)
 	switch {
-	case !ok && prev.valid:
+	case !ok && prev.valid && results.before(mc.CreationTimestamp.Time):
+		// Only a cluster that existed before the manager started can have been
+		// described by the intent's status; a newer one is pending.
 		if row, failed := prev.failures[cluster]; failed {
 			row.previous = true
 			return row

@@ -90,7 +90,7 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 			continue
 		}
 		var it itemResult
-		row := rowFor(r.Results, mc.Name, p.Generation, prev, func(res clusterResult) (itemResult, bool) {
+		row := rowFor(r.Results, &mc, p.Generation, prev, func(res clusterResult) (itemResult, bool) {
 			i, ok := res.Projects[p.Name]
 			it = i
 			return i, ok

@@ -14,8 +14,10 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/cluster-api/util/conditions"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -60,7 +62,9 @@ const missingRoleRecheck = 30 * time.Second
 // or edited object is restored at once. It adds the cleanup finalizer just before its
 // first write into a target, and on deletion prunes everything it applied there.
 type ClusterSyncReconciler struct {
-	Client        client.Client
+	Client client.Client
+	// Reader reads straight from the API server, when the cache is behind.
+	Reader        client.Reader
 	Remote        *remote.Cache
 	Results       *syncResults
 	Recorder      events.EventRecorder
@@ -87,7 +91,9 @@ func (r *ClusterSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		Named("clustersync").
 		For(&v1alpha1.ManagedCluster{}, builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, deletionPredicate(), clusterIDChanged()))).
+			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, deletionPredicate(), clusterIDChanged(),
+			connectedChanged()))).
+		Watches(&v1alpha1.ManagedCluster{}, duplicatePeers(r.Client)).
 		Watches(&v1alpha1.RoleTemplate{}, allClusters, intentChanged).
 		Watches(&v1alpha1.AccessBinding{}, allClusters, intentChanged).
 		Watches(&v1alpha1.ClusterProject{}, allClusters, intentChanged).
@@ -108,6 +114,58 @@ func clusterIDChanged() predicate.Predicate {
 		o, ok1 := e.ObjectOld.(*v1alpha1.ManagedCluster)
 		n, ok2 := e.ObjectNew.(*v1alpha1.ManagedCluster)
 		return ok1 && ok2 && o.Status.ClusterID != n.Status.ClusterID
+	}}
+}
+
+// duplicatePeers enqueues the other ManagedClusters of the same target (same
+// status.clusterID) when one goes, or its identity changes: a duplicate waiting
+// behind it may now take over.
+func duplicatePeers(c client.Client) handler.EventHandler {
+	peers := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
+		ids := map[string]string{}
+		for _, o := range objs {
+			if mc, ok := o.(*v1alpha1.ManagedCluster); ok && mc.Status.ClusterID != "" {
+				ids[mc.Status.ClusterID] = mc.Name
+			}
+		}
+		if len(ids) == 0 {
+			return
+		}
+		var list v1alpha1.ManagedClusterList
+		if err := c.List(ctx, &list); err != nil {
+			return
+		}
+		for _, mc := range list.Items {
+			if self, ok := ids[mc.Status.ClusterID]; ok && mc.Name != self {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: mc.Name}})
+			}
+		}
+	}
+	return handler.Funcs{
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			o, ok1 := e.ObjectOld.(*v1alpha1.ManagedCluster)
+			n, ok2 := e.ObjectNew.(*v1alpha1.ManagedCluster)
+			if ok1 && ok2 && (o.Status.ClusterID != n.Status.ClusterID || o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero()) {
+				peers(ctx, q, o, n)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			peers(ctx, q, e.Object)
+		},
+	}
+}
+
+// connectedChanged passes status updates that change a cluster's Connected
+// condition, which says why a cluster without a connection is not synced.
+func connectedChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*v1alpha1.ManagedCluster)
+		n, ok2 := e.ObjectNew.(*v1alpha1.ManagedCluster)
+		if !ok1 || !ok2 {
+			return false
+		}
+		a, b := conditions.Get(o, v1alpha1.ConnectedCondition), conditions.Get(n, v1alpha1.ConnectedCondition)
+		return (a == nil) != (b == nil) || (a != nil && (a.Status != b.Status || a.Reason != b.Reason || a.Message != b.Message))
 	}}
 }
 
@@ -136,6 +194,17 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, nil
 	}
 	cl := r.Remote.Get(mc.Name)
+	if c := conditions.Get(mc, v1alpha1.ConnectedCondition); cl == nil && c != nil && c.Status == metav1.ConditionFalse {
+		// No connection, and the ManagedCluster says why (a missing Secret, an
+		// invalid kubeconfig, an agent not connected yet): the intents' status
+		// says so too.
+		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonDisconnected, Message: "the cluster is not connected: " + c.Message}, true)
+		return ctrl.Result{}, nil
+	}
+	if cl != nil && cl.Health().Connected && cl.ID() == "" && cl.IdentityError() != "" {
+		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonIdentityUnknown, Message: cl.IdentityError()}, true)
+		return ctrl.Result{}, nil
+	}
 	if cl == nil || !cl.Health().Probed || (cl.Health().Connected && (cl.Client() == nil || cl.ID() == "")) {
 		// Not known yet (just started, or the connection is being set up): keep
 		// whatever was recorded, so that a restart does not flap every intent's
@@ -170,7 +239,9 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		Adoptable: res.Adoptable, NamespacePolicy: res.NamespacePolicy, Hold: res.Hold, UseExisting: res.UseExisting,
 		// Stop between writes when the intents change (start again from the new
 		// state) or the target stops answering (its connection event comes back).
-		Interrupted: func() bool { return r.rev.Load() != rev || !cl.Health().Connected },
+		Interrupted: func() bool {
+			return r.rev.Load() != rev || !cl.Health().Connected || r.Remote.Get(mc.Name) != cl
+		},
 		BeforeWrite: func(ctx context.Context) error { return r.ensureFinalizer(ctx, mc) },
 	})
 	if rep.Applied > 0 || rep.Pruned > 0 {
@@ -202,9 +273,13 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	r.Results.set(mc.Name, outcome, true)
 	switch {
 	case syncErr != nil:
-		return ctrl.Result{}, syncErr
+		// In Drover's words: controller-runtime logs what is returned, and a
+		// target's own messages never go to the log.
+		reason, msg := remote.Describe(syncErr)
+		return ctrl.Result{}, fmt.Errorf("cluster %s: sync failed: %s (%s)", mc.Name, msg, reason)
 	case roleErr != nil:
-		return ctrl.Result{}, roleErr
+		reason, msg := remote.Describe(roleErr)
+		return ctrl.Result{}, fmt.Errorf("cluster %s: checking the ClusterRoles bindings refer to failed: %s (%s)", mc.Name, msg, reason)
 	case len(rep.Failed) > 0 || len(rep.PruneFailed) > 0:
 		// Rejected writes are retried with the controller's backoff.
 		return ctrl.Result{}, fmt.Errorf("cluster %s: %d objects could not be applied and %d not pruned", mc.Name, len(rep.Failed), len(rep.PruneFailed))
@@ -276,16 +351,39 @@ func (r *ClusterSyncReconciler) ensureFinalizer(ctx context.Context, mc *v1alpha
 	if controllerutil.ContainsFinalizer(mc, ManagedClusterFinalizer) {
 		return nil
 	}
-	base := mc.DeepCopy()
-	obj := mc.DeepCopy()
-	controllerutil.AddFinalizer(obj, ManagedClusterFinalizer)
-	if err := r.Client.Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-		return err
+	return r.patchFinalizers(ctx, mc.Name, func(obj *v1alpha1.ManagedCluster) (bool, error) {
+		if !obj.DeletionTimestamp.IsZero() {
+			return false, errors.New("the cluster is being deleted")
+		}
+		return controllerutil.AddFinalizer(obj, ManagedClusterFinalizer), nil
+	})
+}
+
+// patchFinalizers changes a ManagedCluster's finalizers with an optimistic lock,
+// reading it again from the API server when the cache was behind, so that no
+// finalizer someone else added meanwhile is lost.
+func (r *ClusterSyncReconciler) patchFinalizers(ctx context.Context, name string, change func(*v1alpha1.ManagedCluster) (bool, error)) error {
+	var reader client.Reader = r.Client
+	var err error
+	for range 5 {
+		obj := &v1alpha1.ManagedCluster{}
+		if err = reader.Get(ctx, client.ObjectKey{Name: name}, obj); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		base := obj.DeepCopy()
+		changed, cerr := change(obj)
+		if cerr != nil || !changed {
+			return cerr
+		}
+		err = r.Client.Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+		if !apierrors.IsConflict(err) {
+			return client.IgnoreNotFound(err)
+		}
+		if r.Reader != nil {
+			reader = r.Reader
+		}
 	}
-	if !obj.DeletionTimestamp.IsZero() {
-		return errors.New("the cluster is being deleted")
-	}
-	return nil
+	return err
 }
 
 // reconcileDelete removes what this hub applied in the target (deletionPolicy
@@ -313,7 +411,11 @@ func (r *ClusterSyncReconciler) reconcileDelete(ctx context.Context, mc *v1alpha
 	}
 	why := "the cluster is unreachable"
 	if cl != nil && cl.Health().Connected && cl.Client() != nil {
-		if other := r.duplicateOf(ctx, mc, cl.ID()); other != "" {
+		id := cl.ID()
+		if id == "" {
+			id = mc.Status.ClusterID
+		}
+		if other := r.duplicateOf(ctx, mc, id); other != "" {
 			// Never remove what the other ManagedCluster of this target holds.
 			r.event(mc, corev1.EventTypeNormal, "CleanupSkipped", "ManagedCluster "+other+" manages this cluster: nothing in the target was touched")
 			return ctrl.Result{}, r.release(ctx, mc)
@@ -345,12 +447,9 @@ func (r *ClusterSyncReconciler) reconcileDelete(ctx context.Context, mc *v1alpha
 }
 
 func (r *ClusterSyncReconciler) release(ctx context.Context, mc *v1alpha1.ManagedCluster) error {
-	base := mc.DeepCopy()
-	controllerutil.RemoveFinalizer(mc, ManagedClusterFinalizer)
-	if err := r.Client.Patch(ctx, mc, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	return nil
+	return r.patchFinalizers(ctx, mc.Name, func(obj *v1alpha1.ManagedCluster) (bool, error) {
+		return controllerutil.RemoveFinalizer(obj, ManagedClusterFinalizer), nil
+	})
 }
 
 func (r *ClusterSyncReconciler) event(mc *v1alpha1.ManagedCluster, typ, reason, msg string) {

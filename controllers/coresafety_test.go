@@ -7,10 +7,13 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/cluster-api/util/conditions"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -407,4 +410,52 @@ func runAgent(t *testing.T, target *controlplane.ControlPlane, cluster string) (
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// TestDuplicateTakesOver: when the ManagedCluster that managed a target goes (with
+// deletionPolicy Orphan), the duplicate waiting behind it takes over at once.
+func TestDuplicateTakesOver(t *testing.T) {
+	g := NewWithT(t)
+	register(t, "takeover-a", targets[1].Kubeconfig(), func(mc *v1alpha1.ManagedCluster) { mc.Spec.DeletionPolicy = v1alpha1.DeletionPolicyOrphan })
+	readyCluster(t, "takeover-a")
+	register(t, "takeover-b", targets[1].Kubeconfig())
+	t.Cleanup(func() { deleteAndWait(t, "takeover-b") })
+	g.Eventually(func(g Gomega) {
+		expectCondition(g, getCluster(g, "takeover-b"), v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.ReasonDuplicateCluster)
+	}, timeout, 100*time.Millisecond).Should(Succeed())
+	deleteAndWait(t, "takeover-a")
+	g.Eventually(func(g Gomega) {
+		mc := getCluster(g, "takeover-b")
+		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionTrue, "")
+		expectCondition(g, mc, v1alpha1.SyncedCondition, metav1.ConditionTrue, "")
+	}, timeout, 100*time.Millisecond).Should(Succeed())
+	// The agent A left behind is B's now.
+	var sa corev1.ServiceAccount
+	g.Expect(targetClient(t, targets[1]).Get(context.Background(), client.ObjectKey{Namespace: controllers.AgentNamespace, Name: controllers.AgentName}, &sa)).To(Succeed())
+	g.Expect(sa.Labels).To(HaveKeyWithValue(render.ClusterLabel, "takeover-b"))
+}
+
+// TestIdentityUnknown: credentials that reach the API server but cannot read
+// namespace kube-system get a clear reason, and nothing is synced.
+func TestIdentityUnknown(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	tc := targetClient(t, targets[0])
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "no-rights"}}
+	g.Expect(client.IgnoreAlreadyExists(tc.Create(ctx, sa))).To(Succeed())
+	tr := &authenticationv1.TokenRequest{}
+	g.Expect(tc.SubResource("token").Create(ctx, sa, tr)).To(Succeed())
+	register(t, "no-identity", kubeconfigFor(t, targets[0], func(c *clientcmdapi.Config) {
+		for n := range c.AuthInfos {
+			c.AuthInfos[n] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+		}
+	}))
+	t.Cleanup(func() { deleteAndWait(t, "no-identity") })
+	g.Eventually(func(g Gomega) {
+		mc := getCluster(g, "no-identity")
+		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonIdentityUnknown)
+		g.Expect(conditions.GetMessage(mc, v1alpha1.ReadyCondition)).To(ContainSubstring("get on namespaces"))
+		g.Expect(conditions.GetMessage(mc, v1alpha1.ReadyCondition)).NotTo(ContainSubstring(tr.Status.Token))
+	}, timeout, 100*time.Millisecond).Should(Succeed())
+	g.Expect(getCluster(g, "no-identity").Finalizers).To(BeEmpty(), "nothing may be written before the cluster is identified")
 }

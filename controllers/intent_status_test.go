@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,30 +70,39 @@ func TestSetIntentStatus(t *testing.T) {
 func TestRowFor(t *testing.T) {
 	r := newSyncResults()
 	pick := func(res clusterResult) (itemResult, bool) { it, ok := res.Bindings["b"]; return it, ok }
+	cluster := func(name string, created time.Time) *v1alpha1.ManagedCluster {
+		return &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(created)}}
+	}
+	old := r.started.Add(-time.Hour)
+	x, y := cluster("x", old), cluster("y", old)
 	none := previous{}
-	if row := rowFor(r, "x", 1, none, pick); row.reason != ReasonPending {
+	if row := rowFor(r, x, 1, none, pick); row.reason != ReasonPending {
 		t.Errorf("unknown cluster: %+v", row)
 	}
 	// After a restart, a cluster not synced yet keeps what status said of it.
 	prev := previousOf(1, 1, []v1alpha1.ClusterFailure{{Cluster: "y", Reason: ReasonConflict, Message: "taken"}})
-	if row := rowFor(r, "x", 1, prev, pick); !row.synced || !row.previous {
+	if row := rowFor(r, x, 1, prev, pick); !row.synced || !row.previous {
 		t.Errorf("unknown cluster, status said synced: %+v", row)
 	}
-	if row := rowFor(r, "y", 1, prev, pick); row.synced || row.reason != ReasonConflict || !row.previous {
+	if row := rowFor(r, y, 1, prev, pick); row.synced || row.reason != ReasonConflict || !row.previous {
 		t.Errorf("unknown cluster, status said failed: %+v", row)
 	}
-	if row := rowFor(r, "x", 2, previousOf(2, 1, nil), pick); row.synced || row.reason != ReasonPending {
+	// A cluster created since the manager started was never described: pending.
+	if row := rowFor(r, cluster("new", r.started.Add(time.Second)), 1, prev, pick); row.synced || row.reason != ReasonPending {
+		t.Errorf("new cluster: %+v", row)
+	}
+	if row := rowFor(r, x, 2, previousOf(2, 1, nil), pick); row.synced || row.reason != ReasonPending {
 		t.Errorf("status of an older generation must not count: %+v", row)
 	}
 	r.set("x", clusterResult{Reason: v1alpha1.ReasonDisconnected, Message: "gone"}, true)
-	if row := rowFor(r, "x", 1, prev, pick); row.reason != v1alpha1.ReasonDisconnected {
+	if row := rowFor(r, x, 1, prev, pick); row.reason != v1alpha1.ReasonDisconnected {
 		t.Errorf("disconnected: %+v", row)
 	}
 	r.set("x", clusterResult{Synced: true, Bindings: map[string]itemResult{"b": {Generation: 1, OK: true}}}, true)
-	if row := rowFor(r, "x", 1, none, pick); !row.synced {
+	if row := rowFor(r, x, 1, none, pick); !row.synced {
 		t.Errorf("synced: %+v", row)
 	}
-	if row := rowFor(r, "x", 2, none, pick); row.synced || row.reason != ReasonPending {
+	if row := rowFor(r, x, 2, none, pick); row.synced || row.reason != ReasonPending {
 		t.Errorf("older generation must not count: %+v", row)
 	}
 }

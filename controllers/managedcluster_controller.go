@@ -77,6 +77,7 @@ func (r *ManagedClusterReconciler) SetupWithManager(ctx context.Context, mgr ctr
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{},
 			predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersForSecret)).
+		Watches(&v1alpha1.ManagedCluster{}, duplicatePeers(r.Client)).
 		WatchesRawSource(r.Remote.Source()).
 		WatchesRawSource(r.Results.Source(kindManagedCluster)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
@@ -167,6 +168,12 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clusterScope) (ctrl.Result, error) {
 	cl := r.reconcileConnection(ctx, s)
+	if cl != nil && s.health.Connected && cl.ID() == "" && cl.IdentityError() != "" {
+		// Reached, but not identified: nothing is synced until it is, and status
+		// says so rather than keep what it said before.
+		s.problem = &problem{v1alpha1.ReasonIdentityUnknown, cl.IdentityError(), false}
+		return ctrl.Result{}, nil
+	}
 	if cl != nil && s.problem == nil && conditions.Has(s.cluster, v1alpha1.ReadyCondition) &&
 		(!s.health.Probed || (s.health.Connected && (cl.Client() == nil || cl.ID() == ""))) {
 		// The connection is being (re)built, after a restart say: what status says

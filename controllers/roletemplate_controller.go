@@ -73,7 +73,7 @@ func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.Role
 				continue
 			}
 			name := t.Name
-			rows = append(rows, rowFor(r.Results, mc.Name, t.Generation, prev, func(res clusterResult) (itemResult, bool) {
+			rows = append(rows, rowFor(r.Results, &mc, t.Generation, prev, func(res clusterResult) (itemResult, bool) {
 				it, ok := res.Templates[name]
 				return it, ok
 			}))

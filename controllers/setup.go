@@ -194,7 +194,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)
 	}
-	syncer := &ClusterSyncReconciler{Client: mgr.GetClient(), Remote: rc, Results: results, RemoteTimeout: o.RemoteTimeout,
+	syncer := &ClusterSyncReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Remote: rc, Results: results, RemoteTimeout: o.RemoteTimeout,
 		Recorder: mgr.GetEventRecorder("drover-clustersync"), Hub: hubID, AgentImage: o.AgentImage, Workers: o.SyncWorkers,
 		DeletionTimeout: o.DeletionTimeout}
 	if err := syncer.SetupWithManager(mgr); err != nil {

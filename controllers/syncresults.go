@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -51,6 +52,9 @@ type clusterResult struct {
 // controllers turn it into AccessBinding and RoleTemplate status. It is rebuilt after
 // a restart by the first sync of each cluster, which every connection triggers.
 type syncResults struct {
+	// started is when the manager started: only clusters created before it can
+	// have been described by status that a restart should keep.
+	started  time.Time
 	mu       sync.Mutex
 	clusters map[string]clusterResult
 	queues   map[string][]workqueue.TypedRateLimitingInterface[reconcile.Request]
@@ -99,7 +103,7 @@ func sortedNames(m map[string]itemResult) []string {
 }
 
 func newSyncResults() *syncResults {
-	return &syncResults{clusters: map[string]clusterResult{}, queues: map[string][]workqueue.TypedRateLimitingInterface[reconcile.Request]{}}
+	return &syncResults{started: time.Now(), clusters: map[string]clusterResult{}, queues: map[string][]workqueue.TypedRateLimitingInterface[reconcile.Request]{}}
 }
 
 // Source feeds a status controller of the given kind ("AccessBinding" or
@@ -112,6 +116,9 @@ func (r *syncResults) Source(kind string) source.Source {
 		return nil
 	})
 }
+
+// before tells whether t is before the manager started.
+func (r *syncResults) before(t time.Time) bool { return t.Before(r.started) }
 
 // get returns a cluster's result.
 func (r *syncResults) get(cluster string) (clusterResult, bool) {

@@ -127,6 +127,7 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	id      string
+	idErr   string
 	health  Health
 	watches sets.Set[string]
 	// cache and client exist once the cluster has been reached: building the cache
@@ -218,14 +219,25 @@ func (c *Cluster) identify(timeout time.Duration) bool {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	if err := c.Reader.Get(ctx, client.ObjectKey{Name: metav1.NamespaceSystem}, m); err != nil {
-		reason, _ := Classify(err, c.Endpoint, c.source)
+		reason, msg := Describe(err)
 		ctrl.Log.WithName("remote").V(1).Info("Cannot read the cluster's identity yet", "cluster", c.Name, "reason", reason)
-		return false
+		c.mu.Lock()
+		changed := c.idErr == ""
+		c.idErr = fmt.Sprintf("cannot read namespace kube-system of %s to identify the cluster: %s; the credentials in %s need get on namespaces", c.Endpoint, msg, c.source)
+		c.mu.Unlock()
+		return changed
 	}
 	c.mu.Lock()
-	c.id = string(m.UID)
+	c.id, c.idErr = string(m.UID), ""
 	c.mu.Unlock()
 	return true
+}
+
+// IdentityError says why the target's identity could not be read, or "".
+func (c *Cluster) IdentityError() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idErr
 }
 
 // IDs returns the identity of every connection that has one, by cluster name.

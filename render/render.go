@@ -168,13 +168,17 @@ type Result struct {
 // HeldKey is the key of an intent in Result.Hold.
 func HeldKey(label, name string) string { return label + "=" + name }
 
-// Held tells whether an object in a target belongs to an intent in hold, by its
-// intent labels. An object of a project that no longer exists is never held.
+// Held tells whether an object in a target belongs to an intent in hold. Only the
+// intent that owns the object counts: a binding's objects are its AccessBinding's
+// (they also carry their template's and project's labels, but a binding whose
+// template or project cannot be resolved is held itself), a project's objects its
+// ClusterProject's, a ClusterRole its RoleTemplate's. So deleting a binding revokes
+// it even while its template is held.
 func Held(hold map[string]bool, o client.Object) bool {
 	l := o.GetLabels()
-	for _, key := range []string{RoleTemplateLabel, AccessBindingLabel, ProjectLabel} {
-		if v := l[key]; v != "" && hold[HeldKey(key, v)] {
-			return true
+	for _, key := range []string{AccessBindingLabel, ProjectLabel, RoleTemplateLabel} {
+		if v := l[key]; v != "" {
+			return hold[HeldKey(key, v)]
 		}
 	}
 	return false
@@ -222,7 +226,14 @@ func Render(cluster Cluster, in Intents) Result {
 		if err != nil {
 			// Fail safe: a placement that cannot be evaluated keeps the project
 			// (and the bindings in it) as last applied, rather than unplacing it.
+			// Its claims on namespaces stand, so that no younger project takes
+			// (and so releases or deletes) one of them meanwhile.
 			res.Hold[HeldKey(ProjectLabel, p.Name)] = true
+			for _, ns := range p.Spec.Namespaces {
+				if _, taken := owner[ns.Name]; !taken {
+					owner[ns.Name] = p.Name
+				}
+			}
 			continue
 		}
 		if !ok {

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -322,5 +323,51 @@ func TestEquivalent(t *testing.T) {
 	}
 	if Equivalent(rb, &rbacv1.ClusterRoleBinding{}) {
 		t.Error("different kinds are never equivalent")
+	}
+}
+
+func TestHeldOwningIntentOnly(t *testing.T) {
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{
+		AccessBindingLabel: "b", RoleTemplateLabel: "t", ProjectLabel: "p"}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ProjectLabel: "p"}}}
+	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{RoleTemplateLabel: "t"}}}
+	cases := []struct {
+		name string
+		hold map[string]bool
+		obj  client.Object
+		want bool
+	}{
+		{"binding held", map[string]bool{HeldKey(AccessBindingLabel, "b"): true}, rb, true},
+		{"only its template held: a deleted binding still goes", map[string]bool{HeldKey(RoleTemplateLabel, "t"): true}, rb, false},
+		{"only its project held: a deleted binding still goes", map[string]bool{HeldKey(ProjectLabel, "p"): true}, rb, false},
+		{"project namespace, project held", map[string]bool{HeldKey(ProjectLabel, "p"): true}, ns, true},
+		{"template role, template held", map[string]bool{HeldKey(RoleTemplateLabel, "t"): true}, cr, true},
+		{"nothing held", nil, cr, false},
+	}
+	for _, c := range cases {
+		if got := Held(c.hold, c.obj); got != c.want {
+			t.Errorf("%s: got %v", c.name, got)
+		}
+	}
+}
+
+// A project whose placement cannot be evaluated keeps its claims: a younger project
+// listing the same namespace does not get it meanwhile.
+func TestHeldProjectKeepsItsNamespaces(t *testing.T) {
+	older := project("a", v1alpha1.ClusterSelection{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"not a key!": "x"}}}, "data")
+	older.CreationTimestamp = metav1.NewTime(metav1.Now().Add(-time.Hour))
+	younger := project("b", v1alpha1.ClusterSelection{Names: []string{"c1"}}, "data", "own")
+	younger.CreationTimestamp = metav1.Now()
+	res := Render(Cluster{Name: "c1"}, Intents{Projects: []v1alpha1.ClusterProject{older, younger}})
+	if !res.Hold[HeldKey(ProjectLabel, "a")] {
+		t.Fatal("project a is not held")
+	}
+	for _, o := range res.Objects {
+		if o.GetName() == "data" {
+			t.Fatalf("namespace data was given to project %s while project a is held", o.GetLabels()[ProjectLabel])
+		}
+	}
+	if len(res.NamespacesLost["b"]) != 1 {
+		t.Fatalf("project b should be told it does not get data: %v", res.NamespacesLost)
 	}
 }

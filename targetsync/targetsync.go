@@ -29,7 +29,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -247,7 +251,13 @@ var ErrConflict = errors.New("exists and is not managed by this Drover hub for t
 func DescribeStatus(err error) (string, string) {
 	var s apierrors.APIStatus
 	if errors.As(err, &s) {
-		return string(s.Status().Reason), fmt.Sprintf("the target refused it (%d %s)", s.Status().Code, s.Status().Reason)
+		// Only the code: the status's reason and message come from the target.
+		code := int(s.Status().Code)
+		reason := strings.ReplaceAll(http.StatusText(code), " ", "")
+		if reason == "" {
+			reason = "HTTP" + strconv.Itoa(code)
+		}
+		return reason, fmt.Sprintf("the target refused it (%d %s)", code, http.StatusText(code))
 	}
 	return "Failed", "the request failed"
 }
@@ -366,6 +376,17 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	if err != nil {
 		return rep, err
 	}
+	// A namespace used as it is (never labelled) needs no write: leave it out, so
+	// that a sync with nothing else to do writes nothing, not even the finalizer.
+	pending = slices.DeleteFunc(pending, func(d client.Object) bool {
+		key := KeyOf(d)
+		m, ok := existing[key]
+		if key.Kind != "Namespace" || !ok || !opts.UseExisting[key.Name] {
+			return false
+		}
+		ow, _ := s.ownerOf(m)
+		return ow == ownerNone
+	})
 	if len(pending) == 0 {
 		return rep, nil
 	}
@@ -474,17 +495,7 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep
 				rep.Held++
 				continue
 			}
-			if ns, ok := obj.(*corev1.Namespace); ok {
-				if policy, ok := opts.NamespacePolicy[ns.Labels[render.ProjectLabel]]; ok {
-					ns = ns.DeepCopy()
-					if ns.Annotations == nil {
-						ns.Annotations = map[string]string{}
-					}
-					ns.Annotations[render.NamespaceDeletionPolicyAnnotation] = policy
-					obj = ns
-				}
-			}
-			gone = append(gone, obj)
+			gone = append(gone, withPolicy(obj, opts, obj.GetLabels()[render.ProjectLabel]))
 		}
 		if len(gone) > 0 {
 			if err := s.beforeWrite(ctx); err != nil {
@@ -507,6 +518,25 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep
 		}
 	}
 	return nil
+}
+
+// withPolicy returns a namespace with the deletion policy its project (still there)
+// has now, rather than the one it was last applied with; anything else unchanged.
+func withPolicy(obj client.Object, opts Options, project string) client.Object {
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return obj
+	}
+	policy, ok := opts.NamespacePolicy[project]
+	if !ok {
+		return obj
+	}
+	ns = ns.DeepCopy()
+	if ns.Annotations == nil {
+		ns.Annotations = map[string]string{}
+	}
+	ns.Annotations[render.NamespaceDeletionPolicyAnnotation] = policy
+	return ns
 }
 
 // ofGoneProject tells whether an object belongs to a project that no longer exists:
@@ -693,9 +723,13 @@ func (s *Syncer) ensure(ctx context.Context, d client.Object, key Key, live clie
 		}
 		if prev, want := live.GetLabels()[render.ProjectLabel], d.GetLabels()[render.ProjectLabel]; key.Kind == "Namespace" && prev != "" && prev != want {
 			// The namespace belonged to another project, which no longer claims it.
-			// It goes as that project said (released, or deleted) before another
-			// project may have it: a released namespace keeps its data, so taking
-			// it then needs adopt: true.
+			// It goes as that project says now (released, or deleted) before
+			// another project may have it: a released namespace keeps its data, so
+			// taking it then needs adopt: true. A held project gives up nothing.
+			if render.Held(opts.Hold, live) {
+				return false, &Error{Reason: ReasonWaiting, Message: fmt.Sprintf("%s belongs to project %s, whose spec cannot be resolved; it stays there until that is fixed", key, prev)}
+			}
+			live = withPolicy(live, opts, prev)
 			deleted := willDelete(live)
 			if err := s.withTimeout(ctx, func(ctx context.Context) error { return Prune(ctx, s.Direct, live) }); err != nil {
 				return false, s.requestError(key, "could not be released by project "+prev+":", err)

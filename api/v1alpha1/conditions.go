@@ -81,6 +81,9 @@ const (
 	// ReasonHubServerDisabled: spec.registration needs the hub server, which the
 	// manager runs without (--hub-bind-address=0).
 	ReasonHubServerDisabled = "HubServerDisabled"
+	// ReasonIdentityUnknown: the cluster answers, but its identity (the UID of its
+	// kube-system namespace) cannot be read; nothing is synced until it can.
+	ReasonIdentityUnknown = "IdentityUnknown"
 	// ReasonDuplicateCluster: another, older ManagedCluster already manages the same
 	// target cluster (same status.clusterID); this one writes nothing there.
 	ReasonDuplicateCluster = "DuplicateCluster"
