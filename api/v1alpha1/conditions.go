@@ -48,8 +48,6 @@ const (
 	ReasonInvalidKubeconfig = "InvalidKubeconfig"
 	// ReasonNoConnectionMode: neither spec.kubeconfig nor spec.registration is set.
 	ReasonNoConnectionMode = "NoConnectionMode"
-	// ReasonConnectionModeUnsupported: spec.registration is not served yet.
-	ReasonConnectionModeUnsupported = "ConnectionModeUnsupported"
 	// ReasonUnreachable: the API server cannot be reached.
 	ReasonUnreachable = "Unreachable"
 	// ReasonCertificateInvalid: TLS with the API server failed (CA, host name, client certificate).
