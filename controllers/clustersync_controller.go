@@ -201,17 +201,20 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonDisconnected, Message: "the cluster is not connected: " + c.Message}, true)
 		return ctrl.Result{}, nil
 	}
-	if cl != nil && cl.Health().Connected && cl.ID() == "" && cl.IdentityError() != "" {
-		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonIdentityUnknown, Message: cl.IdentityError()}, true)
-		return ctrl.Result{}, nil
+	var state remote.State
+	if cl != nil {
+		state = cl.State()
 	}
-	if cl == nil || !cl.Health().Probed || (cl.Health().Connected && (cl.Client() == nil || cl.ID() == "")) {
+	switch {
+	case cl == nil || state == remote.StateSettling:
 		// Not known yet (just started, or the connection is being set up): keep
 		// whatever was recorded, so that a restart does not flap every intent's
 		// status. The connection's events bring us back; no polling.
 		return ctrl.Result{}, nil
-	}
-	if !cl.Health().Connected {
+	case state == remote.StateUnidentified:
+		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonIdentityUnknown, Message: cl.IdentityError()}, true)
+		return ctrl.Result{}, nil
+	case state == remote.StateDisconnected:
 		msg := "the cluster is not connected"
 		if cl.Health().Message != "" {
 			msg += ": " + cl.Health().Message
@@ -219,7 +222,7 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonDisconnected, Message: msg}, true)
 		return ctrl.Result{}, nil
 	}
-	if other := r.duplicateOf(ctx, mc, cl.ID()); other != "" {
+	if other := duplicateOf(ctx, r.Client, r.Remote, mc, cl.ID()); other != "" {
 		// Another ManagedCluster manages this target: write nothing, ever.
 		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonDuplicateCluster,
 			Message: "ManagedCluster " + other + " already manages this cluster"}, true)
@@ -319,10 +322,6 @@ func (r *ClusterSyncReconciler) watchOwned(cluster string) error {
 
 // duplicateOf names the ManagedCluster that manages the same target (same identity)
 // and takes precedence over mc (the older one, then the first by name), or "".
-func (r *ClusterSyncReconciler) duplicateOf(ctx context.Context, mc *v1alpha1.ManagedCluster, id string) string {
-	return duplicateOf(ctx, r.Client, r.Remote, mc, id)
-}
-
 func duplicateOf(ctx context.Context, c client.Client, rc *remote.Cache, mc *v1alpha1.ManagedCluster, id string) string {
 	if id == "" {
 		return ""
@@ -415,7 +414,7 @@ func (r *ClusterSyncReconciler) reconcileDelete(ctx context.Context, mc *v1alpha
 		if id == "" {
 			id = mc.Status.ClusterID
 		}
-		if other := r.duplicateOf(ctx, mc, id); other != "" {
+		if other := duplicateOf(ctx, r.Client, r.Remote, mc, id); other != "" {
 			// Never remove what the other ManagedCluster of this target holds.
 			r.event(mc, corev1.EventTypeNormal, "CleanupSkipped", "ManagedCluster "+other+" manages this cluster: nothing in the target was touched")
 			return ctrl.Result{}, r.release(ctx, mc)

@@ -11,8 +11,4 @@ const (
 	AgentName = render.AgentName
 	// AgentRoleName names the agent's ClusterRole, Role and their bindings.
 	AgentRoleName = render.AgentRoleName
-	// ClusterLabel names the ManagedCluster an object in a target belongs to.
-	ClusterLabel = render.ClusterLabel
-	// ComponentLabel says which part of Drover an object belongs to.
-	ComponentLabel = render.ComponentLabel
 )

@@ -168,14 +168,13 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clusterScope) (ctrl.Result, error) {
 	cl := r.reconcileConnection(ctx, s)
-	if cl != nil && s.health.Connected && cl.ID() == "" && cl.IdentityError() != "" {
+	switch {
+	case cl != nil && cl.State() == remote.StateUnidentified:
 		// Reached, but not identified: nothing is synced until it is, and status
 		// says so rather than keep what it said before.
 		s.problem = &problem{v1alpha1.ReasonIdentityUnknown, cl.IdentityError(), false}
 		return ctrl.Result{}, nil
-	}
-	if cl != nil && s.problem == nil && conditions.Has(s.cluster, v1alpha1.ReadyCondition) &&
-		(!s.health.Probed || (s.health.Connected && (cl.Client() == nil || cl.ID() == ""))) {
+	case cl != nil && cl.State() == remote.StateSettling && s.problem == nil && conditions.Has(s.cluster, v1alpha1.ReadyCondition):
 		// The connection is being (re)built, after a restart say: what status says
 		// still holds until it has something to report, which it signals. No write.
 		s.settling = true

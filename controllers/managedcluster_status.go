@@ -14,9 +14,6 @@ import (
 	"github.com/drover-io/drover/clusterfacts"
 )
 
-// FieldOwner is the one field manager Drover applies with.
-const FieldOwner = "drover"
-
 // managedClusterConditions are the condition types this controller owns.
 var managedClusterConditions = []string{
 	v1alpha1.ReadyCondition, v1alpha1.ConnectedCondition, v1alpha1.AgentReadyCondition,

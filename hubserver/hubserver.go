@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -70,9 +71,7 @@ type Options struct {
 const DefaultBindAddress = ":9443"
 
 // BindFlags registers the hub server's flags.
-func (o *Options) BindFlags(fs interface {
-	StringVar(p *string, name, value, usage string)
-}) {
+func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "hub-bind-address", DefaultBindAddress, "Address the hub server (agent tunnel, registration, authentication proxy) listens on; 0 disables it.")
 	fs.StringVar(&o.URL, "hub-url", "", "URL at which agents, nodes and users reach the hub server, e.g. https://drover.example.com; it goes into manifests and kubeconfigs. Default: https://localhost:<port of --hub-bind-address>.")
 	fs.StringVar(&o.CertDir, "hub-cert-dir", "", "Directory with tls.crt and tls.key (and optionally ca.crt) for the hub server. Default: a self-signed CA and certificate kept in Secret drover-hub-tls in the operator namespace.")

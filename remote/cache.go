@@ -233,6 +233,41 @@ func (c *Cluster) identify(timeout time.Duration) bool {
 	return true
 }
 
+// State is what a connection can tell its users: whether it has something to
+// report at all, and whether it is usable for syncing.
+type State int
+
+const (
+	// StateSettling: not probed yet, or reached but its cache or identity not
+	// ready yet. Nothing to report; the connection sends an event when that changes.
+	StateSettling State = iota
+	// StateDisconnected: probed and not reached (Health says why).
+	StateDisconnected
+	// StateUnidentified: reached, but its identity cannot be read (IdentityError
+	// says why); nothing may be written until it can.
+	StateUnidentified
+	// StateReady: reached, cached and identified.
+	StateReady
+)
+
+// State classifies the connection for its users.
+func (c *Cluster) State() State {
+	h := c.Health()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !h.Probed:
+		return StateSettling
+	case !h.Connected:
+		return StateDisconnected
+	case c.id == "" && c.idErr != "":
+		return StateUnidentified
+	case c.id == "" || c.client == nil:
+		return StateSettling
+	}
+	return StateReady
+}
+
 // IdentityError says why the target's identity could not be read, or "".
 func (c *Cluster) IdentityError() string {
 	c.mu.Lock()

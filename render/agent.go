@@ -1,6 +1,8 @@
 package render
 
 import (
+	"slices"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -117,20 +119,8 @@ func agentDeploymentHeld(d, l *appsv1.Deployment) bool {
 	}
 	for i, c := range d.Spec.Template.Spec.Containers {
 		lc := l.Spec.Template.Spec.Containers[i]
-		if lc.Name != c.Name || lc.Image != c.Image || !stringsEqual(lc.Args, c.Args) ||
+		if lc.Name != c.Name || lc.Image != c.Image || !slices.Equal(lc.Args, c.Args) ||
 			!resourcesHeld(c.Resources.Requests, lc.Resources.Requests) || !resourcesHeld(c.Resources.Limits, lc.Resources.Limits) {
-			return false
-		}
-	}
-	return true
-}
-
-func stringsEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
 			return false
 		}
 	}

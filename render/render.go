@@ -16,6 +16,7 @@ package render
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -701,10 +702,10 @@ func Equivalent(desired, live client.Object) bool {
 		return ok && l.AggregationRule == nil && rulesEqual(d.Rules, l.Rules)
 	case *rbacv1.ClusterRoleBinding:
 		l, ok := live.(*rbacv1.ClusterRoleBinding)
-		return ok && d.RoleRef == l.RoleRef && subjectsEqual(d.Subjects, l.Subjects)
+		return ok && d.RoleRef == l.RoleRef && slices.Equal(d.Subjects, l.Subjects)
 	case *rbacv1.RoleBinding:
 		l, ok := live.(*rbacv1.RoleBinding)
-		return ok && d.RoleRef == l.RoleRef && subjectsEqual(d.Subjects, l.Subjects)
+		return ok && d.RoleRef == l.RoleRef && slices.Equal(d.Subjects, l.Subjects)
 	case *corev1.ResourceQuota:
 		l, ok := live.(*corev1.ResourceQuota)
 		return ok && equality.Semantic.DeepEqual(d.Spec, l.Spec)
@@ -785,18 +786,6 @@ func normRule(r rbacv1.PolicyRule) rbacv1.PolicyRule {
 	}
 	return rbacv1.PolicyRule{Verbs: n(r.Verbs), APIGroups: n(r.APIGroups), Resources: n(r.Resources),
 		ResourceNames: n(r.ResourceNames), NonResourceURLs: n(r.NonResourceURLs)}
-}
-
-func subjectsEqual(a, b []rbacv1.Subject) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func sortedKeys[V any](m map[string]V) []string {

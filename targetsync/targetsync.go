@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -93,22 +94,52 @@ type Syncer struct {
 	// deletionPolicy Orphan) are taken over when desired; they are never pruned
 	// unless taken over.
 	Gone func(cluster string) bool
-
-	beforeWrite func(context.Context) error
 }
 
 // ErrBeforeWrite wraps the error of Options.BeforeWrite.
 var ErrBeforeWrite = errors.New("cannot prepare the first write")
 
-// DefaultKinds are the kinds rendering produces.
-func DefaultKinds() []client.ObjectList {
-	// Namespaced objects first and namespaces last, so that a released namespace
-	// has already lost Drover's objects; bindings before the roles they grant.
-	return []client.ObjectList{
-		&appsv1.DeploymentList{}, &rbacv1.RoleBindingList{}, &rbacv1.RoleList{}, &corev1.ServiceAccountList{},
-		&networkingv1.NetworkPolicyList{}, &corev1.LimitRangeList{}, &corev1.ResourceQuotaList{},
-		&rbacv1.ClusterRoleBindingList{}, &rbacv1.ClusterRoleList{}, &corev1.NamespaceList{},
+// kindInfo describes one kind the syncer writes.
+type kindInfo struct {
+	name string
+	gvk  schema.GroupVersionKind
+	new  func() client.Object
+	list func() client.ObjectList
+}
+
+// kindTable lists every kind the syncer writes, in prune order: namespaced objects
+// first and namespaces last, so that a released namespace has already lost Drover's
+// objects; bindings before the roles they grant.
+var kindTable = []kindInfo{
+	{"Deployment", appsv1.SchemeGroupVersion.WithKind("Deployment"), func() client.Object { return &appsv1.Deployment{} }, func() client.ObjectList { return &appsv1.DeploymentList{} }},
+	{"RoleBinding", rbacv1.SchemeGroupVersion.WithKind("RoleBinding"), func() client.Object { return &rbacv1.RoleBinding{} }, func() client.ObjectList { return &rbacv1.RoleBindingList{} }},
+	{"Role", rbacv1.SchemeGroupVersion.WithKind("Role"), func() client.Object { return &rbacv1.Role{} }, func() client.ObjectList { return &rbacv1.RoleList{} }},
+	{"ServiceAccount", corev1.SchemeGroupVersion.WithKind("ServiceAccount"), func() client.Object { return &corev1.ServiceAccount{} }, func() client.ObjectList { return &corev1.ServiceAccountList{} }},
+	{"NetworkPolicy", networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), func() client.Object { return &networkingv1.NetworkPolicy{} }, func() client.ObjectList { return &networkingv1.NetworkPolicyList{} }},
+	{"LimitRange", corev1.SchemeGroupVersion.WithKind("LimitRange"), func() client.Object { return &corev1.LimitRange{} }, func() client.ObjectList { return &corev1.LimitRangeList{} }},
+	{"ResourceQuota", corev1.SchemeGroupVersion.WithKind("ResourceQuota"), func() client.Object { return &corev1.ResourceQuota{} }, func() client.ObjectList { return &corev1.ResourceQuotaList{} }},
+	{"ClusterRoleBinding", rbacv1.SchemeGroupVersion.WithKind("ClusterRoleBinding"), func() client.Object { return &rbacv1.ClusterRoleBinding{} }, func() client.ObjectList { return &rbacv1.ClusterRoleBindingList{} }},
+	{"ClusterRole", rbacv1.SchemeGroupVersion.WithKind("ClusterRole"), func() client.Object { return &rbacv1.ClusterRole{} }, func() client.ObjectList { return &rbacv1.ClusterRoleList{} }},
+	{"Namespace", corev1.SchemeGroupVersion.WithKind("Namespace"), func() client.Object { return &corev1.Namespace{} }, func() client.ObjectList { return &corev1.NamespaceList{} }},
+}
+
+// kinds and kindByType index kindTable by kind name and by Go type.
+var kinds, kindByType = func() (map[string]kindInfo, map[reflect.Type]string) {
+	byName, byType := map[string]kindInfo{}, map[reflect.Type]string{}
+	for _, k := range kindTable {
+		byName[k.name] = k
+		byType[reflect.TypeOf(k.new())] = k.name
 	}
+	return byName, byType
+}()
+
+// DefaultKinds are the kinds rendering produces, in prune order.
+func DefaultKinds() []client.ObjectList {
+	out := make([]client.ObjectList, 0, len(kindTable))
+	for _, k := range kindTable {
+		out = append(out, k.list())
+	}
+	return out
 }
 
 // Options of one Sync.
@@ -153,44 +184,9 @@ func KeyOf(o client.Object) Key {
 	return Key{Kind: kindOf(o), Namespace: o.GetNamespace(), Name: o.GetName()}
 }
 
-var kinds = map[string]struct {
-	gvk schema.GroupVersionKind
-	new func() client.Object
-}{
-	"Namespace":          {corev1.SchemeGroupVersion.WithKind("Namespace"), func() client.Object { return &corev1.Namespace{} }},
-	"ServiceAccount":     {corev1.SchemeGroupVersion.WithKind("ServiceAccount"), func() client.Object { return &corev1.ServiceAccount{} }},
-	"ResourceQuota":      {corev1.SchemeGroupVersion.WithKind("ResourceQuota"), func() client.Object { return &corev1.ResourceQuota{} }},
-	"LimitRange":         {corev1.SchemeGroupVersion.WithKind("LimitRange"), func() client.Object { return &corev1.LimitRange{} }},
-	"ClusterRole":        {rbacv1.SchemeGroupVersion.WithKind("ClusterRole"), func() client.Object { return &rbacv1.ClusterRole{} }},
-	"ClusterRoleBinding": {rbacv1.SchemeGroupVersion.WithKind("ClusterRoleBinding"), func() client.Object { return &rbacv1.ClusterRoleBinding{} }},
-	"Role":               {rbacv1.SchemeGroupVersion.WithKind("Role"), func() client.Object { return &rbacv1.Role{} }},
-	"RoleBinding":        {rbacv1.SchemeGroupVersion.WithKind("RoleBinding"), func() client.Object { return &rbacv1.RoleBinding{} }},
-	"NetworkPolicy":      {networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), func() client.Object { return &networkingv1.NetworkPolicy{} }},
-	"Deployment":         {appsv1.SchemeGroupVersion.WithKind("Deployment"), func() client.Object { return &appsv1.Deployment{} }},
-}
-
 func kindOf(o runtime.Object) string {
-	switch o.(type) {
-	case *corev1.Namespace:
-		return "Namespace"
-	case *corev1.ServiceAccount:
-		return "ServiceAccount"
-	case *rbacv1.ClusterRole:
-		return "ClusterRole"
-	case *rbacv1.ClusterRoleBinding:
-		return "ClusterRoleBinding"
-	case *rbacv1.RoleBinding:
-		return "RoleBinding"
-	case *rbacv1.Role:
-		return "Role"
-	case *corev1.ResourceQuota:
-		return "ResourceQuota"
-	case *corev1.LimitRange:
-		return "LimitRange"
-	case *networkingv1.NetworkPolicy:
-		return "NetworkPolicy"
-	case *appsv1.Deployment:
-		return "Deployment"
+	if k, ok := kindByType[reflect.TypeOf(o)]; ok {
+		return k
 	}
 	if k := o.GetObjectKind().GroupVersionKind().Kind; k != "" {
 		return k
@@ -331,18 +327,21 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	rep := Report{Failed: map[Key]error{}, PruneFailed: map[Key]error{}}
 	var beforeOnce sync.Once
 	var beforeErr error
-	s.beforeWrite = func(ctx context.Context) error {
+	beforeWrite := func(ctx context.Context) error {
 		if opts.BeforeWrite == nil {
 			return nil
 		}
 		beforeOnce.Do(func() { beforeErr = opts.BeforeWrite(ctx) })
-		return beforeErr
+		if beforeErr != nil {
+			return fmt.Errorf("%w: %w", ErrBeforeWrite, beforeErr)
+		}
+		return nil
 	}
 	want := make(map[Key]bool, len(desired))
 	for _, d := range desired {
 		want[KeyOf(d)] = true
 	}
-	if err := s.prune(ctx, want, opts, &rep); err != nil {
+	if err := s.prune(ctx, want, opts, beforeWrite, &rep); err != nil {
 		return rep, err
 	}
 
@@ -390,8 +389,8 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	if len(pending) == 0 {
 		return rep, nil
 	}
-	if err := s.beforeWrite(ctx); err != nil {
-		return rep, fmt.Errorf("%w: %w", ErrBeforeWrite, err)
+	if err := beforeWrite(ctx); err != nil {
+		return rep, err
 	}
 
 	// Namespaces first (what goes into them needs them), then everything else,
@@ -409,45 +408,31 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	}
 	sortByIntentSize(rest)
 	var mu sync.Mutex
-	badNamespaces := map[string]error{}
-	badRoles := map[string]error{}
+	// Objects that failed, by key, for the objects that need them.
+	unheld := map[Key]error{}
 	record := func(key Key, err error, applied bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case err != nil:
 			rep.Failed[key] = err
-			switch key.Kind {
-			case "Namespace":
-				badNamespaces[key.Name] = err
-			case "ClusterRole":
-				badRoles[key.Name] = err
-			}
+			unheld[key] = err
 		case applied:
 			rep.Applied++
 		}
 	}
 	work := func(d client.Object) error {
 		key := KeyOf(d)
-		if ns := d.GetNamespace(); ns != "" {
+		// Never put an object into a namespace Drover was meant to hold but does not
+		// (say, one that belongs to someone else): that would grant access there.
+		// Never bind to a ClusterRole of Drover's name that it could not make hold:
+		// it may be another hub's, with other rules.
+		for _, dep := range dependencies(d) {
 			mu.Lock()
-			nsErr, bad := badNamespaces[ns]
+			depErr, bad := unheld[dep.key]
 			mu.Unlock()
-			// Never put an object into a namespace Drover was meant to hold but does
-			// not (say, one that belongs to someone else): that would grant access there.
 			if bad {
-				record(key, &Error{Reason: ReasonNamespaceNotHeld, Message: fmt.Sprintf("%s: namespace %s is not held: %s", key, ns, nsErr.Error()), Err: nsErr}, false)
-				return nil
-			}
-		}
-		if role := renderedRole(d); role != "" {
-			mu.Lock()
-			roleErr, bad := badRoles[role]
-			mu.Unlock()
-			// Never bind to a ClusterRole of Drover's name that Drover could not
-			// make hold: it may be another hub's, with other rules.
-			if bad {
-				record(key, &Error{Reason: ReasonRoleNotHeld, Message: fmt.Sprintf("%s: ClusterRole %s is not held: %s", key, role, roleErr.Error()), Err: roleErr}, false)
+				record(key, &Error{Reason: dep.reason, Message: fmt.Sprintf("%s: %s is not held: %s", key, dep.key, depErr.Error()), Err: depErr}, false)
 				return nil
 			}
 		}
@@ -467,7 +452,7 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 }
 
 // prune removes what this syncer owns and no longer wants, namespaces last.
-func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep *Report) error {
+func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, beforeWrite func(context.Context) error, rep *Report) error {
 	var mu sync.Mutex
 	for _, list := range s.Kinds {
 		// Bounded too: a cache that has to start an informer waits for a target
@@ -498,8 +483,8 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, rep
 			gone = append(gone, withPolicy(obj, opts, obj.GetLabels()[render.ProjectLabel]))
 		}
 		if len(gone) > 0 {
-			if err := s.beforeWrite(ctx); err != nil {
-				return fmt.Errorf("%w: %w", ErrBeforeWrite, err)
+			if err := beforeWrite(ctx); err != nil {
+				return err
 			}
 		}
 		err = s.parallel(ctx, gone, nil, func(obj client.Object) error {
@@ -803,6 +788,26 @@ func release(ctx context.Context, c client.Client, ns *corev1.Namespace) error {
 		return nil
 	}
 	return err
+}
+
+// dependency is an object that another needs in place first.
+type dependency struct {
+	key    Key
+	reason string
+}
+
+// dependencies lists what d needs: its namespace, and for a binding of a
+// RoleTemplate, the ClusterRole Drover renders for it. Namespaces and ClusterRoles
+// are written before everything else.
+func dependencies(d client.Object) []dependency {
+	var out []dependency
+	if ns := d.GetNamespace(); ns != "" {
+		out = append(out, dependency{Key{Kind: "Namespace", Name: ns}, ReasonNamespaceNotHeld})
+	}
+	if role := renderedRole(d); role != "" {
+		out = append(out, dependency{Key{Kind: "ClusterRole", Name: role}, ReasonRoleNotHeld})
+	}
+	return out
 }
 
 // renderedRole returns the ClusterRole a binding refers to when it is one that
