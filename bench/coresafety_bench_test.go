@@ -349,7 +349,7 @@ func BenchmarkBlackHoledTarget(b *testing.B) {
 	kc := csWithServer(b, e.targets[0].Kubeconfig(), "https://"+hole.addr())
 	w := e.watchClusters(b, name)
 	registered := time.Now()
-	csRegister(b, e, name, kc)
+	e.registerKubeconfig(b, name, kc)
 	with, offsets := csGrantRounds(b, e, clients, "bh-with", rounds, registered)
 
 	first := csFirstEvents(b, w, time.Minute, map[string]func(*v1alpha1.ManagedCluster) bool{
@@ -593,55 +593,11 @@ func csSetup(b *testing.B, n int) *env {
 	return setup(b, n)
 }
 
-// csFleet is rbacFleet with its own cluster names, returning the manager too.
+// csFleet is rbacFleet with its own cluster names and the fleet grown four
+// targets at a time, returning the manager too.
 func csFleet(b *testing.B, n int, prefix string) (*env, *managerProc, []string, []client.Client) {
 	b.Helper()
-	e := csSetup(b, n)
-	p := e.startManager(b)
-	e.cleanupClusters(b)
-	rt := benchTemplate()
-	if err := e.hubc.Create(context.Background(), rt); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = e.hubc.Delete(context.Background(), rt) })
-	var names []string
-	var clients []client.Client
-	for i := range n {
-		name := fmt.Sprintf("%s-%d", prefix, i+1)
-		e.register(b, name, e.targets[i])
-		names = append(names, name)
-		c, err := client.New(e.targets[i].Config, client.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		clients = append(clients, c)
-	}
-	e.waitClusters(b, names, 2*time.Minute, "Ready", readyTrue)
-	waitTemplate(b, e, rt.Name, n)
-	return e, p, names, clients
-}
-
-// csRegister registers a cluster from a given kubeconfig, as env.register does from a
-// target's.
-func csRegister(b *testing.B, e *env, name string, kubeconfig []byte) {
-	b.Helper()
-	ctx := context.Background()
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-kubeconfig", Namespace: namespace, Labels: map[string]string{benchLabel: "true"}},
-		Data:       map[string][]byte{"value": kubeconfig},
-	}
-	if err := e.hubc.Create(ctx, secret); err != nil {
-		b.Fatal(err)
-	}
-	mc := &v1alpha1.ManagedCluster{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{benchLabel: "true"}},
-		Spec: v1alpha1.ManagedClusterSpec{
-			Kubeconfig: &v1alpha1.KubeconfigSource{SecretRef: v1alpha1.SecretKeyReference{Name: name + "-kubeconfig"}},
-		},
-	}
-	if err := e.hubc.Create(ctx, mc); err != nil {
-		b.Fatal(err)
-	}
+	return fleet(b, csSetup(b, n), n, prefix)
 }
 
 // csWithServer returns kubeconfig with every cluster's server replaced.

@@ -2,11 +2,9 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -314,39 +312,7 @@ func BenchmarkManagerMemory(b *testing.B) {
 // statusDiff names the top-level status and metadata fields that differ between two
 // versions of a ManagedCluster, with their new values.
 func statusDiff(old, cur *v1alpha1.ManagedCluster) string {
-	if old == nil {
-		return "(no previous version seen)"
-	}
-	toMap := func(mc *v1alpha1.ManagedCluster) map[string]any {
-		raw, _ := json.Marshal(map[string]any{"status": mc.Status, "finalizers": mc.Finalizers, "labels": mc.Labels, "annotations": mc.Annotations})
-		var m map[string]any
-		_ = json.Unmarshal(raw, &m)
-		st, _ := m["status"].(map[string]any)
-		for k, v := range st {
-			m["status."+k] = v
-		}
-		delete(m, "status")
-		return m
-	}
-	a, c := toMap(old), toMap(cur)
-	var out []string
-	for k, v := range c {
-		if !reflect.DeepEqual(a[k], v) {
-			nv, _ := json.Marshal(v)
-			ov, _ := json.Marshal(a[k])
-			out = append(out, fmt.Sprintf("%s: %s -> %s", k, ov, nv))
-		}
-	}
-	for k := range a {
-		if _, ok := c[k]; !ok {
-			out = append(out, k+" removed")
-		}
-	}
-	if len(out) == 0 {
-		return "nothing in metadata or status changed (resourceVersion " + old.ResourceVersion + " -> " + cur.ResourceVersion + ")"
-	}
-	slices.Sort(out)
-	return strings.Join(out, "; ")
+	return csMCDiff(old, cur)
 }
 
 // installIntents creates the built-in RoleTemplates (config/roletemplates) and an

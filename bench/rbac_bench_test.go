@@ -47,8 +47,15 @@ func benchTemplate() *v1alpha1.RoleTemplate {
 // benchmark's RoleTemplate.
 func rbacFleet(b *testing.B, n int) (*env, []client.Client) {
 	b.Helper()
-	e := setup(b, n)
-	e.startManager(b)
+	e, _, _, clients := fleet(b, setup(b, n), n, "bench-rbac")
+	return e, clients
+}
+
+// fleet starts a manager on e, registers its first n targets as <prefix>-1 ...
+// <prefix>-n and waits until they are Ready and hold the benchmark's RoleTemplate.
+func fleet(b *testing.B, e *env, n int, prefix string) (*env, *managerProc, []string, []client.Client) {
+	b.Helper()
+	p := e.startManager(b)
 	e.cleanupClusters(b)
 	ctx := context.Background()
 	rt := benchTemplate()
@@ -59,7 +66,7 @@ func rbacFleet(b *testing.B, n int) (*env, []client.Client) {
 	var names []string
 	var clients []client.Client
 	for i := range n {
-		name := fmt.Sprintf("bench-rbac-%d", i+1)
+		name := fmt.Sprintf("%s-%d", prefix, i+1)
 		e.register(b, name, e.targets[i])
 		names = append(names, name)
 		c, err := client.New(e.targets[i].Config, client.Options{})
@@ -70,7 +77,7 @@ func rbacFleet(b *testing.B, n int) (*env, []client.Client) {
 	}
 	e.waitClusters(b, names, 2*time.Minute, "Ready", readyTrue)
 	waitTemplate(b, e, rt.Name, n)
-	return e, clients
+	return e, p, names, clients
 }
 
 func waitTemplate(b *testing.B, e *env, name string, n int) {

@@ -529,10 +529,16 @@ func freeAddr(b *testing.B) string {
 // for it, as a user does, with the default deletionPolicy (Delete).
 func (e *env) register(b *testing.B, name string, target *controlplane.ControlPlane) {
 	b.Helper()
+	e.registerKubeconfig(b, name, target.Kubeconfig())
+}
+
+// registerKubeconfig registers a cluster from a given kubeconfig.
+func (e *env) registerKubeconfig(b *testing.B, name string, kubeconfig []byte) {
+	b.Helper()
 	ctx := context.Background()
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name + "-kubeconfig", Namespace: namespace, Labels: map[string]string{benchLabel: "true"}},
-		Data:       map[string][]byte{"value": target.Kubeconfig()},
+		Data:       map[string][]byte{"value": kubeconfig},
 	}
 	if err := e.hubc.Create(ctx, secret); err != nil {
 		b.Fatal(err)

@@ -113,14 +113,7 @@ func FuzzParseKubeconfig(f *testing.F) {
 		}
 		for _, p := range []Policy{{}, {AllowHTTP: true, AllowLinkLocal: true}} {
 			_, warnings, err := ParseKubeconfigWithPolicy(rewritten, p)
-			var texts []string
-			if err != nil {
-				texts = append(texts, err.Error())
-			}
-			for _, w := range warnings {
-				texts = append(texts, w.Message)
-			}
-			for _, text := range texts {
+			for _, text := range messages(err, warnings) {
 				for _, m := range markers {
 					if strings.Contains(text, m) {
 						t.Fatalf("message %q contains a credential of the input (%s)", text, m)

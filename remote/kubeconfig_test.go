@@ -197,14 +197,7 @@ func TestParseKubeconfigWithPolicy(t *testing.T) {
 				data = writeConfig(t, cfg)
 			}
 			rc, warnings, err := ParseKubeconfigWithPolicy(data, tt.policy)
-			var texts []string
-			if err != nil {
-				texts = append(texts, err.Error())
-			}
-			for _, w := range warnings {
-				texts = append(texts, w.Message)
-			}
-			for _, text := range texts {
+			for _, text := range messages(err, warnings) {
 				for _, s := range testSecrets {
 					if strings.Contains(text, s) {
 						t.Errorf("message %q contains secret %q", text, s)
@@ -300,4 +293,16 @@ func TestIsLinkLocalOrMetadataAndDialAddress(t *testing.T) {
 	if err := checkDialAddress("tcp4", "not-an-ip:80"); !errors.Is(err, ErrAddressNotAllowed) {
 		t.Errorf("unreadable address not refused: %v", err)
 	}
+}
+
+// messages collects what a parse says to users: its error and its warnings.
+func messages(err error, warnings []Warning) []string {
+	var texts []string
+	if err != nil {
+		texts = append(texts, err.Error())
+	}
+	for _, w := range warnings {
+		texts = append(texts, w.Message)
+	}
+	return texts
 }
