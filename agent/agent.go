@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/drover-io/drover/kubeconfig"
+	"github.com/drover-io/drover/tunnel"
 	"github.com/drover-io/drover/version"
 )
 
@@ -123,16 +124,18 @@ func Main(ctx context.Context, args []string) error {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
 	cfg, err := kf.RESTConfig()
+	var hub *HubSecret
 	if o.ClusterName == "" {
-		// No hub flags: the registration manifest's Secret says who we are, read
-		// through the kubeconfig, so that the agent behaves the same inside the
-		// cluster and outside it.
+		// No hub flags: the registration manifest's Secret says who we are and
+		// where the hub is, read through the kubeconfig, so that the agent behaves
+		// the same inside the cluster and outside it.
 		if err != nil {
 			return fmt.Errorf("--cluster-name is required unless Secret %s/%s can be read through the kubeconfig: %w", o.Namespace, HubSecretName, err)
 		}
-		if o.ClusterName, err = clusterFromHubSecret(ctx, cfg, o.Namespace); err != nil {
+		if hub, err = ReadHubSecret(ctx, cfg, o.Namespace); err != nil {
 			return err
 		}
+		o.ClusterName = hub.Cluster
 	}
 	if err := o.validate(); err != nil {
 		return err
@@ -140,33 +143,59 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return Run(ctx, cfg, o)
+	if hub == nil || hub.URL == "" {
+		return Run(ctx, cfg, o)
+	}
+	return RunWithTunnel(ctx, cfg, o, *hub)
+}
+
+// RunWithTunnel runs the heartbeat and keeps the tunnel to the hub open, until ctx is
+// done.
+func RunWithTunnel(ctx context.Context, cfg *rest.Config, o Options, hub HubSecret) error {
+	t, err := tunnel.NewAgent(tunnel.AgentOptions{HubURL: hub.URL, HubCA: hub.CA, Cluster: o.ClusterName,
+		Token: hub.Token, Namespace: o.Namespace, Target: cfg})
+	if err != nil {
+		return fmt.Errorf("secret %s/%s: %w", o.Namespace, HubSecretName, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- t.Run(ctx) }()
+	err = Run(ctx, cfg, o)
+	if terr := <-done; err == nil {
+		err = terr
+	}
+	return err
 }
 
 // HubSecretName is the Secret, in the agent's namespace, that the registration
 // manifest installs: it tells the agent its cluster's name and how to reach the hub.
 const HubSecretName = "drover-agent-hub"
 
-// clusterFromHubSecret reads the cluster's name from Secret drover-agent-hub.
-func clusterFromHubSecret(ctx context.Context, cfg *rest.Config, namespace string) (string, error) {
+// HubSecret is what Secret drover-agent-hub tells the agent.
+type HubSecret struct {
+	URL, Cluster, Token string
+	CA                  []byte
+}
+
+// ReadHubSecret reads Secret drover-agent-hub.
+func ReadHubSecret(ctx context.Context, cfg *rest.Config, namespace string) (*HubSecret, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	s, err := cs.CoreV1().Secrets(namespace).Get(rctx, HubSecretName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return "", fmt.Errorf("--cluster-name is required: Secret %s/%s does not exist (apply the registration manifest from status.registration.command on the hub, or pass --cluster-name)", namespace, HubSecretName)
+		return nil, fmt.Errorf("--cluster-name is required: Secret %s/%s does not exist (apply the registration manifest from status.registration.command on the hub, or pass --cluster-name)", namespace, HubSecretName)
 	case err != nil:
-		return "", fmt.Errorf("--cluster-name is required unless Secret %s/%s can be read: %w", namespace, HubSecretName, err)
+		return nil, fmt.Errorf("--cluster-name is required unless Secret %s/%s can be read: %w", namespace, HubSecretName, err)
 	}
-	name := string(s.Data["cluster"])
-	if name == "" {
-		return "", fmt.Errorf("secret %s/%s has no key 'cluster'; apply the registration manifest again, or pass --cluster-name", namespace, HubSecretName)
+	h := &HubSecret{URL: string(s.Data["url"]), Cluster: string(s.Data["cluster"]), Token: string(s.Data["token"]), CA: s.Data["ca.crt"]}
+	if h.Cluster == "" {
+		return nil, fmt.Errorf("secret %s/%s has no key 'cluster'; apply the registration manifest again, or pass --cluster-name", namespace, HubSecretName)
 	}
-	return name, nil
+	return h, nil
 }
 
 // Run renews the agent's Lease in the cluster cfg points at every o.RenewInterval

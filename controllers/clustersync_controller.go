@@ -236,7 +236,8 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res := render.Render(render.Cluster{Name: mc.Name, Labels: mc.Labels, Hub: r.Hub, AgentImage: r.AgentImage}, in)
+	res := render.Render(render.Cluster{Name: mc.Name, Labels: mc.Labels, Hub: r.Hub, AgentImage: r.AgentImage,
+		Tunnel: mc.Spec.Registration != nil}, in)
 	syncer := r.syncer(cl)
 	rep, syncErr := syncer.Sync(ctx, res.Objects, targetsync.Options{
 		Adoptable: res.Adoptable, NamespacePolicy: res.NamespacePolicy, Hold: res.Hold, UseExisting: res.UseExisting,

@@ -53,6 +53,9 @@ type ManagedClusterReconciler struct {
 	HubURL string
 	// Registrations maps manifest ids to registered clusters, for the hub server.
 	Registrations *registration.Registry
+	// Tunnels reaches clusters registered with spec.registration; nil without the
+	// hub server.
+	Tunnels Tunnels
 
 	controller controller.Controller
 }
@@ -232,6 +235,12 @@ func (r *ManagedClusterReconciler) reconcileAgent(s *clusterScope) {
 func (r *ManagedClusterReconciler) forget(name string) {
 	r.Registrations.Remove(name)
 	r.Remote.Forget(name)
+	if r.Tunnels != nil {
+		// The ManagedCluster is gone: its agent's credential no longer matches
+		// anything, and the tunnel it holds closes now.
+		r.Tunnels.Close(name)
+	}
+	forgetRejection(name)
 	remote.ForgetMetrics(name)
 	forgetClusterMetrics(name)
 }

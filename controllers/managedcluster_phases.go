@@ -30,6 +30,7 @@ import (
 	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/tunnel"
 )
 
 // clusterScope carries what one reconcile learnt; setManagedClusterStatus turns it
@@ -85,15 +86,66 @@ type leaseState struct {
 // reconcileConnection reads the kubeconfig Secret and gets the connection for it.
 func (r *ManagedClusterReconciler) reconcileConnection(ctx context.Context, s *clusterScope) *remote.Cluster {
 	mc := s.cluster
+	var cl *remote.Cluster
 	switch {
 	case mc.Spec.Registration != nil:
-		r.reconcileRegistration(ctx, s)
-		return nil
+		cl = r.tunnelConnection(ctx, s)
 	case mc.Spec.Kubeconfig == nil:
 		s.problem = &problem{v1alpha1.ReasonNoConnectionMode,
 			"set spec.kubeconfig.secretRef to a Secret in " + r.Namespace + " holding the cluster's kubeconfig", true}
+	default:
+		cl = r.kubeconfigConnection(ctx, s)
+	}
+	if cl == nil {
 		return nil
 	}
+	if s.health.Connected && cl.Cache() != nil {
+		if err := r.Remote.Watch(mc.Name, "nodes", r.controller, nodeSource(mc.Name)); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch Nodes")
+		}
+		if err := r.Remote.Watch(mc.Name, "agent-lease", r.controller, agentLeaseSource(mc.Name, r.AgentHeartbeatTimeout)); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch the agent's Lease")
+		}
+	}
+	return cl
+}
+
+// tunnelConnection serves a cluster registered with spec.registration: the bootstrap
+// token and manifest, then the connection through the agent's tunnel.
+func (r *ManagedClusterReconciler) tunnelConnection(ctx context.Context, s *clusterScope) *remote.Cluster {
+	mc := s.cluster
+	if !r.reconcileRegistration(ctx, s) {
+		return nil
+	}
+	if r.Tunnels == nil {
+		s.problem = &problem{v1alpha1.ReasonHubServerDisabled,
+			"spec.registration needs the hub server's tunnel endpoint, which this manager runs without", true}
+		return nil
+	}
+	cl, err := r.Remote.ConnectTunnel(ctx, mc.Name, tunnel.APIServerHost, r.Tunnels.Dialer(mc.Name), "the agent tunnel of "+mc.Name)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Cannot set up a client through the tunnel")
+		s.problem = &problem{v1alpha1.ReasonProbeFailed, "cannot set up a client through the agent's tunnel", false}
+		return nil
+	}
+	s.health = cl.Health()
+	s.endpoint = "the agent's tunnel"
+	if !s.health.Connected {
+		rej := r.rejection(mc.Name)
+		if s.health.Reason == v1alpha1.ReasonTunnelDisconnected && mc.Status.ClusterID == "" {
+			s.health.Reason = v1alpha1.ReasonAwaitingAgent
+			s.health.Message = "waiting for the agent to connect to the hub: run status.registration.command with a kubeconfig for the cluster"
+		}
+		if rej != "" {
+			s.health.Message += "; the last agent that tried was turned away: " + rej
+		}
+	}
+	return cl
+}
+
+// kubeconfigConnection reads the kubeconfig Secret and gets the connection for it.
+func (r *ManagedClusterReconciler) kubeconfigConnection(ctx context.Context, s *clusterScope) *remote.Cluster {
+	mc := s.cluster
 	ref := mc.Spec.Kubeconfig.SecretRef
 	source := secretSource(r.Namespace, ref)
 	var secret corev1.Secret
@@ -126,14 +178,6 @@ func (r *ManagedClusterReconciler) reconcileConnection(ctx context.Context, s *c
 	s.health = cl.Health()
 	s.endpoint = cl.Endpoint
 	s.warnings = cl.Warnings
-	if s.health.Connected && cl.Cache() != nil {
-		if err := r.Remote.Watch(mc.Name, "nodes", r.controller, nodeSource(mc.Name)); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch Nodes")
-		}
-		if err := r.Remote.Watch(mc.Name, "agent-lease", r.controller, agentLeaseSource(mc.Name, r.AgentHeartbeatTimeout)); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Failed to watch the agent's Lease")
-		}
-	}
 	return cl
 }
 
@@ -293,12 +337,12 @@ func RegistrationToken(ctx context.Context, c client.Reader, namespace, cluster 
 // reconcileRegistration makes sure a cluster registered with spec.registration has a
 // bootstrap token (creating Secret <cluster>-registration unless tokenSecretRef names
 // one), and publishes the command that installs its agent.
-func (r *ManagedClusterReconciler) reconcileRegistration(ctx context.Context, s *clusterScope) {
+func (r *ManagedClusterReconciler) reconcileRegistration(ctx context.Context, s *clusterScope) bool {
 	mc := s.cluster
 	if r.HubURL == "" {
 		s.problem = &problem{v1alpha1.ReasonHubServerDisabled,
 			"spec.registration needs the hub server, which this manager runs without; start it with --hub-bind-address and --hub-url, or use spec.kubeconfig", true}
-		return
+		return false
 	}
 	ref, hubCreated := tokenRef(mc)
 	where := fmt.Sprintf("secret %s/%s key '%s'", r.Namespace, ref.Name, ref.Key)
@@ -309,7 +353,7 @@ func (r *ManagedClusterReconciler) reconcileRegistration(ctx context.Context, s 
 		token, terr := newToken()
 		if terr != nil {
 			s.problem = &problem{v1alpha1.ReasonProbeFailed, "cannot generate a bootstrap token", false}
-			return
+			return false
 		}
 		secret = corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: r.Namespace,
@@ -322,27 +366,26 @@ func (r *ManagedClusterReconciler) reconcileRegistration(ctx context.Context, s 
 		}
 		if err := r.Client.Create(ctx, &secret); err != nil && !apierrors.IsAlreadyExists(err) {
 			s.problem = &problem{v1alpha1.ReasonSecretNotFound, fmt.Sprintf("cannot create %s: %s", where, describeHubError(err)), false}
-			return
+			return false
 		}
 	case apierrors.IsNotFound(err):
 		s.problem = &problem{v1alpha1.ReasonSecretNotFound, fmt.Sprintf("%s does not exist; create it with a bootstrap token of at least %d characters, or drop spec.registration.tokenSecretRef to let the hub create one",
 			where, registration.MinTokenLength), true}
 		r.Registrations.Remove(mc.Name)
-		return
+		return false
 	case err != nil:
 		s.problem = &problem{v1alpha1.ReasonSecretNotFound, fmt.Sprintf("cannot read %s: %s", where, describeHubError(err)), false}
-		return
+		return false
 	}
 	token := string(secret.Data[ref.Key])
 	if len(token) < registration.MinTokenLength {
 		s.problem = &problem{v1alpha1.ReasonSecretKeyNotFound, fmt.Sprintf("%s must hold a bootstrap token of at least %d characters", where, registration.MinTokenLength), true}
 		r.Registrations.Remove(mc.Name)
-		return
+		return false
 	}
 	r.Registrations.Set(mc.Name, registration.ID(token))
 	s.registration = &v1alpha1.RegistrationStatus{ManifestURL: registration.ManifestURL(r.HubURL, token), Command: registration.Command(r.HubURL, token)}
-	s.problem = &problem{v1alpha1.ReasonAwaitingAgent,
-		"waiting for the agent to connect to the hub: run status.registration.command with a kubeconfig for the cluster", false}
+	return true
 }
 
 // newToken returns a random bootstrap token.

@@ -60,6 +60,9 @@ type Options struct {
 	// Registrations receives the manifest ids of clusters registered with
 	// spec.registration, for the hub server; one is made if nil.
 	Registrations *registration.Registry
+	// Tunnels reaches clusters registered with spec.registration (the hub
+	// server's tunnel endpoint); nil without the hub server.
+	Tunnels Tunnels
 	// HubID overrides the hub's ID (tests that run two hubs on one API server);
 	// by default it is read from, or created in, ConfigMap HubIdentityConfigMap.
 	HubID string
@@ -190,6 +193,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		Results:               results,
 		HubURL:                o.HubURL,
 		Registrations:         o.Registrations,
+		Tunnels:               o.Tunnels,
 	}
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)

@@ -106,14 +106,36 @@ func parseCA(certPEM, keyPEM []byte) (*x509.Certificate, *ecdsa.PrivateKey, erro
 	return ca, key, nil
 }
 
+// NewCA creates a CA named cn@<unix time>, valid for ten years from now, and returns
+// its certificate and key in PEM. Other parts of the hub (the agent credential CA)
+// use it too.
+func NewCA(cn string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	_, _, certPEM, keyPEM, err = newNamedCA(cn, now)
+	return certPEM, keyPEM, err
+}
+
+// ParseCA parses a CA certificate and its EC key from PEM.
+func ParseCA(certPEM, keyPEM []byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	return parseCA(certPEM, keyPEM)
+}
+
+// CANeedsRenewal reports whether a CA is closer than a year to its end.
+func CANeedsRenewal(ca *x509.Certificate, now time.Time) bool {
+	return now.Add(caRenewBefore).After(ca.NotAfter)
+}
+
 func newCA(now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, []byte, []byte, error) {
+	return newNamedCA("drover-hub-ca", now)
+}
+
+func newNamedCA(cn string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, []byte, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("drover-hub-ca@%d", now.Unix())},
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("%s@%d", cn, now.Unix())},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(caLifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -183,6 +205,12 @@ func serial() *big.Int {
 	}
 	return n
 }
+
+// Serial returns a random certificate serial number.
+func Serial() *big.Int { return serial() }
+
+// PEM encodes der as a PEM block of type typ.
+func PEM(typ string, der []byte) []byte { return pemOf(typ, der) }
 
 func pemOf(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})

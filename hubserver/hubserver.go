@@ -164,7 +164,10 @@ func (s *Server) Start(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert},
+		// Agents authenticate with client certificates signed by the agent
+		// credential CA; the handlers that accept them verify them (the TLS layer
+		// only asks, so that browsers and kubectl are not prompted).
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert, ClientAuth: tls.RequestClientCert},
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.ServeTLS(ln, "", "") }()

@@ -4,14 +4,22 @@ package manager
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -22,6 +30,8 @@ import (
 	"github.com/drover-io/drover/hubserver"
 	"github.com/drover-io/drover/kubeconfig"
 	"github.com/drover-io/drover/registration"
+	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/tunnel"
 	"github.com/drover-io/drover/version"
 )
 
@@ -42,6 +52,14 @@ type Options struct {
 	Controllers  controllers.Options
 	// Hub configures the hub server (agent tunnel, registration, proxy).
 	Hub hubserver.Options
+	// AgentCredentialTTL is the lifetime of the credentials agents get for their
+	// tunnel; they renew them at two-thirds of it.
+	AgentCredentialTTL time.Duration
+	// PeerURL is where other replicas reach this one's tunnel endpoint.
+	PeerURL string
+
+	// several: more than one manager runs in this process (tests of replicas).
+	several bool
 }
 
 // BindFlags registers the manager's flags.
@@ -59,6 +77,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 200, "Burst of queries the manager may send to the hub's API server.")
 	o.Controllers.BindFlags(fs)
 	o.Hub.BindFlags(fs)
+	fs.DurationVar(&o.AgentCredentialTTL, "agent-credential-ttl", tunnel.DefaultCredentialTTL, "Lifetime of the credential an agent gets for its tunnel to the hub; agents renew it at two-thirds of its life.")
+	fs.StringVar(&o.PeerURL, "hub-peer-url", "", "URL at which the other manager replicas reach this one's tunnel endpoint (with --leader-elect), e.g. wss://10.0.0.5:9443/v1/tunnel. Default: the address in $POD_IP, else 127.0.0.1, with the port of --hub-bind-address.")
 }
 
 // Scheme holds every kind the manager reads or writes on the hub.
@@ -118,13 +138,18 @@ func Run(ctx context.Context, o Options) error {
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "drover-manager.management.drover.io",
 		LeaderElectionNamespace: o.Namespace,
-		Controller:              config.Controller{RecoverPanic: ptr.To(true)},
+		Controller:              config.Controller{RecoverPanic: ptr.To(true), SkipNameValidation: ptr.To(o.several)},
 		Cache:                   controllers.CacheOptions(o.Namespace),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	o.Controllers.Namespace = o.Namespace
+	var connections atomic.Pointer[remote.Cache]
+	peerClient, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
 	if o.Hub.BindAddress != "" && o.Hub.BindAddress != "0" {
 		o.Hub.Namespace = o.Namespace
 		hub, err := hubserver.New(o.Hub, mgr.GetAPIReader(), mgr.GetClient())
@@ -144,10 +169,40 @@ func Run(ctx context.Context, o Options) error {
 		}))
 		o.Controllers.HubURL = hub.URL()
 		o.Controllers.Registrations = reg
+
+		// The agents' tunnels, and the exchange of bootstrap tokens for credentials.
+		tun := tunnel.NewServer(tunnel.ServerOptions{
+			Namespace: o.Namespace, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(),
+			Lookup:        controllers.TunnelLookup(mgr.GetClient(), o.Namespace),
+			CredentialTTL: o.AgentCredentialTTL,
+			OnChange: func(cluster string, open bool) {
+				if rc := connections.Load(); rc != nil {
+					rc.Kick(cluster, open)
+				}
+			},
+			Reject: controllers.TunnelRejections(mgr.GetClient(), mgr.GetEventRecorder("drover-tunnel"), connections.Load),
+		})
+		if err := mgr.Add(tun); err != nil {
+			return err
+		}
+		hub.Handle("GET "+tunnel.Path, tun)
+		hub.Handle("POST "+tunnel.CredentialPath, tun.CredentialHandler())
+		o.Controllers.Tunnels = tun
+		if o.LeaderElect {
+			// Several replicas may run: each reaches the tunnels the others hold.
+			if err := mgr.Add(everyReplica(func(ctx context.Context) error {
+				tun.RunPeers(ctx, tunnel.PeerOptions{ID: peerID(), URL: peerURL(o.PeerURL, hub), Client: peerClient})
+				return nil
+			})); err != nil {
+				return err
+			}
+		}
 	}
-	if _, err := controllers.SetupWithManager(ctx, mgr, o.Controllers); err != nil {
+	rc, err := controllers.SetupWithManager(ctx, mgr, o.Controllers)
+	if err != nil {
 		return err
 	}
+	connections.Store(rc)
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
@@ -156,4 +211,33 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("Starting manager", "version", version.Version, "namespace", o.Namespace)
 	return mgr.Start(ctx)
+}
+
+// everyReplica is a runnable that runs on every replica, leader or not.
+type everyReplica func(ctx context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (f everyReplica) NeedLeaderElection() bool        { return false }
+
+// peerID names this replica among its peers: the host (pod) name and a random suffix,
+// so that a restarted replica is a new peer.
+func peerID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return strings.ToLower(host) + "-" + hex.EncodeToString(b)
+}
+
+// peerURL is where the other replicas reach this one: --hub-peer-url, else $POD_IP or
+// 127.0.0.1 with the hub server's port.
+func peerURL(flagValue string, hub *hubserver.Server) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	host := os.Getenv("POD_IP")
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	_, port, _ := net.SplitHostPort(hub.Addr().String())
+	return "wss://" + net.JoinHostPort(host, port) + tunnel.Path
 }

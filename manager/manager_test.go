@@ -123,14 +123,19 @@ func TestHubServer(t *testing.T) {
 			t.Fatalf("manifest: %d %.200s", code, body)
 		}
 		var cur v1alpha1.ManagedCluster
-		if err := c.Get(ctx, client.ObjectKey{Name: "edge-7"}, &cur); err != nil {
-			t.Fatal(err)
+		for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+			if err := c.Get(ctx, client.ObjectKey{Name: "edge-7"}, &cur); err != nil {
+				t.Fatal(err)
+			}
+			if cond := findCond(cur.Status.Conditions, v1alpha1.ReadyCondition); cond != nil && cond.Reason == v1alpha1.ReasonAwaitingAgent {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("Ready: %+v", findCond(cur.Status.Conditions, v1alpha1.ReadyCondition))
+			}
 		}
 		if cur.Status.Registration.Command != "kubectl apply -f "+url || strings.Contains(url, token) {
 			t.Fatalf("status.registration: %+v", cur.Status.Registration)
-		}
-		if c := findCond(cur.Status.Conditions, v1alpha1.ReadyCondition); c == nil || c.Reason != v1alpha1.ReasonAwaitingAgent {
-			t.Fatalf("Ready: %+v", c)
 		}
 		// Revoking: delete the token; the hub makes a new one and the old URL is dead.
 		if err := c.Delete(ctx, &tokenSecret); err != nil {

@@ -65,7 +65,7 @@ type Hub struct {
 // Manifest renders the agent's manifest for cluster: the agent's objects and Secret
 // drover-agent-hub. Applying it twice changes nothing.
 func Manifest(cluster, token string, hub Hub) ([]byte, error) {
-	objs := render.Agent(cluster, hub.Image)
+	objs := render.Agent(cluster, hub.Image, true)
 	secret := &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Name: HubSecretName, Namespace: render.AgentNamespace, Labels: map[string]string{

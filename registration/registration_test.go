@@ -59,7 +59,8 @@ func TestManifest(t *testing.T) {
 		}
 	}
 	want := []string{"Namespace/drover-system", "Secret/" + HubSecretName, "ServiceAccount/drover-agent", "ClusterRole/drover:agent",
-		"ClusterRoleBinding/drover:agent", "Role/drover:agent", "RoleBinding/drover:agent", "Deployment/drover-agent"}
+		"ClusterRoleBinding/drover:agent", "Role/drover:agent", "RoleBinding/drover:agent", "Deployment/drover-agent",
+		"ClusterRoleBinding/drover:agent-tunnel"}
 	if strings.Join(kinds, " ") != strings.Join(want, " ") {
 		t.Fatalf("got %v, want %v", kinds, want)
 	}

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -114,8 +115,12 @@ type Cluster struct {
 	// Warnings say what is accepted but unsafe about the kubeconfig.
 	Warnings []Warning
 
-	source    string
-	hash      string
+	source string
+	hash   string
+	// tunnel: reached through its agent's tunnel rather than dialled.
+	tunnel bool
+	// kick wakes the probe loop (a tunnel opened or closed).
+	kick      chan struct{}
 	ctx       context.Context
 	cancel    context.CancelFunc
 	discovery discovery.DiscoveryInterface
@@ -167,6 +172,13 @@ func (c *Cluster) startCache() (bool, error) {
 		Mapper:               c.mapper,
 		DefaultLabelSelector: OwnedSelector(),
 		DefaultTransform:     cache.TransformStripManagedFields(),
+		// A target that goes away is reported by its probe, on its
+		// ManagedCluster; its watches failing meanwhile are expected, so they are
+		// logged quietly rather than as errors with stack traces every retry.
+		DefaultWatchErrorHandler: func(_ context.Context, _ *toolscache.Reflector, err error) {
+			reason, _ := Classify(err, c.Endpoint, c.source)
+			ctrl.Log.WithName("remote").V(1).Info("Watch of a target failed; retrying", "cluster", c.Name, "reason", reason)
+		},
 		ByObject: map[client.Object]cache.ByObject{
 			// Cluster facts come from every Node, stripped to what they need.
 			&corev1.Node{}: {Label: labels.Everything(), Transform: stripNode},
@@ -316,6 +328,16 @@ type Cache struct {
 type remembered struct {
 	kubeconfig []byte
 	source     string
+	// tunnel, for clusters reached through their agent's tunnel.
+	tunnel *tunnelDial
+}
+
+// DialFunc dials a connection (through a tunnel).
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+type tunnelDial struct {
+	host string
+	dial DialFunc
 }
 
 // New creates an empty connection cache.
@@ -357,6 +379,9 @@ func (c *Cache) Source() source.Source {
 	})
 }
 
+// Notify sends an event for cluster name to every subscriber.
+func (c *Cache) Notify(name string) { c.notify(name) }
+
 func (c *Cache) notify(name string) {
 	c.mu.Lock()
 	queues := append([]workqueue.TypedRateLimitingInterface[reconcile.Request](nil), c.queues...)
@@ -390,30 +415,89 @@ func (c *Cache) Connect(ctx context.Context, name string, kubeconfig []byte, sou
 	if err != nil {
 		return nil, err
 	}
-	cl, err := c.build(name, cfg, hash, source)
+	dialer := &net.Dialer{Timeout: c.opts.ProbeTimeout, KeepAlive: 30 * time.Second}
+	cl, err := c.build(name, cfg, hash, source, GuardDial(c.opts.Policy, dialer))
 	if err != nil {
 		return nil, err
 	}
 	cl.Warnings = warnings
+	return c.install(ctx, name, existing, cl, remembered{kubeconfig: append([]byte(nil), kubeconfig...), source: source}), nil
+}
+
+// ConnectTunnel returns the connection to cluster name through its agent's tunnel:
+// requests go to host, dialled with dial. The connection exists whether or not a
+// tunnel is open; its probe says which (reason TunnelDisconnected), and Kick wakes it
+// when a tunnel opens or closes.
+func (c *Cache) ConnectTunnel(ctx context.Context, name, host string, dial DialFunc, source string) (*Cluster, error) {
+	hash := "tunnel:" + host
+	c.mu.Lock()
+	existing := c.clusters[name]
+	c.mu.Unlock()
+	if existing != nil && existing.hash == hash {
+		return existing, nil
+	}
+	cfg := &rest.Config{Host: "http://" + host}
+	cl, err := c.build(name, cfg, hash, source, dial)
+	if err != nil {
+		return nil, err
+	}
+	cl.tunnel = true
+	cl.health.Message = "waiting for the agent's tunnel"
+	return c.install(ctx, name, existing, cl, remembered{source: source, tunnel: &tunnelDial{host: host, dial: dial}}), nil
+}
+
+// Kick tells the connection to cluster name that its tunnel opened or closed: a
+// closed tunnel counts as disconnected at once, and either way it probes now.
+func (c *Cache) Kick(name string, open bool) {
+	cl := c.Get(name)
+	if cl == nil || !cl.tunnel {
+		return
+	}
+	if !open && cl.tunnelClosed() {
+		c.notify(name)
+	}
+	select {
+	case cl.kick <- struct{}{}:
+	default:
+	}
+}
+
+// tunnelClosed marks a tunnel cluster disconnected; it reports whether that changed
+// anything.
+func (c *Cluster) tunnelClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.health.Connected {
+		return false
+	}
+	c.health.Connected = false
+	c.health.Since = time.Now()
+	c.health.Reason, c.health.Message = ReasonTunnelDisconnected, "the agent's tunnel to the hub closed"
+	return true
+}
+
+// install makes cl the connection to name, unless someone replaced existing
+// meanwhile, and starts its probe loop.
+func (c *Cache) install(ctx context.Context, name string, existing, cl *Cluster, r remembered) *Cluster {
 	c.mu.Lock()
 	if cur := c.clusters[name]; cur != existing {
 		// Someone else connected meanwhile; keep theirs.
 		c.mu.Unlock()
 		cl.cancel()
-		return cur, nil
+		return cur
 	}
 	c.clusters[name] = cl
-	c.last[name] = remembered{kubeconfig: append([]byte(nil), kubeconfig...), source: source}
+	c.last[name] = r
 	c.mu.Unlock()
 	if existing != nil {
 		existing.close()
-		ctrl.LoggerFrom(ctx).Info("Replaced connection after kubeconfig change", "cluster", name)
+		ctrl.LoggerFrom(ctx).Info("Replaced connection after its configuration changed", "cluster", name)
 	}
 	// Probing, identifying and starting the cache run on the connection's own
 	// goroutine, never on a controller's worker: the caller sees "probing" at once
 	// and every subscriber gets an event when something changes.
 	go cl.probeLoop(c.opts)
-	return cl, nil
+	return cl
 }
 
 // Remembered returns the last kubeconfig cluster name connected with, and where it
@@ -429,6 +513,16 @@ func (c *Cache) Remembered(name string) ([]byte, string, bool) {
 // Secret may be gone: deleted together with the ManagedCluster by kubectl delete -f or
 // a GitOps prune), or returns nil when there is none.
 func (c *Cache) Reconnect(ctx context.Context, name string) *Cluster {
+	c.mu.Lock()
+	r, ok := c.last[name]
+	c.mu.Unlock()
+	if ok && r.tunnel != nil {
+		cl, err := c.ConnectTunnel(ctx, name, r.tunnel.host, r.tunnel.dial, r.source)
+		if err != nil {
+			return nil
+		}
+		return cl
+	}
 	data, source, ok := c.Remembered(name)
 	if !ok {
 		return nil
@@ -491,15 +585,14 @@ func (c *Cache) Watch(clusterName, name string, ctrlr controller.Controller, src
 	return nil
 }
 
-func (c *Cache) build(name string, cfg *rest.Config, hash, source string) (*Cluster, error) {
+// build creates a connection; dial bounds the dial and TLS handshake so that a
+// black-holed cluster fails fast (requests themselves are bounded by their contexts:
+// a client timeout would cut watches short).
+func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial DialFunc) (*Cluster, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
 	cfg.UserAgent = "drover-manager/" + name
-	// Bound the dial and TLS handshake so that a black-holed cluster fails fast;
-	// requests themselves are bounded by their contexts (a client timeout would cut
-	// watches short).
-	dialer := &net.Dialer{Timeout: c.opts.ProbeTimeout, KeepAlive: 30 * time.Second}
-	cfg.Dial = GuardDial(c.opts.Policy, dialer)
+	cfg.Dial = dial
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKubeconfig, "its TLS settings cannot be used")
@@ -524,6 +617,7 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string) (*Clus
 		onChange: c.notify, threshold: c.opts.FailureThreshold,
 		health:  Health{Reason: ReasonProbing, Message: "probing " + cfg.Host},
 		watches: sets.New[string](),
+		kick:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -562,10 +656,16 @@ func (c *Cluster) record(err error, info *version.Info) bool {
 		}
 		h.Connected = true
 		h.Reason, h.Message = Classify(nil, c.Endpoint, c.source)
+		if c.tunnel {
+			h.Message = "connected through the agent's tunnel"
+		}
 		h.Version = info
 	} else {
 		h.ConsecutiveFailures++
 		reason, message := Classify(err, c.Endpoint, c.source)
+		if c.tunnel {
+			reason, message = classifyTunnel(err, reason, message)
+		}
 		// A connected cluster must fail FailureThreshold probes in a row to count as
 		// disconnected; one that never connected is reported at once.
 		if !h.Connected || h.ConsecutiveFailures >= c.failureThreshold() {
@@ -602,6 +702,8 @@ func (c *Cluster) probeLoop(opts Options) {
 		case <-c.ctx.Done():
 			return
 		case <-timer.C:
+		case <-c.kick:
+			interval = opts.ProbeInterval
 		}
 		changed := c.probe(c.ctx, opts.ProbeTimeout)
 		if c.Health().Connected {

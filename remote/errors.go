@@ -30,6 +30,7 @@ const (
 	ReasonProbeFailed        = v1alpha1.ReasonProbeFailed
 	ReasonConnected          = v1alpha1.ReasonConnected
 	ReasonProbing            = v1alpha1.ReasonProbing
+	ReasonTunnelDisconnected = v1alpha1.ReasonTunnelDisconnected
 )
 
 // Reasons Describe returns.
@@ -395,4 +396,26 @@ func tlsDetail(err error) string {
 		}
 	}
 	return "handshake failed"
+}
+
+// ErrNoTunnel is what a tunnel dialer returns when no agent tunnel is open; the
+// tunnel package wraps it.
+var ErrNoTunnel = errors.New("no agent tunnel is open")
+
+// classifyTunnel explains a failed probe of a cluster reached through its agent's
+// tunnel: whatever failed on the way, the cause a person can act on is the tunnel.
+func classifyTunnel(err error, reason, message string) (string, string) {
+	switch {
+	case errors.Is(err, ErrNoTunnel):
+		return ReasonTunnelDisconnected, "no agent tunnel is open: the agent is not running, or cannot reach the hub"
+	case reason == ReasonUnreachable:
+		return ReasonTunnelDisconnected, "the agent's tunnel does not answer in time (the agent or its network is down)"
+	case reason == ReasonUnauthorized || reason == ReasonForbidden:
+		return reason, "the cluster's API server refused the agent's identity; the agent needs the ClusterRoleBinding drover:agent-tunnel (apply the registration manifest again)"
+	}
+	var st apierrors.APIStatus
+	if errors.As(err, &st) && st.Status().Code == http.StatusBadGateway {
+		return ReasonUnreachable, "the agent cannot reach its cluster's API server"
+	}
+	return reason, message
 }

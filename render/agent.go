@@ -23,13 +23,25 @@ const (
 	ComponentLabel = "app.kubernetes.io/component"
 	// AgentComponent is ComponentLabel's value on the agent's objects.
 	AgentComponent = "agent"
+	// AgentTunnelBindingName names the ClusterRoleBinding that lets the hub act
+	// through the agent's tunnel (tunnel mode only).
+	AgentTunnelBindingName = "drover:agent-tunnel"
+	// AgentCredentialSecretName holds the agent's tunnel credential (tunnel mode).
+	AgentCredentialSecretName = "drover-agent-credential"
 )
 
 // Agent renders what a target holds for its agent: the namespace, a ServiceAccount,
 // a least-privilege ClusterRole (read Nodes, for facts) and Role (its Lease in
 // drover-system only) with their bindings, and the Deployment running `drover agent`.
 // They go through the same apply and prune as everything else Drover writes.
-func Agent(cluster, image string) []client.Object {
+//
+// In tunnel mode (a cluster registered with spec.registration) the hub reaches the
+// API server only through the agent, which forwards the hub's requests under its own
+// identity: the agent is then bound to cluster-admin (ClusterRoleBinding
+// drover:agent-tunnel), as the hub's kubeconfig would be, may keep its credential in
+// Secret drover-agent-credential, and finds its hub in Secret drover-agent-hub
+// rather than in flags.
+func Agent(cluster, image string, tunnel bool) []client.Object {
 	labels := func() map[string]string {
 		return map[string]string{ManagedByLabel: ManagedByValue, ComponentLabel: AgentComponent}
 	}
@@ -37,7 +49,22 @@ func Agent(cluster, image string) []client.Object {
 	sa := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: AgentName, Namespace: AgentNamespace}}
 	nsLabels := labels()
 	nsLabels["pod-security.kubernetes.io/enforce"] = "restricted"
-	return []client.Object{
+	args := []string{"agent", "--cluster-name=" + cluster, "--namespace=" + AgentNamespace}
+	roleRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{AgentName}, Verbs: []string{"get", "update", "patch"}},
+		// The registration manifest's Secret: the hub's address and the
+		// cluster's name (drover agent with no hub flags).
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"drover-agent-hub"}, Verbs: []string{"get"}},
+	}
+	if tunnel {
+		// No flags: the agent reads everything from Secret drover-agent-hub.
+		args = []string{"agent", "--namespace=" + AgentNamespace}
+		roleRules = append(roleRules,
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{AgentCredentialSecretName}, Verbs: []string{"get", "update"}})
+	}
+	objs := []client.Object{
 		&corev1.Namespace{
 			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 			// Drover created it for the agent alone: it goes when the agent goes.
@@ -62,13 +89,7 @@ func Agent(cluster, image string) []client.Object {
 		&rbacv1.Role{
 			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "Role"},
 			ObjectMeta: metav1.ObjectMeta{Name: AgentRoleName, Namespace: AgentNamespace, Labels: labels()},
-			Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
-				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{AgentName}, Verbs: []string{"get", "update", "patch"}},
-				// The registration manifest's Secret: the hub's address and the
-				// cluster's name (drover agent with no hub flags).
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"drover-agent-hub"}, Verbs: []string{"get"}},
-			},
+			Rules:      roleRules,
 		},
 		&rbacv1.RoleBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
@@ -91,7 +112,7 @@ func Agent(cluster, image string) []client.Object {
 						Containers: []corev1.Container{{
 							Name:  "agent",
 							Image: image,
-							Args:  []string{"agent", "--cluster-name=" + cluster, "--namespace=" + AgentNamespace},
+							Args:  args,
 							Resources: corev1.ResourceRequirements{
 								Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 								Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
@@ -104,6 +125,18 @@ func Agent(cluster, image string) []client.Object {
 			},
 		},
 	}
+	if tunnel {
+		// The hub acts through the agent, so the agent needs what the hub's
+		// kubeconfig would have: Drover creates any ClusterRole a RoleTemplate
+		// asks for, which RBAC allows only to holders of those rules.
+		objs = append(objs, &rbacv1.ClusterRoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: AgentTunnelBindingName, Labels: labels()},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+			Subjects:   sa,
+		})
+	}
+	return objs
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -111,6 +111,9 @@ type Cluster struct {
 	Hub string
 	// AgentImage, when set, adds the agent's objects (see Agent).
 	AgentImage string
+	// Tunnel: the cluster is registered with spec.registration and the hub reaches
+	// it through its agent's tunnel (see Agent).
+	Tunnel bool
 }
 
 // Intents are the hub objects rendering reads.
@@ -331,7 +334,7 @@ func Render(cluster Cluster, in Intents) Result {
 	sort.SliceStable(namespaces, func(i, j int) bool { return namespaces[i].GetName() < namespaces[j].GetName() })
 	var agent []client.Object
 	if cluster.AgentImage != "" {
-		agent = Agent(cluster.Name, cluster.AgentImage)
+		agent = Agent(cluster.Name, cluster.AgentImage, cluster.Tunnel)
 		res.UseExisting[AgentNamespace] = true
 	}
 	res.Objects = append(append(append(append(agent, namespaces...), roles...), namespaced...), bindings...)

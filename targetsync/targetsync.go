@@ -341,8 +341,13 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	for _, d := range desired {
 		want[KeyOf(d)] = true
 	}
-	if err := s.prune(ctx, want, opts, beforeWrite, &rep); err != nil {
-		return rep, err
+	// The agent goes after everything else, and the binding that lets the hub act
+	// through the agent's tunnel goes last of all: removing it first would cut the
+	// hub off before it has cleaned up.
+	for _, pass := range prunePasses {
+		if err := s.prune(ctx, want, opts, beforeWrite, &rep, pass); err != nil {
+			return rep, err
+		}
 	}
 
 	// Compare with the cache; collect what must be looked at or written.
@@ -452,7 +457,28 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 }
 
 // prune removes what this syncer owns and no longer wants, namespaces last.
-func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, beforeWrite func(context.Context) error, rep *Report) error {
+// prunePasses split pruning so that the hub's own way into a target goes last.
+var prunePasses = []func(client.Object) bool{
+	func(o client.Object) bool { return o.GetLabels()[render.ComponentLabel] != render.AgentComponent },
+	func(o client.Object) bool {
+		return o.GetLabels()[render.ComponentLabel] == render.AgentComponent && !isTunnelBinding(o) && !isAgentServiceAccount(o)
+	},
+	isTunnelBinding,
+	// The agent's ServiceAccount is never deleted on its own: in tunnel mode its
+	// token is the hub's way in. It goes with the agent's namespace.
+}
+
+func isAgentServiceAccount(o client.Object) bool {
+	_, ok := o.(*corev1.ServiceAccount)
+	return ok && o.GetName() == render.AgentName && o.GetNamespace() == render.AgentNamespace
+}
+
+func isTunnelBinding(o client.Object) bool {
+	_, ok := o.(*rbacv1.ClusterRoleBinding)
+	return ok && o.GetName() == render.AgentTunnelBindingName && o.GetLabels()[render.ComponentLabel] == render.AgentComponent
+}
+
+func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, beforeWrite func(context.Context) error, rep *Report, pass func(client.Object) bool) error {
 	var mu sync.Mutex
 	for _, list := range s.Kinds {
 		// Bounded too: a cache that has to start an informer waits for a target
@@ -473,7 +499,7 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, bef
 		var gone []client.Object
 		for _, item := range items {
 			obj := item.(client.Object)
-			if want[KeyOf(obj)] || !s.prunable(obj) || !obj.GetDeletionTimestamp().IsZero() {
+			if !pass(obj) || want[KeyOf(obj)] || !s.prunable(obj) || !obj.GetDeletionTimestamp().IsZero() {
 				continue
 			}
 			if render.Held(opts.Hold, obj) && !ofGoneProject(obj, opts) {

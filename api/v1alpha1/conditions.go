@@ -76,6 +76,9 @@ const (
 	// ReasonAwaitingAgent: the cluster is registered with spec.registration and its
 	// agent has not connected to the hub yet.
 	ReasonAwaitingAgent = "AwaitingAgent"
+	// ReasonTunnelDisconnected: the cluster is reached through its agent's tunnel,
+	// and no tunnel is open (the agent stopped, or cannot reach the hub).
+	ReasonTunnelDisconnected = "TunnelDisconnected"
 	// ReasonHubServerDisabled: spec.registration needs the hub server, which the
 	// manager runs without (--hub-bind-address=0).
 	ReasonHubServerDisabled = "HubServerDisabled"
