@@ -138,8 +138,10 @@ func Run(ctx context.Context, o Options) error {
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "drover-manager.management.drover.io",
 		LeaderElectionNamespace: o.Namespace,
-		Controller:              config.Controller{RecoverPanic: ptr.To(true), SkipNameValidation: ptr.To(o.several)},
-		Cache:                   controllers.CacheOptions(o.Namespace),
+		// A replica that stops hands the lease over at once, not after it expires.
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{RecoverPanic: ptr.To(true), SkipNameValidation: ptr.To(o.several)},
+		Cache:                         controllers.CacheOptions(o.Namespace),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

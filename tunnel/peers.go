@@ -24,6 +24,9 @@ const (
 	peerURLAnnotation = "management.drover.io/peer-url"
 	peerLeaseDuration = 30 * time.Second
 	peerRenewInterval = 10 * time.Second
+	// peerSyncInterval: how often the peer Leases are read, so that a new
+	// replica is reached within seconds.
+	peerSyncInterval = 2 * time.Second
 )
 
 // PeerOptions say how this replica is found by the others.
@@ -53,11 +56,16 @@ func (s *Server) RunPeers(ctx context.Context, o PeerOptions) {
 	token := s.signer.Load().peerToken
 	key := client.ObjectKey{Namespace: s.opts.Namespace, Name: peerLeasePrefix + o.ID}
 	log.Info("Advertising this replica to its peers", "url", o.URL)
-	t := time.NewTicker(peerRenewInterval)
+	t := time.NewTicker(peerSyncInterval)
 	defer t.Stop()
+	var renewed time.Time
 	for {
-		if err := s.renewPeerLease(ctx, o, key); err != nil && ctx.Err() == nil {
-			log.Error(err, "Cannot renew the peer Lease", "lease", key.String())
+		if time.Since(renewed) >= peerRenewInterval {
+			if err := s.renewPeerLease(ctx, o, key); err != nil && ctx.Err() == nil {
+				log.Error(err, "Cannot renew the peer Lease", "lease", key.String())
+			} else {
+				renewed = time.Now()
+			}
 		}
 		s.syncPeers(ctx, o, token)
 		select {

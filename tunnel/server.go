@@ -108,6 +108,9 @@ type Server struct {
 	sessions map[string][]*session
 	peers    map[string]string
 	peerID   string
+	// watched holds, for every cluster the hub dials, whether a tunnel to it
+	// (here or at a peer) was open at the last look.
+	watched map[string]bool
 }
 
 type session struct {
@@ -128,7 +131,7 @@ func NewServer(opts ServerOptions) *Server {
 	if opts.CredentialTTL <= 0 {
 		opts.CredentialTTL = DefaultCredentialTTL
 	}
-	s := &Server{opts: opts, ready: make(chan struct{}), sessions: map[string][]*session{}, peers: map[string]string{}}
+	s := &Server{opts: opts, ready: make(chan struct{}), sessions: map[string][]*session{}, peers: map[string]string{}, watched: map[string]bool{}}
 	s.rd = remotedialer.New(func(req *http.Request) (string, bool, error) {
 		c, ok := req.Context().Value(clusterKey{}).(string)
 		return c, ok && c != "", nil
@@ -161,7 +164,7 @@ func (s *Server) Start(ctx context.Context) error {
 		delay = min(2*delay, 30*time.Second)
 	}
 	close(s.ready)
-	<-ctx.Done()
+	s.watchTunnels(ctx)
 	s.mu.Lock()
 	for _, list := range s.sessions {
 		for _, ss := range list {
@@ -182,8 +185,45 @@ func (s *Server) Ready() bool {
 	}
 }
 
+// watchInterval is how often tunnels held by peers are looked for: a replica learns
+// of them from its peers, without a callback.
+const watchInterval = 500 * time.Millisecond
+
+// watchTunnels reports tunnels opening and closing at peers (and here) through
+// OnChange, for every cluster the hub dials, until ctx is done.
+func (s *Server) watchTunnels(ctx context.Context) {
+	t := time.NewTicker(watchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var changed []string
+		s.mu.Lock()
+		for c, was := range s.watched {
+			if has := s.rd.HasSession(c); has != was {
+				s.watched[c] = has
+				changed = append(changed, c)
+			}
+		}
+		s.mu.Unlock()
+		for _, c := range changed {
+			if s.opts.OnChange != nil {
+				s.opts.OnChange(c, s.rd.HasSession(c))
+			}
+		}
+	}
+}
+
 // Dialer dials through cluster's tunnel, held by this replica or a peer.
 func (s *Server) Dialer(cluster string) func(ctx context.Context, network, address string) (net.Conn, error) {
+	s.mu.Lock()
+	if _, ok := s.watched[cluster]; !ok {
+		s.watched[cluster] = s.rd.HasSession(cluster)
+	}
+	s.mu.Unlock()
 	d := s.rd.Dialer(cluster)
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		conn, err := d(ctx, network, address)
@@ -204,6 +244,7 @@ func (s *Server) HasTunnel(cluster string) bool { return s.rd.HasSession(cluster
 func (s *Server) Close(cluster string) {
 	s.mu.Lock()
 	list := s.sessions[cluster]
+	delete(s.watched, cluster)
 	s.mu.Unlock()
 	for _, ss := range list {
 		_ = ss.conn.Close()
@@ -237,7 +278,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.remove(id.Cluster, *c)
 		log.Info("Agent tunnel closed")
 		if s.opts.OnChange != nil {
-			s.opts.OnChange(id.Cluster, false)
+			// A newer tunnel (here or at a peer) may have replaced this one.
+			s.opts.OnChange(id.Cluster, s.rd.HasSession(id.Cluster))
 		}
 	}
 }
