@@ -23,6 +23,7 @@ import (
 	. "github.com/onsi/gomega"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -219,6 +220,7 @@ func TestTunnel(t *testing.T) {
 	var tokenSecret corev1.Secret
 	g.Expect(hub.c.Get(ctx, client.ObjectKey{Namespace: DefaultNamespace, Name: "edge-7-registration"}, &tokenSecret)).To(Succeed())
 	oldToken := string(tokenSecret.Data["token"])
+	noTokens = append(noTokens, oldToken)
 
 	outer := t // agents and managers outlive the subtests
 	stopAgent := runAgent(outer, target)
@@ -278,6 +280,9 @@ func TestTunnel(t *testing.T) {
 		code, body := exchange(t, hub, "edge-7", string(kubeSystem.UID), oldToken)
 		g.Expect(code).To(Equal(http.StatusUnauthorized), body)
 		g.Expect(body).NotTo(ContainSubstring(oldToken))
+		g.Eventually(func(g Gomega) {
+			g.Expect(eventReasons(g, hub.c, "edge-7")).To(ContainElement(tunnel.ReasonTokenRejected))
+		}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 		// An unknown cluster gets the same answer.
 		code, _ = exchange(t, hub, "nowhere", string(kubeSystem.UID), oldToken)
 		g.Expect(code).To(Equal(http.StatusUnauthorized))
@@ -286,6 +291,35 @@ func TestTunnel(t *testing.T) {
 			cur := getMC(g, hub.c, "edge-7")
 			g.Expect(findCond(cur.Status.Conditions, v1alpha1.ConnectedCondition)).To(HaveField("Status", metav1.ConditionTrue))
 		}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+	})
+
+	t.Run("manifest applied to the wrong cluster", func(t *testing.T) {
+		g := NewWithT(t)
+		other, err := controlplane.Start(controlplane.Options{Name: "tunnel-other"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = other.Stop() })
+		oc, err := client.New(other.Config, client.Options{Scheme: scheme})
+		g.Expect(err).NotTo(HaveOccurred())
+		cur := getMC(g, hub.c, "edge-7")
+		code, manifest := fetch(t, hub.hc, cur.Status.Registration.ManifestURL)
+		g.Expect(code).To(Equal(http.StatusOK))
+		applyManifest(t, oc, manifest)
+		stopOther := runAgent(t, other)
+		defer stopOther()
+		g.Eventually(func(g Gomega) {
+			g.Expect(eventReasons(g, hub.c, "edge-7")).To(ContainElement(tunnel.ReasonClusterMismatch))
+		}, 20*time.Second, 100*time.Millisecond).Should(Succeed())
+		// The registered cluster is untouched.
+		g.Consistently(func(g Gomega) {
+			cur := getMC(g, hub.c, "edge-7")
+			g.Expect(cur.Status.ClusterID).To(Equal(string(kubeSystem.UID)))
+			g.Expect(findCond(cur.Status.Conditions, v1alpha1.ConnectedCondition)).To(HaveField("Status", metav1.ConditionTrue))
+		}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+		var cred corev1.Secret
+		err = oc.Get(ctx, client.ObjectKey{Namespace: render.AgentNamespace, Name: render.AgentCredentialSecretName}, &cred)
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the wrong cluster got a credential")
 	})
 
 	t.Run("tunnel lost and recovered", func(t *testing.T) {
@@ -336,6 +370,26 @@ func TestTunnel(t *testing.T) {
 		g.Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
 	})
 }
+
+// eventReasons lists the reasons of the events about a ManagedCluster. No event may
+// quote the bootstrap token: every note is checked against noTokens.
+func eventReasons(g Gomega, c client.Client, cluster string) []string {
+	var list eventsv1.EventList
+	g.Expect(c.List(context.Background(), &list)).To(Succeed())
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "ManagedCluster" && e.Regarding.Name == cluster {
+			out = append(out, e.Reason)
+			for _, tok := range noTokens {
+				g.Expect(e.Note).NotTo(ContainSubstring(tok))
+			}
+		}
+	}
+	return out
+}
+
+// noTokens are the bootstrap tokens no event may quote.
+var noTokens []string
 
 func getMC(g Gomega, c client.Client, name string) *v1alpha1.ManagedCluster {
 	mc := &v1alpha1.ManagedCluster{}
