@@ -101,7 +101,7 @@ build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/insta
 ##@ Run
 
 .PHONY: dev
-dev: build ## Run Drover locally: a hub, two target clusters, the manager and agents, on this machine. Ctrl-C stops it.
+dev: build ## Run Drover locally: a hub, two kubeconfig targets and one behind an agent tunnel, the manager and agents, on this machine. Ctrl-C stops it.
 	go build -trimpath -o $(LOCALBIN)/drover-dev ./hack/dev
 	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" $(LOCALBIN)/drover-dev $(strip --drover=$(LOCALBIN)/drover $(DEV_FLAGS))
 

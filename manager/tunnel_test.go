@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"flag"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -261,12 +262,23 @@ func TestTunnel(t *testing.T) {
 		g := NewWithT(t)
 		var before corev1.Secret
 		g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: render.AgentNamespace, Name: render.AgentCredentialSecretName}, &before)).To(Succeed())
-		// 15 s credentials are renewed after 10 s.
+		// 15 s credentials are renewed after 10 s, with no outage: the agent opens
+		// the next tunnel before the hub closes the old one.
+		flapped := ""
 		g.Eventually(func(g Gomega) {
+			if c := findCond(getMC(g, hub.c, "edge-7").Status.Conditions, v1alpha1.ConnectedCondition); c == nil || c.Status != metav1.ConditionTrue {
+				flapped = fmt.Sprintf("%+v", c)
+			}
 			var cur corev1.Secret
 			g.Expect(tc.Get(ctx, client.ObjectKey{Namespace: render.AgentNamespace, Name: render.AgentCredentialSecretName}, &cur)).To(Succeed())
 			g.Expect(cur.Data["tls.crt"]).NotTo(Equal(before.Data["tls.crt"]))
-		}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+		g.Consistently(func(g Gomega) {
+			c := findCond(getMC(g, hub.c, "edge-7").Status.Conditions, v1alpha1.ConnectedCondition)
+			g.Expect(c).To(HaveField("Status", metav1.ConditionTrue))
+		}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
+		g.Expect(flapped).To(BeEmpty(), "Connected changed during the renewal")
+		g.Expect(eventReasons(g, hub.c, "edge-7")).NotTo(ContainElement(v1alpha1.ReasonTunnelDisconnected))
 		g.Eventually(func(g Gomega) {
 			cur := getMC(g, hub.c, "edge-7")
 			g.Expect(findCond(cur.Status.Conditions, v1alpha1.ReadyCondition)).To(HaveField("Status", metav1.ConditionTrue))

@@ -68,6 +68,9 @@ type Agent struct {
 	// next tries to renew it.
 	notAfter, renewAt time.Time
 	clusterID         string
+	// refused: the hub refused the current credential; the stored copy is not
+	// used again, the bootstrap token is.
+	refused bool
 }
 
 // NewAgent checks the options and builds the forwarding proxy.
@@ -152,58 +155,111 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// session obtains a credential and holds one tunnel until it fails or the credential
-// is renewed. It reports whether the tunnel was up.
+// session obtains a credential and holds the tunnel until it fails. When the
+// credential is renewed, it opens the next tunnel with the new one before the old one
+// goes (the hub keeps the newest and closes the older), so renewal is no outage. It
+// reports whether a tunnel was up.
 func (a *Agent) session(ctx context.Context, log logr.Logger) (bool, error) {
 	if err := a.ensureCredential(ctx); err != nil {
 		return false, err
 	}
-	a.mu.Lock()
-	renewAt := a.renewAt
-	a.mu.Unlock()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Renew before the credential expires, then reconnect with the new one.
-	renew := time.AfterFunc(max(time.Until(renewAt), 0), cancel)
-	defer renew.Stop()
+	up := false
+	var prevCancel context.CancelFunc
+	defer func() {
+		if prevCancel != nil {
+			prevCancel()
+		}
+	}()
+	for {
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		opened := make(chan struct{})
+		go func() { done <- a.connect(sctx, func() { close(opened) }) }()
+		a.mu.Lock()
+		cred, renewAt := a.cred, a.renewAt
+		a.mu.Unlock()
+		timer := time.NewTimer(max(time.Until(renewAt), 0))
+		renewed := false
+		for !renewed {
+			select {
+			case <-opened:
+				up, opened = true, nil
+				log.Info("Tunnel to the hub is open")
+				if prevCancel != nil {
+					// The hub closes the previous tunnel once this one is up;
+					// make sure it goes.
+					time.AfterFunc(5*time.Second, prevCancel)
+					prevCancel = nil
+				}
+			case err := <-done:
+				timer.Stop()
+				cancel()
+				return up, a.describe(err)
+			case <-timer.C:
+				if err := a.ensureCredential(ctx); err != nil {
+					cancel()
+					return up, err
+				}
+				a.mu.Lock()
+				renewed = a.cred != cred
+				renewAt = a.renewAt
+				a.mu.Unlock()
+				if !renewed {
+					timer.Reset(max(time.Until(renewAt), 0))
+				}
+			}
+		}
+		if prevCancel != nil {
+			prevCancel()
+		}
+		prevCancel = cancel
+	}
+}
 
+// connect holds one tunnel until it ends or ctx is done; opened is called once it is up.
+func (a *Agent) connect(ctx context.Context, opened func()) error {
 	u, _ := url.Parse(a.opts.HubURL)
 	u.Scheme = map[string]string{"https": "wss", "http": "ws"}[u.Scheme]
 	u.Path = strings.TrimSuffix(u.Path, "/") + Path
 	dialer := &websocket.Dialer{TLSClientConfig: a.hubTLS, HandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment}
 	headers := http.Header{ClusterHeader: {a.opts.Cluster}}
-	up := false
-	allow := func(proto, address string) bool { return proto == "tcp" && address == APIServerAddress }
 	local := func(ctx context.Context, network, address string) (net.Conn, error) {
-		if !allow(network, address) {
+		if !allowDial(network, address) {
 			return nil, fmt.Errorf("the agent forwards only to its own API server, not %s", address)
 		}
 		return a.proxy.dial(ctx)
 	}
-	err := remotedialer.ConnectToProxyWithDialer(sctx, u.String(), headers, allow, dialer, local,
+	err := remotedialer.ConnectToProxyWithDialer(ctx, u.String(), headers, allowDial, dialer, local,
 		func(context.Context, *remotedialer.Session) error {
-			up = true
-			log.Info("Tunnel to the hub is open")
+			opened()
 			return nil
 		})
-	if err == nil && ctx.Err() == nil && time.Now().After(renewAt) {
-		return up, nil // renewal: reconnect at once with the new credential
-	}
 	if err == nil && ctx.Err() == nil {
 		err = errors.New("the hub closed the tunnel")
 	}
-	var hs *websocket.CloseError
-	if errors.As(err, &hs) {
-		err = fmt.Errorf("the hub closed the tunnel: %s", hs.Text)
+	return err
+}
+
+// allowDial is the one address the hub may reach through the tunnel.
+func allowDial(proto, address string) bool { return proto == "tcp" && address == APIServerAddress }
+
+// describe explains why a tunnel ended, and drops a credential the hub refused.
+func (a *Agent) describe(err error) error {
+	if err == nil {
+		return errors.New("the hub closed the tunnel")
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		err = fmt.Errorf("the hub closed the tunnel: %s", ce.Text)
 	}
 	if errors.Is(err, websocket.ErrBadHandshake) {
 		// The hub refused the credential: drop it, so that the next attempt
 		// exchanges the bootstrap token again (which may be the new one).
 		a.mu.Lock()
-		a.cred = nil
+		a.cred, a.refused = nil, true
 		a.mu.Unlock()
 	}
-	return up, err
+	return err
 }
 
 // ensureCredential loads the stored credential or gets a new one: by renewal when the
@@ -220,9 +276,9 @@ func (a *Agent) ensureCredential(ctx context.Context) error {
 		a.clusterID = string(ns.UID)
 	}
 	a.mu.Lock()
-	have := a.cred != nil
+	have, refused := a.cred != nil, a.refused
 	a.mu.Unlock()
-	if !have {
+	if !have && !refused {
 		if err := a.loadStored(ctx); err == nil {
 			have = true
 		}
@@ -346,7 +402,7 @@ func (a *Agent) exchange(ctx context.Context, renew bool) error {
 		return err
 	}
 	a.mu.Lock()
-	a.cred, a.notAfter, a.renewAt = &cert, leaf.NotAfter, renewalTime(time.Now(), leaf.NotAfter)
+	a.cred, a.notAfter, a.renewAt, a.refused = &cert, leaf.NotAfter, renewalTime(time.Now(), leaf.NotAfter), false
 	a.mu.Unlock()
 	ctrl.LoggerFrom(ctx).WithName("tunnel").Info("Got a new agent credential from the hub", "cluster", a.opts.Cluster, "renewal", renew, "notAfter", leaf.NotAfter)
 	if err := a.store(ctx, []byte(out.Certificate), keyPEM); err != nil {

@@ -124,6 +124,11 @@ func readObjects(path string) ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeObjects(raw, path)
+}
+
+// decodeObjects decodes every object in multi-document YAML read from source.
+func decodeObjects(raw []byte, source string) ([]*unstructured.Unstructured, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
 	var objs []*unstructured.Unstructured
 	for {
@@ -132,7 +137,7 @@ func readObjects(path string) ([]*unstructured.Unstructured, error) {
 			if errors.Is(err, io.EOF) {
 				return objs, nil
 			}
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 		if len(m) == 0 {
 			continue
@@ -149,19 +154,33 @@ func applyFiles(ctx context.Context, c client.Client, files []string, skip ...st
 		if err != nil {
 			return applied, skipped, err
 		}
-		for _, o := range objs {
-			desc := o.GetKind() + " " + o.GetName()
+		objs = slices.DeleteFunc(objs, func(o *unstructured.Unstructured) bool {
 			if slices.Contains(skip, o.GetKind()) {
-				skipped = append(skipped, desc)
-				continue
+				skipped = append(skipped, o.GetKind()+" "+o.GetName())
+				return true
 			}
-			if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), fieldOwner, client.ForceOwnership); err != nil {
-				return applied, skipped, fmt.Errorf("apply %s from %s: %w", desc, f, err)
-			}
-			applied = append(applied, desc)
+			return false
+		})
+		done, err := applyObjects(ctx, c, objs, f)
+		applied = append(applied, done...)
+		if err != nil {
+			return applied, skipped, err
 		}
 	}
 	return applied, skipped, nil
+}
+
+// applyObjects server-side applies objs, read from source, in order. It returns
+// "Kind name" for what it applied.
+func applyObjects(ctx context.Context, c client.Client, objs []*unstructured.Unstructured, source string) (applied []string, err error) {
+	for _, o := range objs {
+		desc := o.GetKind() + " " + o.GetName()
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), fieldOwner, client.ForceOwnership); err != nil {
+			return applied, fmt.Errorf("apply %s from %s: %w", desc, source, err)
+		}
+		applied = append(applied, desc)
+	}
+	return applied, nil
 }
 
 // ensureNamespace creates a namespace if it is missing.
@@ -253,9 +272,13 @@ func (s clusterState) String() string {
 	if s.nodes != "" {
 		parts = append(parts, s.nodes+" nodes ready")
 	}
-	if s.agentReady {
+	switch {
+	case s.agentReady && s.agent != "":
 		parts = append(parts, "agent "+s.agent+" reporting")
-	} else {
+	case s.agentReady:
+		// status.agent may not say the version yet.
+		parts = append(parts, "agent reporting")
+	default:
 		parts = append(parts, "agent not reporting yet")
 	}
 	return strings.Join(parts, ", ")

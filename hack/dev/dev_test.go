@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +95,61 @@ func TestCleanDirKeepsTheLock(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 || entries[0].Name() != "lock" {
 		t.Errorf("left %v, want only lock", entries)
+	}
+}
+
+func TestPlanPutsTunnelledTargetsLast(t *testing.T) {
+	o := options{targets: 2, tunnelled: 2, nodes: []int{3, 2}}
+	ts := plan(o)
+	var got []string
+	for _, tg := range ts {
+		got = append(got, fmt.Sprintf("%s tunnel=%v nodes=%d %s", tg.name, tg.tunnel, tg.nodes, labelString(tg.labels)))
+	}
+	want := []string{
+		"target-1 tunnel=false nodes=3 {env=prod,region=eu}",
+		"target-2 tunnel=false nodes=2 {env=staging,region=us}",
+		"edge-1 tunnel=true nodes=2 {env=prod,region=edge}",
+		"edge-2 tunnel=true nodes=2 {env=staging,region=edge}",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("plan = %q, want %q", got, want)
+	}
+	if ts[0].how() != "kubeconfig" || ts[2].how() != "agent tunnel" {
+		t.Errorf("how: %q, %q", ts[0].how(), ts[2].how())
+	}
+}
+
+func TestParseFlagsTunnelTargets(t *testing.T) {
+	args := os.Args
+	t.Cleanup(func() { os.Args = args })
+	os.Args = []string{"drover-dev"}
+	o, err := parseFlags()
+	if err != nil || o.targets != 2 || o.tunnelled != 1 {
+		t.Fatalf("defaults: %+v, %v; want 2 kubeconfig targets and 1 tunnelled", o, err)
+	}
+	os.Args = []string{"drover-dev", "--tunnel-targets=0"}
+	if o, err := parseFlags(); err != nil || o.tunnelled != 0 {
+		t.Errorf("--tunnel-targets=0: %+v, %v", o, err)
+	}
+	os.Args = []string{"drover-dev", "--tunnel-targets=10"}
+	if _, err := parseFlags(); err == nil {
+		t.Error("--tunnel-targets=10: no error")
+	}
+}
+
+func TestClusterStateString(t *testing.T) {
+	for _, c := range []struct {
+		s    clusterState
+		want string
+	}{
+		{clusterState{}, "waiting for the manager"},
+		{clusterState{reason: "AwaitingAgent", message: "waiting for the agent"}, "Ready=False AwaitingAgent: waiting for the agent"},
+		{clusterState{ready: true, version: "v1.36.3", nodes: "2/2"}, "Ready, Kubernetes v1.36.3, 2/2 nodes ready, agent not reporting yet"},
+		{clusterState{ready: true, agentReady: true}, "Ready, agent reporting"},
+		{clusterState{ready: true, agentReady: true, agent: "dev"}, "Ready, agent dev reporting"},
+	} {
+		if got := c.s.String(); got != c.want {
+			t.Errorf("%+v: got %q, want %q", c.s, got, c.want)
+		}
 	}
 }

@@ -6,8 +6,13 @@
 // target gets a few Nodes that kwok keeps Ready. It installs Drover's CRDs and
 // built-in RoleTemplates in the hub, runs the manager (bin/drover) against the hub
 // and one agent process (bin/drover agent) per target, standing in for the agent
-// Deployment since no kubelet runs pods here, registers the targets as
-// ManagedClusters through kubeconfig Secrets, and applies config/samples.
+// Deployment since no kubelet runs pods here, and applies config/samples.
+//
+// Two kinds of targets are registered as ManagedClusters: target-N through kubeconfig
+// Secrets, and edge-N through spec.registration alone, as a cluster behind NAT joins:
+// make dev applies the registration manifest the hub serves to the target, and runs
+// the agent with no flags but --kubeconfig; the agent opens a tunnel to the hub, the
+// only way the hub reaches that target's API server.
 //
 // Everything lives in .dev/ (git ignores it). It runs until Ctrl-C or SIGTERM, then
 // stops every process it started. A second Ctrl-C kills them at once. If make dev
@@ -54,6 +59,7 @@ type options struct {
 	dir          string
 	drover       string
 	targets      int
+	tunnelled    int
 	nodes        []int
 	manager      bool
 	verbose      bool
@@ -65,8 +71,9 @@ func parseFlags() (options, error) {
 	fs := flag.NewFlagSet("drover-dev", flag.ContinueOnError)
 	fs.StringVar(&o.dir, "dir", ".dev", "Directory for kubeconfigs, logs and control-plane state; emptied on start.")
 	fs.StringVar(&o.drover, "drover", "bin/drover", "The drover binary to run as manager and agents (make build builds it).")
-	fs.IntVar(&o.targets, "targets", 2, "Number of target clusters.")
-	nodes := fs.String("nodes", "3,2", "Simulated nodes per target, comma-separated; the last number repeats for further targets.")
+	fs.IntVar(&o.targets, "targets", 2, "Number of target clusters registered through kubeconfig Secrets (target-1, target-2, ...).")
+	fs.IntVar(&o.tunnelled, "tunnel-targets", 1, "Number of further target clusters registered through spec.registration and the agent's tunnel (edge-1, ...); the hub never gets their kubeconfig.")
+	nodes := fs.String("nodes", "3,2", "Simulated nodes per target, comma-separated, in the order target-1, target-2, ..., edge-1, ...; the last number repeats for further targets.")
 	fs.BoolVar(&o.manager, "manager", true, "Run the manager. With --manager=false, run your own against .dev/hub.kubeconfig (e.g. from a debugger).")
 	fs.BoolVar(&o.verbose, "v", false, "Also print the control planes' and kwok's logs, which otherwise only go to .dev/logs.")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 3*time.Minute, "How long to wait for the ManagedClusters to become Ready before reporting them as stuck.")
@@ -78,6 +85,9 @@ func parseFlags() (options, error) {
 	}
 	if o.targets < 1 || o.targets > 9 {
 		return o, fmt.Errorf("--targets must be between 1 and 9, got %d", o.targets)
+	}
+	if o.tunnelled < 0 || o.tunnelled > 9 {
+		return o, fmt.Errorf("--tunnel-targets must be between 0 and 9, got %d", o.tunnelled)
 	}
 	for _, s := range strings.Split(*nodes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -107,7 +117,7 @@ type dev struct {
 	start   time.Time
 	exited  chan *proc
 	hub     *controlplane.ControlPlane
-	targets []*controlplane.ControlPlane
+	targets []*target
 	kwoks   []*proc
 	manager *proc
 	// metricsAddr, probesAddr and hubAddr are the manager's, for the banner.
@@ -129,7 +139,7 @@ func run() int {
 		con.printf("%v", err)
 		return 2
 	}
-	d := &dev{opts: opts, con: con, start: time.Now(), exited: make(chan *proc, 16)}
+	d := &dev{opts: opts, con: con, start: time.Now(), exited: make(chan *proc, 16), targets: plan(opts)}
 
 	// The first Ctrl-C (or SIGTERM) stops everything in order; a second one exits at
 	// once and leaves the killing to the watchdog. A process that exits on its own
@@ -301,16 +311,60 @@ func (d *dev) serverOutput(name string) (io.Writer, *os.File, error) {
 	return f, f, nil
 }
 
-func targetName(i int) string { return fmt.Sprintf("target-%d", i+1) }
+// target is one target cluster.
+type target struct {
+	name, displayName string
+	labels            map[string]string
+	nodes             int
+	// tunnel is set for a cluster registered through spec.registration: the hub
+	// never gets its kubeconfig and reaches it only through its agent's tunnel.
+	tunnel bool
+	cp     *controlplane.ControlPlane
+}
 
-// targetLabels are the labels of each target's ManagedCluster: the first is a
-// production cluster in the EU, the others staging, so that the samples' selectors
-// (env: prod) pick some clusters and not others.
+// how says how the hub reaches the target, for the console.
+func (t *target) how() string {
+	if t.tunnel {
+		return "agent tunnel"
+	}
+	return "kubeconfig"
+}
+
+func targetName(i int) string { return fmt.Sprintf("target-%d", i+1) }
+func edgeName(i int) string   { return fmt.Sprintf("edge-%d", i+1) }
+
+// targetLabels are the labels of each kubeconfig target's ManagedCluster: the first
+// is a production cluster in the EU, the others staging, so that the samples'
+// selectors (env: prod) pick some clusters and not others.
 func targetLabels(i int) map[string]string {
 	if i == 0 {
 		return map[string]string{"env": "prod", "region": "eu"}
 	}
 	return map[string]string{"env": "staging", "region": "us"}
+}
+
+// edgeLabels are the labels of each tunnelled target's ManagedCluster, on the same
+// scheme in region edge: the first is production, so that the samples' env=prod
+// AccessBinding and ClusterProject reach a cluster through the tunnel too.
+func edgeLabels(i int) map[string]string {
+	l := targetLabels(i)
+	l["region"] = "edge"
+	return l
+}
+
+// plan lists the targets make dev runs: the kubeconfig ones, then the tunnelled ones.
+func plan(o options) []*target {
+	var ts []*target
+	for i := range o.targets {
+		ts = append(ts, &target{name: targetName(i), displayName: fmt.Sprintf("Dev target %d", i+1), labels: targetLabels(i)})
+	}
+	for i := range o.tunnelled {
+		ts = append(ts, &target{name: edgeName(i), displayName: fmt.Sprintf("Dev edge target %d (agent tunnel)", i+1), labels: edgeLabels(i), tunnel: true})
+	}
+	for i, t := range ts {
+		t.nodes = o.nodesFor(i)
+	}
+	return ts
 }
 
 // up brings everything up and prints what to do next.
@@ -345,8 +399,8 @@ func (d *dev) up(ctx context.Context) error {
 	d.con.tagf("hub", colorServer, "installed the CRDs and %d built-in RoleTemplates", len(applied))
 
 	// The targets: Nodes, and kwok to keep them Ready.
-	for i, t := range d.targets {
-		if err := d.startKwok(ctx, i, t); err != nil {
+	for _, t := range d.targets {
+		if err := d.startKwok(ctx, t); err != nil {
 			return err
 		}
 	}
@@ -357,20 +411,36 @@ func (d *dev) up(ctx context.Context) error {
 		}
 	} else {
 		d.con.printf("not running the manager (--manager=false): run yours with --kubeconfig=%s", d.rel(d.kubeconfigPath("hub")))
+		if d.opts.tunnelled > 0 {
+			d.con.printf("the edge targets join once your manager's hub server serves their registration manifests (by default on :9443, at https://localhost:9443)")
+		}
 	}
 
 	// Register the targets, as a user would.
 	names := make([]string, len(d.targets))
 	for i, t := range d.targets {
-		names[i] = targetName(i)
-		if err := registerCluster(ctx, hubc, names[i], fmt.Sprintf("Dev target %d", i+1), targetLabels(i), t.Kubeconfig()); err != nil {
+		names[i] = t.name
+		if t.tunnel {
+			if err := registerTunnelled(ctx, hubc, t.name, t.displayName, t.labels); err != nil {
+				return err
+			}
+			d.con.printf("registered ManagedCluster %s %s with spec.registration (agent tunnel): the hub has no kubeconfig for it", t.name, labelString(t.labels))
+			continue
+		}
+		if err := registerCluster(ctx, hubc, t.name, t.displayName, t.labels, t.cp.Kubeconfig()); err != nil {
 			return err
 		}
-		d.con.printf("registered ManagedCluster %s %s (Secret %s/%s-kubeconfig)", names[i], labelString(targetLabels(i)), namespace, names[i])
+		d.con.printf("registered ManagedCluster %s %s (Secret %s/%s-kubeconfig)", t.name, labelString(t.labels), namespace, t.name)
 	}
-	// The agents start as soon as the manager has installed their ServiceAccounts.
-	for i, t := range d.targets {
-		go d.runAgent(ctx, i, t)
+	// The kubeconfig targets' agents start as soon as the manager has installed
+	// their ServiceAccounts; the tunnelled ones once the manager serves their
+	// registration manifest and make dev has applied it.
+	for _, t := range d.targets {
+		if t.tunnel {
+			go d.joinTunnelled(ctx, hubc, t)
+		} else {
+			go d.runAgent(ctx, t)
+		}
 	}
 
 	files, err = kustomizationFiles(filepath.Join(d.root, "config", "samples"))
@@ -385,10 +455,14 @@ func (d *dev) up(ctx context.Context) error {
 	d.con.printf("applied config/samples: %s (skipped %s: make dev registers its own clusters)",
 		strings.Join(applied, ", "), strings.Join(skipped, ", "))
 
+	how := map[string]string{}
+	for _, t := range d.targets {
+		how[t.name] = t.how()
+	}
 	ready := "the ManagedClusters wait for your manager (--manager=false)"
 	if d.opts.manager {
 		wctx, cancel := context.WithTimeout(ctx, d.opts.readyTimeout)
-		err := waitReady(wctx, hubc, names, func(s clusterState) { d.con.printf("%s: %s", s.name, s) })
+		err := waitReady(wctx, hubc, names, func(s clusterState) { d.con.printf("%s (%s): %s", s.name, how[s.name], s) })
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -397,12 +471,25 @@ func (d *dev) up(ctx context.Context) error {
 			d.con.printf("the ManagedClusters are not all Ready after %s: %v", d.opts.readyTimeout, err)
 			ready = "NOT all Ready yet: see the manager's log"
 		default:
-			ready = fmt.Sprintf("%d ManagedClusters Ready %s after start", len(names), d.since())
+			ready = fmt.Sprintf("%d ManagedClusters Ready %s after start (%s)", len(names), d.since(), d.readySummary())
 			d.con.printf("%s", ready)
 		}
 	}
 	d.banner(ready)
 	return nil
+}
+
+// readySummary says how many targets the hub reaches each way.
+func (d *dev) readySummary() string {
+	kube, tun := 0, 0
+	for _, t := range d.targets {
+		if t.tunnel {
+			tun++
+		} else {
+			kube++
+		}
+	}
+	return fmt.Sprintf("%d through kubeconfig Secrets, %d through the agent tunnel", kube, tun)
 }
 
 func labelString(l map[string]string) string {
@@ -422,8 +509,8 @@ func labelString(l map[string]string) string {
 // admin kubeconfigs.
 func (d *dev) startControlPlanes() error {
 	names := []string{"hub"}
-	for i := range d.opts.targets {
-		names = append(names, targetName(i))
+	for _, t := range d.targets {
+		names = append(names, t.name)
 	}
 	d.con.printf("starting %s: etcd, kube-apiserver and kube-controller-manager each (binaries from %s)", strings.Join(names, ", "), d.assets)
 	cps := make([]*controlplane.ControlPlane, len(names))
@@ -457,7 +544,10 @@ func (d *dev) startControlPlanes() error {
 		}()
 	}
 	wg.Wait()
-	d.hub, d.targets = cps[0], cps[1:]
+	d.hub = cps[0]
+	for i, t := range d.targets {
+		t.cp = cps[i+1]
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w (logs in %s)", err, d.rel(filepath.Join(d.dir, "logs")))
 	}
@@ -470,13 +560,13 @@ func (d *dev) startControlPlanes() error {
 }
 
 // startKwok creates a target's Nodes and starts kwok to run them.
-func (d *dev) startKwok(ctx context.Context, i int, t *controlplane.ControlPlane) error {
-	name := targetName(i)
-	c, err := client.New(t.Config, client.Options{})
+func (d *dev) startKwok(ctx context.Context, t *target) error {
+	name := t.name
+	c, err := client.New(t.cp.Config, client.Options{})
 	if err != nil {
 		return err
 	}
-	n := d.opts.nodesFor(i)
+	n := t.nodes
 	if err := createNodes(ctx, c, n); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -540,12 +630,11 @@ func (d *dev) startManager() error {
 	return err
 }
 
-// runAgent waits for the manager to install the agent's ServiceAccount in a target,
-// then runs `drover agent` with that ServiceAccount's token.
-func (d *dev) runAgent(ctx context.Context, i int, t *controlplane.ControlPlane) {
-	name := targetName(i)
-	tag := "agent " + name
-	raw, err := agentKubeconfig(ctx, t.Config, t.Kubeconfig(), func() {
+// runAgent waits for the manager to install the agent's ServiceAccount in a
+// kubeconfig target, then runs `drover agent` with that ServiceAccount's token.
+func (d *dev) runAgent(ctx context.Context, t *target) {
+	tag := "agent " + t.name
+	raw, err := agentKubeconfig(ctx, t.cp.Config, t.cp.Kubeconfig(), func() {
 		d.con.tagf(tag, colorAgent, "waiting for the manager to install the agent (ServiceAccount %s/drover-agent)", namespace)
 	})
 	if err != nil {
@@ -554,8 +643,16 @@ func (d *dev) runAgent(ctx context.Context, i int, t *controlplane.ControlPlane)
 		}
 		return
 	}
-	path := filepath.Join(d.dir, name+"-agent.kubeconfig")
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
+	// The manifest the manager installs runs the agent with --cluster-name.
+	d.startAgent(ctx, t, raw, "--cluster-name="+t.name)
+}
+
+// startAgent writes the agent's kubeconfig and starts `drover agent` with it, args
+// and console-encoded logs.
+func (d *dev) startAgent(ctx context.Context, t *target, kubeconfig []byte, args ...string) {
+	tag := "agent " + t.name
+	path := filepath.Join(d.dir, t.name+"-agent.kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
 		d.con.tagf(tag, colorWarn, "cannot run the agent: %v", err)
 		return
 	}
@@ -564,14 +661,9 @@ func (d *dev) runAgent(ctx context.Context, i int, t *controlplane.ControlPlane)
 	if ctx.Err() != nil {
 		return
 	}
-	p, err := startProc(tag, d.logFile(tag), d.con.writer(tag, colorAgent), d.exited,
-		d.drover, "agent",
-		"--kubeconfig="+path,
-		"--cluster-name="+name,
-		"--zap-encoder=console",
-		"--zap-time-encoding=iso8601",
-		"--zap-stacktrace-level=panic",
-	)
+	args = append([]string{"agent", "--kubeconfig=" + path}, args...)
+	args = append(args, "--zap-encoder=console", "--zap-time-encoding=iso8601", "--zap-stacktrace-level=panic")
+	p, err := startProc(tag, d.logFile(tag), d.con.writer(tag, colorAgent), d.exited, d.drover, args...)
 	if err != nil {
 		d.con.tagf(tag, colorWarn, "%v", err)
 		return
@@ -592,7 +684,11 @@ func (d *dev) down() {
 	stopAll(procs, 10*time.Second)
 	stopAll(d.kwoks, 5*time.Second)
 	var wg sync.WaitGroup
-	for _, cp := range append([]*controlplane.ControlPlane{d.hub}, d.targets...) {
+	cps := []*controlplane.ControlPlane{d.hub}
+	for _, t := range d.targets {
+		cps = append(cps, t.cp)
+	}
+	for _, cp := range cps {
 		if cp == nil {
 			continue
 		}
@@ -630,27 +726,46 @@ func stopAll(ps []*proc, grace time.Duration) {
 func (d *dev) banner(ready string) {
 	var b strings.Builder
 	hub := d.kubeconfigPath("hub")
-	t1 := d.rel(d.kubeconfigPath(targetName(0)))
-	tl := d.rel(d.kubeconfigPath(targetName(len(d.targets) - 1)))
+	var kube, tunnelled []*target
 	kubeconfigs := []string{d.rel(hub)}
-	for i := range d.targets {
-		kubeconfigs = append(kubeconfigs, d.rel(d.kubeconfigPath(targetName(i))))
+	for _, t := range d.targets {
+		if t.tunnel {
+			tunnelled = append(tunnelled, t)
+		} else {
+			kube = append(kube, t)
+		}
+		kubeconfigs = append(kubeconfigs, d.rel(d.kubeconfigPath(t.name)))
 	}
+	first, last := kube[0], kube[len(kube)-1]
+	t1, tl := d.rel(d.kubeconfigPath(first.name)), d.rel(d.kubeconfigPath(last.name))
 	fmt.Fprintf(&b, "\nDrover is running locally: %s.\n\n", ready)
 	fmt.Fprintf(&b, "Point kubectl at the hub:\n\n  export KUBECONFIG=%s\n\n", hub)
 	fmt.Fprintf(&b, "Then try, from %s:\n\n", d.root)
 	fmt.Fprintf(&b, "  kubectl get managedclusters -o wide\n")
 	fmt.Fprintf(&b, "  kubectl get drover\n")
-	fmt.Fprintf(&b, "  kubectl describe managedcluster %s\n", targetName(0))
+	fmt.Fprintf(&b, "  kubectl describe managedcluster %s\n", first.name)
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s get nodes\n", t1)
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s -n drover-system get lease drover-agent\n", t1)
 	fmt.Fprintf(&b, "\n  # The sample AccessBindings, as RBAC in the targets. developers-view: view on every cluster\n")
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s auth can-i list pods --as jane --as-group developers\n", tl)
-	fmt.Fprintf(&b, "  # sre-view-prod: view on env=prod clusters, so yes on %s and no on %s\n", targetName(0), targetName(len(d.targets)-1))
+	fmt.Fprintf(&b, "  # sre-view-prod: view on env=prod clusters, so yes on %s and no on %s\n", first.name, last.name)
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s auth can-i list pods --as bob --as-group sre\n", t1)
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s auth can-i list pods --as bob --as-group sre\n", tl)
 	fmt.Fprintf(&b, "  # payments-devs: project-member in the namespaces of ClusterProject payments (env=prod)\n")
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s auth can-i create deployments -n payments-api --as alice@example.com\n", t1)
+	if len(tunnelled) > 0 {
+		e := tunnelled[0]
+		e1 := d.rel(d.kubeconfigPath(e.name))
+		fmt.Fprintf(&b, "\n  # %s (agent tunnel): registered with spec.registration; the hub has no kubeconfig for it and\n", e.name)
+		fmt.Fprintf(&b, "  # reaches its API server only through the tunnel its agent opened\n")
+		fmt.Fprintf(&b, "  kubectl get managedcluster %s -o jsonpath='{.spec}{\"\\n\"}{.status.registration.command}{\"\\n\"}'\n", e.name)
+		fmt.Fprintf(&b, "  kubectl --kubeconfig %s -n drover-system get secrets,deployments\n", e1)
+		if e.labels["env"] == "prod" {
+			fmt.Fprintf(&b, "  # it is env=prod: sre-view-prod and ClusterProject payments reach it through the tunnel\n")
+			fmt.Fprintf(&b, "  kubectl --kubeconfig %s auth can-i list pods --as bob --as-group sre\n", e1)
+			fmt.Fprintf(&b, "  kubectl --kubeconfig %s get namespaces -l app.kubernetes.io/managed-by=drover\n", e1)
+		}
+	}
 	fmt.Fprintf(&b, "\nAdmin kubeconfigs: %s\n", strings.Join(kubeconfigs, ", "))
 	fmt.Fprintf(&b, "Logs of every process: %s/ (the control planes' and kwok's only there)\n", d.rel(filepath.Join(d.dir, "logs")))
 	if d.manager != nil {
