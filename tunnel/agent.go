@@ -229,15 +229,43 @@ func (a *Agent) connect(ctx context.Context, opened func()) error {
 		}
 		return a.proxy.dial(ctx)
 	}
-	err := remotedialer.ConnectToProxyWithDialer(ctx, u.String(), headers, allowDial, dialer, local,
-		func(context.Context, *remotedialer.Session) error {
-			opened()
-			return nil
-		})
-	if err == nil && ctx.Err() == nil {
-		err = errors.New("the hub closed the tunnel")
+	ws, resp, err := dialer.DialContext(ctx, u.String(), headers)
+	if err != nil {
+		if resp != nil {
+			defer func() { _ = resp.Body.Close() }()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			return &refusedError{status: resp.StatusCode, message: strings.TrimSpace(string(body))}
+		}
+		return err
 	}
-	return err
+	defer func() { _ = ws.Close() }()
+	session := remotedialer.NewClientSessionWithDialer(allowDial, ws, local)
+	defer session.Close()
+	opened()
+	done := make(chan error, 1)
+	go func() {
+		_, err := session.Serve(ctx)
+		done <- err
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-done:
+		if err == nil {
+			err = errors.New("the hub closed the tunnel")
+		}
+		return err
+	}
+}
+
+// refusedError: the hub answered the tunnel request with an error status.
+type refusedError struct {
+	status  int
+	message string
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("the hub refused the tunnel (%d): %s", e.status, e.message)
 }
 
 // allowDial is the one address the hub may reach through the tunnel.
@@ -252,8 +280,10 @@ func (a *Agent) describe(err error) error {
 	if errors.As(err, &ce) {
 		err = fmt.Errorf("the hub closed the tunnel: %s", ce.Text)
 	}
-	if errors.Is(err, websocket.ErrBadHandshake) {
-		// The hub refused the credential: drop it, so that the next attempt
+	var refused *refusedError
+	if errors.As(err, &refused) && (refused.status == http.StatusUnauthorized || refused.status == http.StatusForbidden) {
+		// The hub refused the credential itself (not a hub that is starting or
+		// cannot check it right now): drop it, so that the next attempt
 		// exchanges the bootstrap token again (which may be the new one).
 		a.mu.Lock()
 		a.cred, a.refused = nil, true

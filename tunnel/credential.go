@@ -125,21 +125,21 @@ func loadSigner(ctx context.Context, reader client.Reader, writer client.Client,
 }
 
 // sign issues a client certificate for the public key in csrPEM, naming id.
-func (s *signer) sign(csrPEM []byte, id Identity, ttl time.Duration, now time.Time) ([]byte, error) {
+func (s *signer) sign(csrPEM []byte, id Identity, ttl time.Duration, now time.Time) ([]byte, time.Time, error) {
 	block, _ := pem.Decode(csrPEM)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("csr is not a PEM certificate request")
+		return nil, time.Time{}, errors.New("csr is not a PEM certificate request")
 	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("csr cannot be parsed: %w", err)
+		return nil, time.Time{}, fmt.Errorf("csr cannot be parsed: %w", err)
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("csr signature is invalid: %w", err)
+		return nil, time.Time{}, fmt.Errorf("csr signature is invalid: %w", err)
 	}
 	u, err := url.Parse(credentialURIPrefix + id.Cluster + ":" + id.UID + ":" + id.ClusterID)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	notAfter := now.Add(ttl)
 	if notAfter.After(s.cert.NotAfter) {
@@ -157,9 +157,9 @@ func (s *signer) sign(csrPEM []byte, id Identity, ttl time.Duration, now time.Ti
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.cert, csr.PublicKey, s.key)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	return hubserver.PEM("CERTIFICATE", der), nil
+	return hubserver.PEM("CERTIFICATE", der), notAfter, nil
 }
 
 // verify checks that cert was issued by this CA for client authentication and has

@@ -289,9 +289,16 @@ func (s *Server) announce(id Identity, hw *hijackWriter) {
 	deadline := time.Now().Add(10 * time.Second)
 	var conn net.Conn
 	for time.Now().Before(deadline) {
-		if c := hw.conn.Load(); c != nil && s.rd.HasSession(id.Cluster) {
-			conn = *c
-			break
+		// The upgrade's answer has gone out (its first write on the taken-over
+		// connection); remotedialer registers the session right after, with no
+		// I/O in between. The short wait covers that, so that an older session of
+		// the same cluster is not taken for this one.
+		if c := hw.conn.Load(); c != nil && hw.upgraded.Load() {
+			time.Sleep(10 * time.Millisecond)
+			if s.rd.HasSession(id.Cluster) {
+				conn = *c
+				break
+			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -404,8 +411,8 @@ func (s *Server) CredentialHandler() http.Handler {
 			http.Error(w, "the request must be a JSON credential request", http.StatusBadRequest)
 			return
 		}
-		if errs := validation.IsDNS1123Subdomain(req.Cluster); len(errs) > 0 || req.ClusterID == "" || req.CSR == "" {
-			http.Error(w, "cluster, clusterID and csr are required", http.StatusBadRequest)
+		if errs := validation.IsDNS1123Subdomain(req.Cluster); len(errs) > 0 || !validClusterID(req.ClusterID) || req.CSR == "" {
+			http.Error(w, "cluster (a ManagedCluster name), clusterID (the kube-system namespace's UID) and csr are required", http.StatusBadRequest)
 			return
 		}
 		id, status, msg := s.authorizeExchange(r, req)
@@ -414,7 +421,7 @@ func (s *Server) CredentialHandler() http.Handler {
 			return
 		}
 		now := time.Now()
-		certPEM, err := s.signer.Load().sign([]byte(req.CSR), id, s.opts.CredentialTTL, now)
+		certPEM, notAfter, err := s.signer.Load().sign([]byte(req.CSR), id, s.opts.CredentialTTL, now)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -422,7 +429,7 @@ func (s *Server) CredentialHandler() http.Handler {
 		ctrl.Log.WithName("tunnel").Info("Issued an agent credential", "cluster", id.Cluster, "clusterID", id.ClusterID)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(CredentialResponse{Certificate: string(certPEM), NotAfter: now.Add(s.opts.CredentialTTL)})
+		_ = json.NewEncoder(w).Encode(CredentialResponse{Certificate: string(certPEM), NotAfter: notAfter})
 	})
 }
 
@@ -470,11 +477,24 @@ func (s *Server) authorizeExchange(r *http.Request, req CredentialRequest) (Iden
 	return id, 0, ""
 }
 
+// validClusterID accepts what a UID looks like (it goes into the credential, where
+// ':' separates fields).
+func validClusterID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	return strings.IndexFunc(id, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-'
+	}) < 0
+}
+
 // hijackWriter remembers the connection the websocket upgrade takes over, so that the
 // hub can close a tunnel.
 type hijackWriter struct {
 	http.ResponseWriter
 	conn atomic.Pointer[net.Conn]
+	// upgraded: the upgrade's answer was written.
+	upgraded atomic.Bool
 }
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -483,8 +503,24 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("the connection cannot be taken over")
 	}
 	c, rw, err := hj.Hijack()
-	if err == nil {
-		h.conn.Store(&c)
+	if err != nil {
+		return c, rw, err
 	}
-	return c, rw, err
+	wc := net.Conn(&watchedConn{Conn: c, wrote: &h.upgraded})
+	h.conn.Store(&wc)
+	return wc, rw, nil
+}
+
+// watchedConn notes its first successful write.
+type watchedConn struct {
+	net.Conn
+	wrote *atomic.Bool
+}
+
+func (c *watchedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err == nil && n > 0 {
+		c.wrote.Store(true)
+	}
+	return n, err
 }
