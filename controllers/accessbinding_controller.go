@@ -6,7 +6,6 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -228,7 +227,7 @@ func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.R
 	}
 	before := obj.DeepCopyObject().(intentObject)
 	defer func() {
-		if err := helper.Patch(ctx, obj, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !apierrors.IsNotFound(err) {
+		if err := helper.Patch(ctx, obj, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !isNotFound(err) {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 		recordIntentTransitions(rec, before, obj)

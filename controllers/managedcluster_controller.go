@@ -137,7 +137,7 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	s := &clusterScope{cluster: mc, now: time.Now()}
 	defer func() {
 		setManagedClusterStatus(s)
-		if err := helper.Patch(ctx, mc, clusterv1patch.WithOwnedConditions{Conditions: managedClusterConditions}); err != nil {
+		if err := helper.Patch(ctx, mc, clusterv1patch.WithOwnedConditions{Conditions: managedClusterConditions}); err != nil && !isNotFound(err) {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 		r.recordTransitions(before, mc)

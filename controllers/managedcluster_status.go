@@ -41,6 +41,13 @@ func setManagedClusterStatus(s *clusterScope) {
 		mc.Status.ObservedGeneration = mc.Generation
 		return
 	}
+	if s.deleting {
+		// The deleting path reads no connection: Connected, AgentReady, Synced
+		// and the facts keep what they last said, rather than turn "probing".
+		setReady(s)
+		mc.Status.ObservedGeneration = mc.Generation
+		return
+	}
 	setConnected(s)
 	setFacts(s)
 	setAgentReady(s)
