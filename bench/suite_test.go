@@ -352,7 +352,7 @@ func (e *env) startManager(b *testing.B) *managerProc {
 		b.Fatal(err)
 	}
 	e.managers++
-	metricsAddr, healthAddr, memAddr, hubAddr := freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b)
+	metricsAddr, healthAddr, memAddr, hubAddr, webhookAddr := freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b)
 	p := &managerProc{
 		done:        make(chan struct{}),
 		logPath:     filepath.Join(e.dir, fmt.Sprintf("manager-%d.log", e.managers)),
@@ -369,6 +369,11 @@ func (e *env) startManager(b *testing.B) *managerProc {
 		"--metrics-bind-address="+metricsAddr,
 		"--health-probe-bind-address="+healthAddr,
 		"--hub-bind-address="+hubAddr,
+		// The admission webhook serves on a port of its own, not the default :9444
+		// that another manager on this machine may hold. It is not registered with
+		// the hub (no --webhook-url), so the intents the benchmarks write do not go
+		// through it.
+		"--webhook-bind-address="+webhookAddr,
 	)
 	p.cmd.Env = append(os.Environ(), roleEnv+"=manager", memstatsAddrEnv+"="+memAddr)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf

@@ -1,5 +1,6 @@
 // Package manager runs the Drover manager on the hub: the controllers for
-// ManagedClusters, RoleTemplates, AccessBindings and ClusterProjects.
+// ManagedClusters, RoleTemplates, AccessBindings and ClusterProjects, the hub server
+// and the admission webhook.
 package manager
 
 import (
@@ -15,16 +16,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/drover-io/drover/admission"
 	managementv1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/hubserver"
@@ -57,6 +62,8 @@ type Options struct {
 	AgentCredentialTTL time.Duration
 	// PeerURL is where other replicas reach this one's tunnel endpoint.
 	PeerURL string
+	// Webhook configures the admission webhook.
+	Webhook admission.Options
 
 	// several: more than one manager runs in this process (tests of replicas).
 	several bool
@@ -78,6 +85,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	o.Controllers.BindFlags(fs)
 	o.Hub.BindFlags(fs)
 	fs.DurationVar(&o.AgentCredentialTTL, "agent-credential-ttl", tunnel.DefaultCredentialTTL, "Lifetime of the credential an agent gets for its tunnel to the hub; agents renew it at two-thirds of its life.")
+	o.Webhook.BindFlags(fs)
 	fs.StringVar(&o.PeerURL, "hub-peer-url", "", "URL at which the other manager replicas reach this one's tunnel endpoint (with --leader-elect), e.g. wss://10.0.0.5:9443/v1/tunnel. Default: the address in $POD_IP, else 127.0.0.1, with the port of --hub-bind-address.")
 }
 
@@ -131,6 +139,18 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if o.Webhook.URL != "" && !o.Webhook.Enabled() {
+		return errors.New("--webhook-url needs the webhook: set --webhook-bind-address to an address, not 0")
+	}
+	cacheOptions := controllers.CacheOptions(o.Namespace)
+	if o.Webhook.Enabled() {
+		if o.Webhook.ConfigurationName == "" {
+			o.Webhook.ConfigurationName = admission.DefaultConfigurationName
+		}
+		// The webhook watches its own configuration, and only that one.
+		cacheOptions.ByObject[&admissionregistrationv1.ValidatingWebhookConfiguration{}] = cache.ByObject{
+			Field: fields.OneTermEqualSelector("metadata.name", o.Webhook.ConfigurationName)}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
@@ -141,7 +161,7 @@ func Run(ctx context.Context, o Options) error {
 		// A replica that stops hands the lease over at once, not after it expires.
 		LeaderElectionReleaseOnCancel: true,
 		Controller:                    config.Controller{RecoverPanic: ptr.To(true), SkipNameValidation: ptr.To(o.several)},
-		Cache:                         controllers.CacheOptions(o.Namespace),
+		Cache:                         cacheOptions,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -198,6 +218,21 @@ func Run(ctx context.Context, o Options) error {
 			})); err != nil {
 				return err
 			}
+		}
+	}
+	if o.Webhook.Enabled() {
+		// The admission webhook, on its own listener, on every replica.
+		o.Webhook.Namespace = o.Namespace
+		wh, err := admission.New(o.Webhook, admission.Deps{Scheme: scheme, Cache: mgr.GetCache(), Informers: mgr.GetCache(),
+			Reader: mgr.GetAPIReader(), Client: mgr.GetClient()})
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(wh); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("webhook", wh.ReadyCheck()); err != nil {
+			return err
 		}
 	}
 	rc, err := controllers.SetupWithManager(ctx, mgr, o.Controllers)

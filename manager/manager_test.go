@@ -53,7 +53,7 @@ func TestHubServer(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Main(ctx, []string{"--kubeconfig=" + kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0",
-			"--hub-bind-address=" + addr, "--hub-url=https://" + addr, "--zap-log-level=error"})
+			"--hub-bind-address=" + addr, "--hub-url=https://" + addr, "--webhook-bind-address=0", "--zap-log-level=error"})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -91,8 +91,10 @@ func (e *hubEnv) startManager(t *testing.T, addr string, extraArgs ...string) fu
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	// No admission webhook unless a test asks for one (on a port of its own): several
+	// managers run in this process, and other packages' tests on this machine.
 	args := append([]string{"--kubeconfig=" + kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--hub-bind-address=" + addr, "--hub-url=https://" + e.addrOr(addr), "--zap-log-level=error"}, extraArgs...)
+		"--hub-bind-address=" + addr, "--hub-url=https://" + e.addrOr(addr), "--webhook-bind-address=0", "--zap-log-level=error"}, extraArgs...)
 	fs := flag.NewFlagSet("drover", flag.ContinueOnError)
 	var o Options
 	o.BindFlags(fs)

@@ -100,7 +100,32 @@ const (
 	// ReasonTemplateTooLarge: a RoleTemplate flattens to more than MaxFlattenedRules
 	// rules or MaxFlattenedBytes.
 	ReasonTemplateTooLarge = "TemplateTooLarge"
+	// ReasonForbiddenSubject: a binding grants a role to a subject that no one may
+	// grant one to (see ForbiddenSubject).
+	ReasonForbiddenSubject = "ForbiddenSubject"
 )
+
+// Subjects that no AccessBinding may name: anonymous requests to a target are made
+// as user system:anonymous in group system:unauthenticated, so a role granted to
+// either is granted to anyone who can reach the target's API server.
+const (
+	AnonymousUser        = "system:anonymous"
+	UnauthenticatedGroup = "system:unauthenticated"
+)
+
+// ForbiddenSubject says why a subject may never be granted a role, or "" when it may.
+// The admission webhook refuses such bindings; rendering holds them (see
+// BindingProblem), so that a binding that got past a webhook that was down still
+// grants nothing to anonymous users.
+func ForbiddenSubject(s v1alpha1.Subject) string {
+	switch {
+	case s.Kind == v1alpha1.SubjectGroup && s.Name == UnauthenticatedGroup:
+		return fmt.Sprintf("group %q is every anonymous request: Drover never grants it a role", s.Name)
+	case s.Kind == v1alpha1.SubjectUser && s.Name == AnonymousUser:
+		return fmt.Sprintf("user %q is every anonymous request: Drover never grants it a role", s.Name)
+	}
+	return ""
+}
 
 // Cluster is what rendering needs to know of a target cluster.
 type Cluster struct {
@@ -653,9 +678,14 @@ func policyRule(r v1alpha1.PolicyRule) rbacv1.PolicyRule {
 }
 
 // BindingProblem says what stops a binding from being rendered anywhere, or nil:
-// a missing or broken RoleTemplate, a template whose context does not fit the
-// binding's scope, or a missing project.
+// a subject no one may grant a role to, a missing or broken RoleTemplate, a template
+// whose context does not fit the binding's scope, or a missing project.
 func BindingProblem(b *v1alpha1.AccessBinding, templates map[string]*ResolvedTemplate, projects map[string]*v1alpha1.ClusterProject) *Problem {
+	for i, s := range b.Spec.Subjects {
+		if why := ForbiddenSubject(s); why != "" {
+			return &Problem{ReasonForbiddenSubject, fmt.Sprintf("spec.subjects[%d]: %s; remove it", i, why)}
+		}
+	}
 	if b.Spec.RoleRef.Kind != v1alpha1.RoleRefClusterRole {
 		t, ok := templates[b.Spec.RoleRef.Name]
 		if !ok {

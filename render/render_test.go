@@ -279,6 +279,26 @@ func TestProblems(t *testing.T) {
 	if p := BindingProblem(&pb, templates, nil); p == nil || p.Reason != ReasonContextMismatch {
 		t.Errorf("context: %+v", p)
 	}
+
+	// Subjects no one may grant a role to hold the binding, whatever else it says.
+	for _, s := range []v1alpha1.Subject{{Kind: v1alpha1.SubjectGroup, Name: "system:unauthenticated"}, {Kind: v1alpha1.SubjectUser, Name: "system:anonymous"}} {
+		fb := clusterBinding("anon", "diamond", byLabel("prod"))
+		fb.Spec.Subjects = append(fb.Spec.Subjects, s)
+		if p := BindingProblem(&fb, templates, nil); p == nil || p.Reason != ReasonForbiddenSubject || !strings.HasPrefix(p.Message, "spec.subjects[1]: ") {
+			t.Errorf("%s %s: %+v", s.Kind, s.Name, p)
+		}
+		res := Render(prod, Intents{RoleTemplates: []v1alpha1.RoleTemplate{tmpl("diamond", v1alpha1.ContextCluster, nil, "x")}, AccessBindings: []v1alpha1.AccessBinding{fb}})
+		if len(res.Bindings) != 0 || !res.Hold[HeldKey(AccessBindingLabel, "anon")] {
+			t.Errorf("%s %s: rendered %v, hold %v", s.Kind, s.Name, res.Bindings, res.Hold)
+		}
+	}
+	// Look-alikes are ordinary subjects.
+	for _, s := range []v1alpha1.Subject{{Kind: v1alpha1.SubjectUser, Name: "system:unauthenticated"}, {Kind: v1alpha1.SubjectGroup, Name: "system:anonymous"},
+		{Kind: v1alpha1.SubjectGroup, Name: "system:authenticated"}, {Kind: v1alpha1.SubjectServiceAccount, Name: "anonymous", Namespace: "system"}} {
+		if why := ForbiddenSubject(s); why != "" {
+			t.Errorf("%s %s: %s", s.Kind, s.Name, why)
+		}
+	}
 }
 
 func TestEquivalent(t *testing.T) {

@@ -120,8 +120,8 @@ type dev struct {
 	targets []*target
 	kwoks   []*proc
 	manager *proc
-	// metricsAddr, probesAddr and hubAddr are the manager's, for the banner.
-	metricsAddr, probesAddr, hubAddr string
+	// metricsAddr, probesAddr, hubAddr and webhookAddr are the manager's, for the banner.
+	metricsAddr, probesAddr, hubAddr, webhookAddr string
 	// logs are the control planes' log files, closed once they have stopped.
 	logs []*os.File
 
@@ -615,6 +615,9 @@ func (d *dev) startManager() error {
 	if d.hubAddr, err = freeAddr(); err != nil {
 		return err
 	}
+	if d.webhookAddr, err = freeAddr(); err != nil {
+		return err
+	}
 	d.manager, err = startProc("manager", d.logFile("manager"), d.con.writer("manager", colorManager), d.exited,
 		d.drover,
 		"--kubeconfig="+d.kubeconfigPath("hub"),
@@ -623,6 +626,10 @@ func (d *dev) startManager() error {
 		"--health-probe-bind-address="+d.probesAddr,
 		"--hub-bind-address="+d.hubAddr,
 		"--hub-url=https://"+d.hubAddr,
+		// Outside a cluster the manager registers its own admission webhook
+		// (ValidatingWebhookConfiguration drover-validating-webhook) at this URL.
+		"--webhook-bind-address="+d.webhookAddr,
+		"--webhook-url=https://"+d.webhookAddr,
 		"--zap-encoder=console",
 		"--zap-time-encoding=iso8601",
 		"--zap-stacktrace-level=panic",
@@ -769,7 +776,7 @@ func (d *dev) banner(ready string) {
 	fmt.Fprintf(&b, "\nAdmin kubeconfigs: %s\n", strings.Join(kubeconfigs, ", "))
 	fmt.Fprintf(&b, "Logs of every process: %s/ (the control planes' and kwok's only there)\n", d.rel(filepath.Join(d.dir, "logs")))
 	if d.manager != nil {
-		fmt.Fprintf(&b, "Manager: metrics http://%s/metrics, probes http://%s/readyz, hub server https://%s\n", d.metricsAddr, d.probesAddr, d.hubAddr)
+		fmt.Fprintf(&b, "Manager: metrics http://%s/metrics, probes http://%s/readyz, hub server https://%s, admission webhook https://%s\n", d.metricsAddr, d.probesAddr, d.hubAddr, d.webhookAddr)
 	}
 	fmt.Fprintf(&b, "Ctrl-C stops everything.\n\n")
 	d.con.raw(b.String())
