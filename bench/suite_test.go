@@ -340,7 +340,9 @@ type managerProc struct {
 	logPath     string
 	metricsURL  string
 	memstatsURL string
-	stopped     bool
+	// hubAddr is the hub server's host:port; its URL is https://<hubAddr>.
+	hubAddr string
+	stopped bool
 }
 
 // startManager starts a manager against the hub with default settings. It is
@@ -355,6 +357,7 @@ func (e *env) startManager(b *testing.B) *managerProc {
 	metricsAddr, healthAddr, memAddr, hubAddr, webhookAddr := freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b)
 	p := &managerProc{
 		done:        make(chan struct{}),
+		hubAddr:     hubAddr,
 		logPath:     filepath.Join(e.dir, fmt.Sprintf("manager-%d.log", e.managers)),
 		metricsURL:  "http://" + metricsAddr + "/metrics",
 		memstatsURL: "http://" + memAddr + "/memstats",
@@ -369,6 +372,8 @@ func (e *env) startManager(b *testing.B) *managerProc {
 		"--metrics-bind-address="+metricsAddr,
 		"--health-probe-bind-address="+healthAddr,
 		"--hub-bind-address="+hubAddr,
+		// Agents reach the hub server where it listens.
+		"--hub-url=https://"+hubAddr,
 		// The admission webhook serves on a port of its own, not the default :9444
 		// that another manager on this machine may hold. It is not registered with
 		// the hub (no --webhook-url), so the intents the benchmarks write do not go

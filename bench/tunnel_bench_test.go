@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -38,7 +37,6 @@ import (
 	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/controlplane"
 	"github.com/drover-io/drover/hubserver"
-	"github.com/drover-io/drover/manager"
 	"github.com/drover-io/drover/render"
 )
 
@@ -820,58 +818,14 @@ type tnHub struct {
 	hc *http.Client
 }
 
-// tnStartManager starts a manager as startManager does, with the hub server's URL set
-// to its bind address, and waits until the hub server answers with the CA it
-// publishes in ConfigMap drover-hub-ca.
+// tnStartManager starts a manager (startManager: its hub server's URL is its bind
+// address) and waits until the hub server answers with the CA it publishes in
+// ConfigMap drover-hub-ca.
 func (e *env) tnStartManager(b *testing.B) *tnHub {
 	b.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	e.managers++
-	metricsAddr, healthAddr, hubAddr := freeAddr(b), freeAddr(b), freeAddr(b)
-	p := &managerProc{
-		done:       make(chan struct{}),
-		logPath:    filepath.Join(e.dir, fmt.Sprintf("manager-%d.log", e.managers)),
-		metricsURL: "http://" + metricsAddr + "/metrics",
-	}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	args := []string{
-		"--kubeconfig=" + e.hubKubeconfig,
-		"--namespace=" + namespace,
-		"--metrics-bind-address=" + metricsAddr,
-		"--health-probe-bind-address=" + healthAddr,
-		"--hub-bind-address=" + hubAddr,
-		"--hub-url=https://" + hubAddr,
-	}
-	// As startManager does: a manager with an admission webhook serves it on a port
-	// of its own, not the default that another manager on this machine may hold.
-	fs := flag.NewFlagSet("drover", flag.ContinueOnError)
-	var o manager.Options
-	o.BindFlags(fs)
-	if fs.Lookup("webhook-bind-address") != nil {
-		args = append(args, "--webhook-bind-address="+freeAddr(b))
-	}
-	p.cmd = exec.Command(exe, args...)
-	p.cmd.Env = append(os.Environ(), roleEnv+"=manager")
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		_ = logf.Close()
-		b.Fatal(err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		_ = logf.Close()
-		close(p.done)
-	}()
-	b.Cleanup(func() { p.stop(b) })
-
-	h := &tnHub{managerProc: p, addr: hubAddr}
+	p := e.startManager(b)
+	h := &tnHub{managerProc: p, addr: p.hubAddr}
+	hubAddr := p.hubAddr
 	deadline := time.Now().Add(60 * time.Second)
 	exited := func() {
 		select {
@@ -883,16 +837,6 @@ func (e *env) tnStartManager(b *testing.B) *tnHub {
 			b.Fatalf("manager or its hub server not ready after 60s\n%s", p.logTail())
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	for {
-		resp, err := http.Get("http://" + healthAddr + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		exited()
 	}
 	for h.hc == nil {
 		var cm corev1.ConfigMap
