@@ -33,10 +33,7 @@ func TestHubServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = hub.Stop() })
-	kubeconfig := filepath.Join(t.TempDir(), "hub.kubeconfig")
-	if err := os.WriteFile(kubeconfig, hub.Kubeconfig(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := writeKubeconfig(t, "hub.kubeconfig", hub)
 	scheme, err := Scheme()
 	if err != nil {
 		t.Fatal(err)

@@ -85,12 +85,7 @@ func startHub(t *testing.T, name string, extraArgs ...string) *hubEnv {
 // startManager runs one manager process-alike against the hub; the returned func stops it.
 func (e *hubEnv) startManager(t *testing.T, addr string, extraArgs ...string) func() {
 	t.Helper()
-	kubeconfig := filepath.Join(t.TempDir(), "hub.kubeconfig")
-	if err := os.WriteFile(kubeconfig, e.cp.Kubeconfig(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	kubeconfig := writeKubeconfig(t, "hub.kubeconfig", e.cp)
 	// No admission webhook unless a test asks for one (on a port of its own): several
 	// managers run in this process, and other packages' tests on this machine.
 	args := append([]string{"--kubeconfig=" + kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0",
@@ -103,7 +98,25 @@ func (e *hubEnv) startManager(t *testing.T, addr string, extraArgs ...string) fu
 	}
 	o.several = true
 	setLogger.Do(func() { ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.Log))) })
-	go func() { done <- Run(ctx, o) }()
+	return runUntilStopped(t, "manager", func(ctx context.Context) error { return Run(ctx, o) })
+}
+
+// writeKubeconfig writes a control plane's admin kubeconfig into the test's directory.
+func writeKubeconfig(t *testing.T, name string, cp *controlplane.ControlPlane) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, cp.Kubeconfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runUntilStopped runs run until the returned func is called (or the test ends), and
+// reports the error it returns.
+func runUntilStopped(t *testing.T, what string, run func(context.Context) error) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -112,7 +125,7 @@ func (e *hubEnv) startManager(t *testing.T, addr string, extraArgs ...string) fu
 		stopped = true
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
+			t.Errorf("%s: %v", what, err)
 		}
 	}
 	t.Cleanup(stop)
@@ -164,26 +177,10 @@ func applyManifest(t *testing.T, c client.Client, manifest string) {
 // runAgent runs `drover agent --kubeconfig <target>` until the returned func is called.
 func runAgent(t *testing.T, target *controlplane.ControlPlane) func() {
 	t.Helper()
-	kubeconfig := filepath.Join(t.TempDir(), "target.kubeconfig")
-	if err := os.WriteFile(kubeconfig, target.Kubeconfig(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agent.Main(ctx, []string{"--kubeconfig=" + kubeconfig, "--zap-log-level=error"}) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	kubeconfig := writeKubeconfig(t, "target.kubeconfig", target)
+	return runUntilStopped(t, "agent", func(ctx context.Context) error {
+		return agent.Main(ctx, []string{"--kubeconfig=" + kubeconfig, "--zap-log-level=error"})
+	})
 }
 
 // TestTunnel registers a target through spec.registration only: the manifest applied
