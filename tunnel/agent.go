@@ -53,6 +53,10 @@ type AgentOptions struct {
 	Target *rest.Config
 	// MinBackoff and MaxBackoff bound the wait between connection attempts.
 	MinBackoff, MaxBackoff time.Duration
+	// ReconnectSpread bounds the random wait before reconnecting a tunnel that was
+	// up: when a hub restarts, its agents come back spread over this time rather
+	// than all at once (a thousand agents over 2 s: 500 a second).
+	ReconnectSpread time.Duration
 }
 
 // Agent keeps the tunnel to the hub open.
@@ -96,6 +100,9 @@ func NewAgent(o AgentOptions) (*Agent, error) {
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
 	}
+	if o.ReconnectSpread <= 0 {
+		o.ReconnectSpread = 2 * time.Second
+	}
 	cs, err := kubernetes.NewForConfig(o.Target)
 	if err != nil {
 		return nil, err
@@ -138,8 +145,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		wait := backoff.next()
 		if connected {
+			// It was up: the hub (or the network) went away for everyone at once.
 			backoff.reset()
+			wait = jitter(a.opts.ReconnectSpread)
 		}
 		if err != nil && err.Error() != lastErr {
 			// Logged when it changes, so a hub that is down for hours costs one line.
@@ -148,7 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff.next()):
+		case <-time.After(wait):
 		}
 	}
 	log.Info("Tunnel stopped")
@@ -543,6 +553,15 @@ type backoff struct {
 func newBackoff(minD, maxD time.Duration) *backoff { return &backoff{min: minD, max: maxD, cur: minD} }
 
 func (b *backoff) reset() { b.cur = b.min }
+
+// jitter returns a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(max(d, 1))))
+	if err != nil {
+		return d / 2
+	}
+	return time.Duration(n.Int64())
+}
 
 func (b *backoff) next() time.Duration {
 	d := b.cur

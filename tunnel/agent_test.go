@@ -672,3 +672,20 @@ func TestAgentKeepsItsCredentialThroughABriefHubOutage(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestJitterStaysWithinItsSpread(t *testing.T) {
+	seen := map[bool]bool{}
+	for range 200 {
+		d := jitter(2 * time.Second)
+		if d < 0 || d >= 2*time.Second {
+			t.Fatalf("jitter(2s) = %s", d)
+		}
+		seen[d < time.Second] = true
+	}
+	if !seen[true] || !seen[false] {
+		t.Fatalf("200 draws all fell in one half of the spread: %v", seen)
+	}
+	if d := jitter(0); d != 0 {
+		t.Fatalf("jitter(0) = %s", d)
+	}
+}
