@@ -54,7 +54,7 @@ kubebin: ## Build (once) and cache kube-apiserver, kube-controller-manager, etcd
 	$(KUBEBIN)
 
 # Packages whose tests need no API server; they also run under the race detector.
-UNIT_PKGS = ./render/ ./admission/ ./targetsync/ ./remote/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/
+UNIT_PKGS = ./render/ ./admission/ ./targetsync/ ./remote/ ./selfcert/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/
 
 .PHONY: test
 test: manifests generate vet ## Run unit tests (with the race detector) and integration tests against real API servers.

@@ -55,6 +55,7 @@ import (
 	cradmission "sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/selfcert"
 )
 
 // The manager registers (with --webhook-url) or keeps the caBundle of (in a cluster)
@@ -143,7 +144,7 @@ type Server struct {
 	deps    Deps
 	host    string
 	port    int
-	names   servingNames
+	names   selfcert.Names
 	log     logr.Logger
 	kick    chan struct{}
 	cert    atomic.Pointer[tls.Certificate]
@@ -184,7 +185,7 @@ func New(opts Options, deps Deps) (*Server, error) {
 	}
 	return &Server{
 		opts: opts, deps: deps, host: host, port: port,
-		names: namesFor(opts.Namespace, urlHost),
+		names: selfcert.NamesFor(urlHost, ServiceName+"."+opts.Namespace+".svc", ServiceName+"."+opts.Namespace+".svc.cluster.local"),
 		log:   ctrl.Log.WithName("admission"),
 		kick:  make(chan struct{}, 1),
 	}, nil
@@ -343,7 +344,7 @@ func (s *Server) watch(ctx context.Context) {
 func (s *Server) loadCertificate(ctx context.Context) error {
 	if s.opts.CertDir != "" {
 		if s.watcher == nil {
-			w, err := certwatcher.New(filepath.Join(s.opts.CertDir, tlsCertKey), filepath.Join(s.opts.CertDir, tlsKeyKey))
+			w, err := certwatcher.New(filepath.Join(s.opts.CertDir, selfcert.CertKey), filepath.Join(s.opts.CertDir, selfcert.KeyKey))
 			if err != nil {
 				return fmt.Errorf("admission webhook: --webhook-cert-dir %s: %w", s.opts.CertDir, err)
 			}
@@ -355,7 +356,7 @@ func (s *Server) loadCertificate(ctx context.Context) error {
 			}()
 			s.watcher = w
 		}
-		ca, err := os.ReadFile(filepath.Join(s.opts.CertDir, caCertKey))
+		ca, err := os.ReadFile(filepath.Join(s.opts.CertDir, selfcert.CACertKey))
 		switch {
 		case err == nil:
 			s.ca.Store(&ca)
@@ -374,45 +375,27 @@ func (s *Server) loadCertificate(ctx context.Context) error {
 // whoever writes first wins, the others use what it wrote.
 func (s *Server) ensureSelfManaged(ctx context.Context) error {
 	key := client.ObjectKey{Namespace: s.opts.Namespace, Name: TLSSecretName}
-	for range 5 {
-		var secret corev1.Secret
-		err := s.deps.Reader.Get(ctx, key, &secret)
-		exists := err == nil
-		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("admission webhook: read secret %s: %w", key, err)
-		}
-		next, changed, err := bundleFrom(secret.Data).ensure(s.names, time.Now(), s.opts.RenewBefore)
-		if err != nil {
-			return fmt.Errorf("admission webhook: certificate: %w", err)
-		}
-		if changed {
-			secret.ObjectMeta = metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, ResourceVersion: secret.ResourceVersion,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": "admission-webhook"}}
-			secret.Type = corev1.SecretTypeTLS
-			secret.Data = next.data()
-			if exists {
-				err = s.deps.Client.Update(ctx, &secret)
-			} else {
-				err = s.deps.Client.Create(ctx, &secret)
-			}
-			if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-				continue // another replica wrote it first: use theirs
-			}
-			if err != nil {
-				return fmt.Errorf("admission webhook: write secret %s: %w", key, err)
-			}
-			s.log.Info("Issued the admission webhook's certificate", "secret", key.String(), "names", s.names.all())
-		}
-		cert, err := next.keyPair()
-		if err != nil {
-			return fmt.Errorf("admission webhook: secret %s does not hold a usable key pair: %w", key, err)
-		}
-		s.cert.Store(cert)
-		ca := append([]byte(nil), next.caPEM...)
-		s.ca.Store(&ca)
-		return nil
+	data, issued, err := selfcert.EnsureSecret(ctx, s.deps.Reader, s.deps.Client, key, corev1.SecretTypeTLS,
+		map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": "admission-webhook"},
+		func(data map[string][]byte) (map[string][]byte, bool, error) {
+			next, changed, err := selfcert.BundleFrom(data).Ensure("drover-webhook-ca", ServiceName, s.names, time.Now(), s.opts.RenewBefore)
+			return next.Data(), changed, err
+		})
+	if err != nil {
+		return fmt.Errorf("admission webhook: certificate: %w", err)
 	}
-	return fmt.Errorf("admission webhook: secret %s keeps changing under us", key)
+	if issued {
+		s.log.Info("Issued the admission webhook's certificate", "secret", key.String(), "names", s.names.All())
+	}
+	b := selfcert.BundleFrom(data)
+	cert, err := tls.X509KeyPair(b.Cert, b.Key)
+	if err != nil {
+		return fmt.Errorf("admission webhook: secret %s does not hold a usable key pair: %w", key, err)
+	}
+	s.cert.Store(&cert)
+	ca := append([]byte(nil), b.CA...)
+	s.ca.Store(&ca)
+	return nil
 }
 
 // ensureConfiguration registers the configuration (with --webhook-url) or brings

@@ -15,6 +15,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/drover-io/drover/selfcert"
 )
 
 func hubClient(t *testing.T, objs ...client.Object) client.Client {
@@ -78,10 +80,10 @@ func TestSelfManagedCertificate(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "drover-system", Name: TLSSecretName}, &secret); err != nil {
 		t.Fatal(err)
 	}
-	if secret.Type != corev1.SecretTypeTLS || !bytes.Equal(first.CA(), secret.Data[caCertKey]) || first.cert.Load() == nil {
+	if secret.Type != corev1.SecretTypeTLS || !bytes.Equal(first.CA(), secret.Data[selfcert.CACertKey]) || first.cert.Load() == nil {
 		t.Fatalf("secret %s, CA loaded %v", secret.Type, first.CA() != nil)
 	}
-	leaf, err := parseCert(secret.Data[tlsCertKey])
+	leaf, err := selfcert.ParseCert(secret.Data[selfcert.CertKey])
 	if err != nil || leaf.VerifyHostname("10.1.2.3") != nil || leaf.VerifyHostname("drover-webhook.drover-system.svc") != nil {
 		t.Fatalf("serving certificate: %v", err)
 	}
@@ -143,11 +145,11 @@ func TestKeepsCABundle(t *testing.T) {
 	// --webhook-cert-dir: its ca.crt goes into the caBundle; without one, the caBundle
 	// is left to whoever fills it in.
 	dir := t.TempDir()
-	certs, _, err := certBundle{}.ensure(namesFor("drover-system", ""), time.Now(), 0)
+	certs, _, err := selfcert.Bundle{}.Ensure("test-ca", ServiceName, selfcert.NamesFor("", ServiceName+".drover-system.svc"), time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string][]byte{tlsCertKey: certs.certPEM, tlsKeyKey: certs.keyPEM} {
+	for k, v := range map[string][]byte{selfcert.CertKey: certs.Cert, selfcert.KeyKey: certs.Key} {
 		if err := os.WriteFile(filepath.Join(dir, k), v, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +166,7 @@ func TestKeepsCABundle(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: DefaultConfigurationName}, &got); err != nil || got.ResourceVersion != rv {
 		t.Fatalf("without ca.crt the caBundle was touched: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, caCertKey), certs.caPEM, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, selfcert.CACertKey), certs.CA, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := fromDir.loadCertificate(cctx); err != nil {
@@ -173,7 +175,7 @@ func TestKeepsCABundle(t *testing.T) {
 	if err := fromDir.ensureConfiguration(cctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Get(ctx, client.ObjectKey{Name: DefaultConfigurationName}, &got); err != nil || !bytes.Equal(got.Webhooks[2].ClientConfig.CABundle, certs.caPEM) {
+	if err := c.Get(ctx, client.ObjectKey{Name: DefaultConfigurationName}, &got); err != nil || !bytes.Equal(got.Webhooks[2].ClientConfig.CABundle, certs.CA) {
 		t.Fatalf("ca.crt of --webhook-cert-dir is not the caBundle: %v", err)
 	}
 	if newServer(t, c, Options{CertDir: filepath.Join(dir, "nope")}).loadCertificate(cctx) == nil {

@@ -31,6 +31,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/drover-io/drover/selfcert"
 )
 
 // The hub server keeps its certificate in a Secret and publishes its CA in a
@@ -229,46 +231,28 @@ func (s *Server) setupTLS(ctx context.Context) (func(*tls.ClientHelloInfo) (*tls
 func (s *Server) ensureSelfManaged(ctx context.Context) error {
 	key := client.ObjectKey{Namespace: s.opts.Namespace, Name: TLSSecretName}
 	host := hostOf(s.opts.URL)
-	for attempt := 0; attempt < 5; attempt++ {
-		var secret corev1.Secret
-		err := s.reader.Get(ctx, key, &secret)
-		exists := err == nil
-		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("hub server: read secret %s: %w", key, err)
-		}
-		cur := bundleFrom(secret.Data)
-		next, changed, err := cur.ensure(host, s.opts.Namespace, time.Now(), s.opts.RenewBefore)
-		if err != nil {
-			return fmt.Errorf("hub server: certificate for %s: %w", host, err)
-		}
-		if changed {
-			secret.ObjectMeta = metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, ResourceVersion: secret.ResourceVersion,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": "hub-server"}}
-			secret.Type = corev1.SecretTypeTLS
-			secret.Data = next.data()
-			if exists {
-				err = s.writer.Update(ctx, &secret)
-			} else {
-				err = s.writer.Create(ctx, &secret)
-			}
-			if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-				continue // another replica wrote it first: use theirs
-			}
-			if err != nil {
-				return fmt.Errorf("hub server: write secret %s: %w", key, err)
-			}
-			ctrl.Log.WithName("hubserver").Info("Issued the hub server's certificate", "secret", key.String(), "host", host, "notAfter", next.notAfter)
-		}
-		cert, err := tls.X509KeyPair(append(append([]byte(nil), next.certPEM...), next.caPEM...), next.keyPEM)
-		if err != nil {
-			return fmt.Errorf("hub server: secret %s does not hold a usable key pair: %w", key, err)
-		}
-		s.cert.Store(&cert)
-		ca := append([]byte(nil), next.caPEM...)
-		s.ca.Store(&ca)
-		return s.publishCA(ctx, next.caPEM)
+	names := selfcert.NamesFor(host, "drover-hub."+s.opts.Namespace+".svc", "drover-hub."+s.opts.Namespace+".svc.cluster.local")
+	data, issued, err := selfcert.EnsureSecret(ctx, s.reader, s.writer, key, corev1.SecretTypeTLS,
+		map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": "hub-server"},
+		func(data map[string][]byte) (map[string][]byte, bool, error) {
+			next, changed, err := selfcert.BundleFrom(data).Ensure("drover-hub-ca", "drover-hub", names, time.Now(), s.opts.RenewBefore)
+			return next.Data(), changed, err
+		})
+	if err != nil {
+		return fmt.Errorf("hub server: certificate for %s: %w", host, err)
 	}
-	return fmt.Errorf("hub server: secret %s keeps changing under us", key)
+	b := selfcert.BundleFrom(data)
+	if issued {
+		ctrl.Log.WithName("hubserver").Info("Issued the hub server's certificate", "secret", key.String(), "host", host)
+	}
+	cert, err := tls.X509KeyPair(append(append([]byte(nil), b.Cert...), b.CA...), b.Key)
+	if err != nil {
+		return fmt.Errorf("hub server: secret %s does not hold a usable key pair: %w", key, err)
+	}
+	s.cert.Store(&cert)
+	ca := append([]byte(nil), b.CA...)
+	s.ca.Store(&ca)
+	return s.publishCA(ctx, b.CA)
 }
 
 // publishCA writes the CA to ConfigMap drover-hub-ca, key ca.crt, when it differs.

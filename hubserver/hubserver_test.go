@@ -14,61 +14,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/drover-io/drover/selfcert"
 )
 
 const ns = "drover-system"
-
-func TestBundleEnsure(t *testing.T) {
-	now := time.Now()
-	renew := 30 * 24 * time.Hour
-	fresh, changed, err := bundle{}.ensure("hub.example.com", ns, now, renew)
-	if err != nil || !changed {
-		t.Fatalf("empty secret: changed %v, err %v", changed, err)
-	}
-	caOf := func(b bundle) string { return string(b.caPEM) }
-	cases := []struct {
-		name     string
-		in       bundle
-		host     string
-		at       time.Time
-		changed  bool
-		keepsCA  bool
-		validFor string
-	}{
-		{"valid: kept as it is", fresh, "hub.example.com", now, false, true, "hub.example.com"},
-		{"serving certificate about to expire: renewed, same CA", fresh, "hub.example.com", now.Add(servingLifetime - renew + time.Hour), true, true, "hub.example.com"},
-		{"hub URL moved: reissued for the new host, same CA", fresh, "10.0.0.7", now, true, true, "10.0.0.7"},
-		{"CA near its end: a new CA", fresh, "hub.example.com", now.Add(caLifetime - caRenewBefore + time.Hour), true, false, "hub.example.com"},
-		{"garbage: a new CA", bundle{caPEM: []byte("x"), caKeyPEM: []byte("y"), certPEM: []byte("z"), keyPEM: []byte("w")}, "hub.example.com", now, true, false, "hub.example.com"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			out, changed, err := c.in.ensure(c.host, ns, c.at, renew)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if changed != c.changed || (caOf(out) == caOf(c.in)) != c.keepsCA {
-				t.Fatalf("changed %v (want %v), kept CA %v (want %v)", changed, c.changed, caOf(out) == caOf(c.in), c.keepsCA)
-			}
-			ca, _, err := parseCA(out.caPEM, out.caKeyPEM)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cert, err := parseCert(out.certPEM)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pool := x509.NewCertPool()
-			pool.AddCert(ca)
-			if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: c.validFor, CurrentTime: c.at}); err != nil {
-				t.Fatalf("serving certificate does not verify for %s: %v", c.validFor, err)
-			}
-			if err := cert.VerifyHostname("localhost"); err != nil {
-				t.Error("not valid for localhost")
-			}
-		})
-	}
-}
 
 // start runs a server until the test ends and returns it once it listens.
 func start(t *testing.T, c client.Client, opts Options) *Server {
@@ -157,15 +107,11 @@ func TestSelfManagedTLS(t *testing.T) {
 }
 
 func TestCertDir(t *testing.T) {
-	now := time.Now()
-	ca, caKey, caPEM, _, err := newCA(now)
+	b, _, err := selfcert.Bundle{}.Ensure("test-ca", "drover-hub", selfcert.NamesFor("localhost"), time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, _, err := newServing(ca, caKey, "localhost", ns, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caPEM, certPEM, keyPEM := b.CA, b.Cert, b.Key
 	dir := t.TempDir()
 	for name, b := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, CAKey: caPEM} {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {

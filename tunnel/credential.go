@@ -11,17 +11,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/drover-io/drover/hubserver"
+	"github.com/drover-io/drover/selfcert"
 )
 
 // CASecretName is the Secret, in the operator namespace, that holds the CA signing
@@ -66,62 +65,45 @@ type signer struct {
 // near its end) if needed. Replicas racing to create it all end with the same one.
 func loadSigner(ctx context.Context, reader client.Reader, writer client.Client, namespace string) (*signer, error) {
 	key := client.ObjectKey{Namespace: namespace, Name: CASecretName}
-	for attempt := 0; attempt < 5; attempt++ {
-		var secret corev1.Secret
-		err := reader.Get(ctx, key, &secret)
-		exists := err == nil
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("read secret %s: %w", key, err)
-		}
-		data := secret.Data
-		changed := false
-		ca, _, perr := hubserver.ParseCA(data[caCertKey], data[caKeyKey])
-		if perr != nil || hubserver.CANeedsRenewal(ca, time.Now()) {
-			certPEM, keyPEM, err := hubserver.NewCA("drover-agent-ca", time.Now())
-			if err != nil {
-				return nil, err
-			}
+	data, created, err := selfcert.EnsureSecret(ctx, reader, writer, key, corev1.SecretTypeOpaque,
+		map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": "hub-server"},
+		func(cur map[string][]byte) (map[string][]byte, bool, error) {
+			data := maps.Clone(cur)
 			if data == nil {
 				data = map[string][]byte{}
 			}
-			data[caCertKey], data[caKeyKey] = certPEM, keyPEM
-			changed = true
-		}
-		if len(data[peerTokenKey]) < 32 {
-			b := make([]byte, 32)
-			if _, err := rand.Read(b); err != nil {
-				return nil, err
+			changed := false
+			if ca, _, err := selfcert.ParseCA(data[caCertKey], data[caKeyKey]); err != nil || selfcert.CANeedsRenewal(ca, time.Now()) {
+				certPEM, keyPEM, err := selfcert.NewCA("drover-agent-ca", time.Now())
+				if err != nil {
+					return nil, false, err
+				}
+				data[caCertKey], data[caKeyKey] = certPEM, keyPEM
+				changed = true
 			}
-			data[peerTokenKey] = []byte(base64.RawURLEncoding.EncodeToString(b))
-			changed = true
-		}
-		if changed {
-			secret.ObjectMeta = metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, ResourceVersion: secret.ResourceVersion,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": "hub-server"}}
-			secret.Type = corev1.SecretTypeOpaque
-			secret.Data = data
-			if exists {
-				err = writer.Update(ctx, &secret)
-			} else {
-				err = writer.Create(ctx, &secret)
+			if len(data[peerTokenKey]) < 32 {
+				b := make([]byte, 32)
+				if _, err := rand.Read(b); err != nil {
+					return nil, false, err
+				}
+				data[peerTokenKey] = []byte(base64.RawURLEncoding.EncodeToString(b))
+				changed = true
 			}
-			if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-				continue // another replica wrote it first: use theirs
-			}
-			if err != nil {
-				return nil, fmt.Errorf("write secret %s: %w", key, err)
-			}
-			ctrl.Log.WithName("tunnel").Info("Created the agent credential CA", "secret", key.String())
-		}
-		ca, caKey, err := hubserver.ParseCA(data[caCertKey], data[caKeyKey])
-		if err != nil {
-			return nil, fmt.Errorf("secret %s does not hold a usable CA: %w", key, err)
-		}
-		pool := x509.NewCertPool()
-		pool.AddCert(ca)
-		return &signer{cert: ca, key: caKey, pool: pool, peerToken: string(data[peerTokenKey])}, nil
+			return data, changed, nil
+		})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("secret %s keeps changing under us", key)
+	if created {
+		ctrl.Log.WithName("tunnel").Info("Created the agent credential CA", "secret", key.String())
+	}
+	ca, caKey, err := selfcert.ParseCA(data[caCertKey], data[caKeyKey])
+	if err != nil {
+		return nil, fmt.Errorf("secret %s does not hold a usable CA: %w", key, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &signer{cert: ca, key: caKey, pool: pool, peerToken: string(data[peerTokenKey])}, nil
 }
 
 // sign issues a client certificate for the public key in csrPEM, naming id.
@@ -146,7 +128,7 @@ func (s *signer) sign(csrPEM []byte, id Identity, ttl time.Duration, now time.Ti
 		notAfter = s.cert.NotAfter
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: hubserver.Serial(),
+		SerialNumber: selfcert.Serial(),
 		Subject:      pkix.Name{CommonName: "drover-agent:" + id.Cluster},
 		// Tolerate clocks a little behind the hub's.
 		NotBefore:   now.Add(-5 * time.Minute),
@@ -159,7 +141,7 @@ func (s *signer) sign(csrPEM []byte, id Identity, ttl time.Duration, now time.Ti
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	return hubserver.PEM("CERTIFICATE", der), notAfter, nil
+	return selfcert.PEM("CERTIFICATE", der), notAfter, nil
 }
 
 // verify checks that cert was issued by this CA for client authentication and has

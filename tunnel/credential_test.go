@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
-	"github.com/drover-io/drover/hubserver"
+	"github.com/drover-io/drover/selfcert"
 )
 
 var caKey = client.ObjectKey{Namespace: testNS, Name: CASecretName}
@@ -47,7 +47,7 @@ func sameSigner(a, b *signer) bool {
 func checkStored(t *testing.T, c client.Client, s *signer) {
 	t.Helper()
 	sec := getCASecret(t, c)
-	ca, key, err := hubserver.ParseCA(sec.Data[caCertKey], sec.Data[caKeyKey])
+	ca, key, err := selfcert.ParseCA(sec.Data[caCertKey], sec.Data[caKeyKey])
 	if err != nil {
 		t.Fatalf("stored CA: %v", err)
 	}
@@ -115,14 +115,14 @@ func TestLoadSignerCreatesTheSecretOnceThenReusesIt(t *testing.T) {
 
 func TestLoadSignerRepairsTheSecret(t *testing.T) {
 	good := newTestSigner(t)
-	goodCert := hubserver.PEM("CERTIFICATE", good.cert.Raw)
+	goodCert := selfcert.PEM("CERTIFICATE", good.cert.Raw)
 	keyDER, err := x509.MarshalECPrivateKey(good.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	goodKey := hubserver.PEM("EC PRIVATE KEY", keyDER)
+	goodKey := selfcert.PEM("EC PRIVATE KEY", keyDER)
 	// A CA issued nine and a half years ago has half a year left: it is renewed.
-	oldCert, oldKey, err := hubserver.NewCA("drover-agent-ca", time.Now().Add(-(9*365+182)*24*time.Hour))
+	oldCert, oldKey, err := selfcert.NewCA("drover-agent-ca", time.Now().Add(-(9*365+182)*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestLoadSignerRepairsTheSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: hubserver.Serial(), Subject: pkix.Name{CommonName: "leaf"},
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: selfcert.Serial(), Subject: pkix.Name{CommonName: "leaf"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, good.cert, &leafKey.PublicKey, good.key)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestLoadSignerRepairsTheSecret(t *testing.T) {
 		{name: "empty Secret: filled", data: nil, write: true},
 		{name: "garbage CA: a new CA, same peer token", data: map[string][]byte{caCertKey: []byte("x"), caKeyKey: []byte("y"), peerTokenKey: []byte(token)}, write: true, keepToken: true},
 		{name: "CA without its key: a new CA", data: map[string][]byte{caCertKey: goodCert, peerTokenKey: []byte(token)}, write: true, keepToken: true},
-		{name: "not a CA: a new CA", data: map[string][]byte{caCertKey: hubserver.PEM("CERTIFICATE", leafDER), caKeyKey: hubserver.PEM("EC PRIVATE KEY", leafKeyDER), peerTokenKey: []byte(token)}, write: true, keepToken: true},
+		{name: "not a CA: a new CA", data: map[string][]byte{caCertKey: selfcert.PEM("CERTIFICATE", leafDER), caKeyKey: selfcert.PEM("EC PRIVATE KEY", leafKeyDER), peerTokenKey: []byte(token)}, write: true, keepToken: true},
 		{name: "CA near its end: a new CA, same peer token", data: map[string][]byte{caCertKey: oldCert, caKeyKey: oldKey, peerTokenKey: []byte(token)}, write: true, keepToken: true},
 		{name: "peer token too short: a new token, same CA", data: map[string][]byte{caCertKey: goodCert, caKeyKey: goodKey, peerTokenKey: []byte("short")}, write: true, keepCA: true, wantTokenNotEqual: "short"},
 		{name: "no peer token: a new token, same CA", data: map[string][]byte{caCertKey: goodCert, caKeyKey: goodKey}, write: true, keepCA: true},
@@ -170,7 +170,7 @@ func TestLoadSignerRepairsTheSecret(t *testing.T) {
 				t.Errorf("%d updates, want a write: %v", updates.Load(), tc.write)
 			}
 			checkStored(t, c, s)
-			if hubserver.CANeedsRenewal(s.cert, time.Now()) {
+			if selfcert.CANeedsRenewal(s.cert, time.Now()) {
 				t.Error("the CA needs renewal already")
 			}
 			if kept := s.cert.Equal(good.cert); kept != tc.keepCA {
@@ -216,9 +216,9 @@ func TestLoadSignerReplicasRacingEndWithTheSameCA(t *testing.T) {
 
 func TestLoadSignerUsesTheSecretAnotherReplicaWroteFirst(t *testing.T) {
 	theirs := newTestSigner(t)
-	theirCert := hubserver.PEM("CERTIFICATE", theirs.cert.Raw)
+	theirCert := selfcert.PEM("CERTIFICATE", theirs.cert.Raw)
 	keyDER, _ := x509.MarshalECPrivateKey(theirs.key)
-	theirKey := hubserver.PEM("EC PRIVATE KEY", keyDER)
+	theirKey := selfcert.PEM("EC PRIVATE KEY", keyDER)
 	theirData := map[string][]byte{caCertKey: theirCert, caKeyKey: theirKey, peerTokenKey: []byte(theirs.peerToken)}
 
 	t.Run("create loses", func(t *testing.T) {
@@ -377,7 +377,7 @@ func rawCert(t *testing.T, s *signer, tmpl *x509.Certificate) *x509.Certificate 
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl.SerialNumber = hubserver.Serial()
+	tmpl.SerialNumber = selfcert.Serial()
 	if tmpl.NotBefore.IsZero() {
 		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
 	}
@@ -506,9 +506,9 @@ func TestSignRejectsBadCSRs(t *testing.T) {
 	}{
 		{"empty", nil, "not a PEM"},
 		{"garbage", []byte("garbage"), "not a PEM"},
-		{"a certificate, not a request", hubserver.PEM("CERTIFICATE", block.Bytes), "not a PEM"},
-		{"garbage in the PEM block", hubserver.PEM("CERTIFICATE REQUEST", []byte("garbage")), "cannot be parsed"},
-		{"bad signature", hubserver.PEM("CERTIFICATE REQUEST", tampered), "signature is invalid"},
+		{"a certificate, not a request", selfcert.PEM("CERTIFICATE", block.Bytes), "not a PEM"},
+		{"garbage in the PEM block", selfcert.PEM("CERTIFICATE REQUEST", []byte("garbage")), "cannot be parsed"},
+		{"bad signature", selfcert.PEM("CERTIFICATE REQUEST", tampered), "signature is invalid"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
