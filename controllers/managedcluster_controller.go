@@ -56,6 +56,8 @@ type ManagedClusterReconciler struct {
 	// Tunnels reaches clusters registered with spec.registration; nil without the
 	// hub server.
 	Tunnels Tunnels
+	// Rejections says why agents were turned away; nil without the hub server.
+	Rejections *TunnelRejections
 
 	controller controller.Controller
 }
@@ -240,7 +242,7 @@ func (r *ManagedClusterReconciler) forget(name string) {
 		// anything, and the tunnel it holds closes now.
 		r.Tunnels.Close(name)
 	}
-	forgetRejection(name)
+	r.Rejections.forget(name)
 	remote.ForgetMetrics(name)
 	forgetClusterMetrics(name)
 }

@@ -131,7 +131,7 @@ func (r *ManagedClusterReconciler) tunnelConnection(ctx context.Context, s *clus
 	s.health = cl.Health()
 	s.endpoint = "the agent's tunnel"
 	if !s.health.Connected {
-		rej := r.rejection(mc.Name)
+		rej := r.Rejections.last(mc.Name)
 		if s.health.Reason == v1alpha1.ReasonTunnelDisconnected && mc.Status.ClusterID == "" {
 			s.health.Reason = v1alpha1.ReasonAwaitingAgent
 			s.health.Message = "waiting for the agent to connect to the hub: run status.registration.command with a kubeconfig for the cluster"
@@ -325,13 +325,23 @@ func RegistrationToken(ctx context.Context, c client.Reader, namespace, cluster 
 	if err := c.Get(ctx, client.ObjectKey{Name: cluster}, mc); err != nil || mc.Spec.Registration == nil || !mc.DeletionTimestamp.IsZero() {
 		return "", false
 	}
+	token, err := bootstrapToken(ctx, c, namespace, mc)
+	return token, err == nil && token != ""
+}
+
+// bootstrapToken reads the bootstrap token of a cluster registered with
+// spec.registration: "" when its Secret or key is missing or holds too short a token.
+func bootstrapToken(ctx context.Context, c client.Reader, namespace string, mc *v1alpha1.ManagedCluster) (string, error) {
 	ref, _ := tokenRef(mc)
 	var secret corev1.Secret
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &secret); err != nil {
-		return "", false
+		return "", client.IgnoreNotFound(err)
 	}
 	token := string(secret.Data[ref.Key])
-	return token, len(token) >= registration.MinTokenLength
+	if len(token) < registration.MinTokenLength {
+		return "", nil
+	}
+	return token, nil
 }
 
 // reconcileRegistration makes sure a cluster registered with spec.registration has a

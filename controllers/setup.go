@@ -63,6 +63,8 @@ type Options struct {
 	// Tunnels reaches clusters registered with spec.registration (the hub
 	// server's tunnel endpoint); nil without the hub server.
 	Tunnels Tunnels
+	// Rejections receives the agents the tunnel server turned away.
+	Rejections *TunnelRejections
 	// HubID overrides the hub's ID (tests that run two hubs on one API server);
 	// by default it is read from, or created in, ConfigMap HubIdentityConfigMap.
 	HubID string
@@ -194,6 +196,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		HubURL:                o.HubURL,
 		Registrations:         o.Registrations,
 		Tunnels:               o.Tunnels,
+		Rejections:            o.Rejections,
 	}
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)

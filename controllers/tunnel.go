@@ -12,8 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/drover-io/drover/api/v1alpha1"
-	"github.com/drover-io/drover/registration"
-	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/tunnel"
 )
 
@@ -39,26 +37,23 @@ func TunnelLookup(c client.Reader, namespace string) func(ctx context.Context, c
 		if mc.Spec.Registration == nil {
 			return tunnel.ClusterInfo{}, nil
 		}
-		info := tunnel.ClusterInfo{Registered: true, UID: string(mc.UID), Deleting: !mc.DeletionTimestamp.IsZero(), ClusterID: mc.Status.ClusterID}
-		ref, _ := tokenRef(mc)
-		var secret corev1.Secret
-		err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &secret)
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
+		token, err := bootstrapToken(ctx, c, namespace, mc)
+		if err != nil {
 			return tunnel.ClusterInfo{}, err
-		default:
-			if t := string(secret.Data[ref.Key]); len(t) >= registration.MinTokenLength {
-				info.Token = t
-			}
 		}
-		return info, nil
+		return tunnel.ClusterInfo{Registered: true, UID: string(mc.UID), Deleting: !mc.DeletionTimestamp.IsZero(),
+			ClusterID: mc.Status.ClusterID, Token: token}, nil
 	}
 }
 
-// rejections remembers, per cluster, why the last agent was turned away, so that the
-// ManagedCluster's Connected condition can say it.
-type rejections struct {
+// TunnelRejections remembers, per cluster, why the last agent was turned away, so
+// that the ManagedCluster's Connected condition can say it, and records an event.
+type TunnelRejections struct {
+	client   client.Reader
+	recorder events.EventRecorder
+	// notify reconciles a cluster.
+	notify func(cluster string)
+
 	mu sync.Mutex
 	m  map[string]rejection
 }
@@ -71,41 +66,48 @@ type rejection struct {
 // rejectionTTL: an older rejection is no longer news.
 const rejectionTTL = 10 * time.Minute
 
-// TunnelRejections returns the tunnel server's Reject callback: an event on the
-// ManagedCluster, a note for its condition, and a reconcile. Agents naming clusters
-// that do not exist leave no trace (nothing for a stranger to fill memory with).
-func TunnelRejections(c client.Reader, recorder events.EventRecorder, rc func() *remote.Cache) func(cluster, reason, message string) {
-	return func(cluster, reason, message string) {
-		mc := &v1alpha1.ManagedCluster{}
-		if err := c.Get(context.Background(), client.ObjectKey{Name: cluster}, mc); err != nil || mc.Spec.Registration == nil {
-			return
-		}
-		recorder.Eventf(mc, nil, corev1.EventTypeWarning, reason, "Register", "%s", message)
-		tunnelRejections.mu.Lock()
-		tunnelRejections.m[cluster] = rejection{message: message, at: time.Now()}
-		tunnelRejections.mu.Unlock()
-		if cache := rc(); cache != nil {
-			cache.Notify(cluster)
-		}
-	}
+// NewTunnelRejections returns what the tunnel server reports rejected agents to.
+// notify reconciles a cluster.
+func NewTunnelRejections(c client.Reader, recorder events.EventRecorder, notify func(cluster string)) *TunnelRejections {
+	return &TunnelRejections{client: c, recorder: recorder, notify: notify, m: map[string]rejection{}}
 }
 
-var tunnelRejections = &rejections{m: map[string]rejection{}}
+// Reject is the tunnel server's Reject callback: an event on the ManagedCluster, a
+// note for its condition, and a reconcile. Agents naming clusters that do not exist
+// leave no trace (nothing for a stranger to fill memory with).
+func (t *TunnelRejections) Reject(cluster, reason, message string) {
+	mc := &v1alpha1.ManagedCluster{}
+	if err := t.client.Get(context.Background(), client.ObjectKey{Name: cluster}, mc); err != nil || mc.Spec.Registration == nil {
+		return
+	}
+	t.recorder.Eventf(mc, nil, corev1.EventTypeWarning, reason, "Register", "%s", message)
+	t.mu.Lock()
+	t.m[cluster] = rejection{message: message, at: time.Now()}
+	t.mu.Unlock()
+	t.notify(cluster)
+}
 
-// rejection returns why the last agent of cluster was turned away, if recent.
-func (r *ManagedClusterReconciler) rejection(cluster string) string {
-	tunnelRejections.mu.Lock()
-	defer tunnelRejections.mu.Unlock()
-	rej, ok := tunnelRejections.m[cluster]
+// last returns why the last agent of cluster was turned away, if recent.
+func (t *TunnelRejections) last(cluster string) string {
+	if t == nil {
+		return ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rej, ok := t.m[cluster]
 	if !ok || time.Since(rej.at) > rejectionTTL {
-		delete(tunnelRejections.m, cluster)
+		delete(t.m, cluster)
 		return ""
 	}
 	return rej.message
 }
 
-func forgetRejection(cluster string) {
-	tunnelRejections.mu.Lock()
-	delete(tunnelRejections.m, cluster)
-	tunnelRejections.mu.Unlock()
+// forget drops what is remembered of a cluster that is gone.
+func (t *TunnelRejections) forget(cluster string) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	delete(t.m, cluster)
+	t.mu.Unlock()
 }

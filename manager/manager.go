@@ -23,7 +23,6 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -168,10 +167,6 @@ func Run(ctx context.Context, o Options) error {
 	}
 	o.Controllers.Namespace = o.Namespace
 	var connections atomic.Pointer[remote.Cache]
-	peerClient, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
 	if o.Hub.BindAddress != "" && o.Hub.BindAddress != "0" {
 		o.Hub.Namespace = o.Namespace
 		hub, err := hubserver.New(o.Hub, mgr.GetAPIReader(), mgr.GetClient())
@@ -193,6 +188,12 @@ func Run(ctx context.Context, o Options) error {
 		o.Controllers.Registrations = reg
 
 		// The agents' tunnels, and the exchange of bootstrap tokens for credentials.
+		rejections := controllers.NewTunnelRejections(mgr.GetClient(), mgr.GetEventRecorder("drover-tunnel"), func(cluster string) {
+			if rc := connections.Load(); rc != nil {
+				rc.Notify(cluster)
+			}
+		})
+		o.Controllers.Rejections = rejections
 		tun := tunnel.NewServer(tunnel.ServerOptions{
 			Namespace: o.Namespace, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(),
 			Lookup:        controllers.TunnelLookup(mgr.GetClient(), o.Namespace),
@@ -202,7 +203,7 @@ func Run(ctx context.Context, o Options) error {
 					rc.Kick(cluster, open)
 				}
 			},
-			Reject: controllers.TunnelRejections(mgr.GetClient(), mgr.GetEventRecorder("drover-tunnel"), connections.Load),
+			Reject: rejections.Reject,
 		})
 		if err := mgr.Add(tun); err != nil {
 			return err
@@ -213,7 +214,8 @@ func Run(ctx context.Context, o Options) error {
 		if o.LeaderElect {
 			// Several replicas may run: each reaches the tunnels the others hold.
 			if err := mgr.Add(everyReplica(func(ctx context.Context) error {
-				tun.RunPeers(ctx, tunnel.PeerOptions{ID: peerID(), URL: peerURL(o.PeerURL, hub), Client: peerClient})
+				tun.RunPeers(ctx, tunnel.PeerOptions{ID: peerID(), URL: peerURL(o.PeerURL, hub),
+					Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()})
 				return nil
 			})); err != nil {
 				return err

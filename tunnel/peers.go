@@ -36,8 +36,10 @@ type PeerOptions struct {
 	// URL is where the other replicas reach this one's tunnel endpoint, e.g.
 	// wss://10.0.0.5:9443/v1/tunnel.
 	URL string
-	// Client writes this replica's Lease and lists the others' (uncached).
-	Client client.Client
+	// Reader reads the Leases straight from the API server (no informer for them);
+	// Writer writes this replica's.
+	Reader client.Reader
+	Writer client.Writer
 }
 
 // RunPeers advertises this replica and keeps its peer connections current until ctx
@@ -49,9 +51,6 @@ func (s *Server) RunPeers(ctx context.Context, o PeerOptions) {
 		return
 	}
 	log := ctrl.Log.WithName("tunnel").WithValues("peer", o.ID)
-	s.mu.Lock()
-	s.peerID = o.ID
-	s.mu.Unlock()
 	s.rd.PeerID = o.ID
 	token := s.signer.Load().peerToken
 	key := client.ObjectKey{Namespace: s.opts.Namespace, Name: peerLeasePrefix + o.ID}
@@ -71,7 +70,7 @@ func (s *Server) RunPeers(ctx context.Context, o PeerOptions) {
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = o.Client.Delete(dctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}})
+			_ = o.Writer.Delete(dctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}})
 			cancel()
 			return
 		case <-t.C:
@@ -83,13 +82,13 @@ func (s *Server) renewPeerLease(ctx context.Context, o PeerOptions, key client.O
 	now := metav1.NewMicroTime(time.Now())
 	secs := int32(peerLeaseDuration / time.Second)
 	var l coordinationv1.Lease
-	err := o.Client.Get(ctx, key, &l)
+	err := o.Reader.Get(ctx, key, &l)
 	if apierrors.IsNotFound(err) {
 		l = coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace,
 			Labels:      map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": peerComponent},
 			Annotations: map[string]string{peerURLAnnotation: o.URL}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &o.ID, LeaseDurationSeconds: &secs, RenewTime: &now}}
-		return o.Client.Create(ctx, &l)
+		return o.Writer.Create(ctx, &l)
 	}
 	if err != nil {
 		return err
@@ -99,13 +98,13 @@ func (s *Server) renewPeerLease(ctx context.Context, o PeerOptions, key client.O
 	}
 	l.Annotations[peerURLAnnotation] = o.URL
 	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &o.ID, &secs, &now
-	return o.Client.Update(ctx, &l)
+	return o.Writer.Update(ctx, &l)
 }
 
 // syncPeers connects to every replica with a current Lease and drops the others.
 func (s *Server) syncPeers(ctx context.Context, o PeerOptions, token string) {
 	var leases coordinationv1.LeaseList
-	if err := o.Client.List(ctx, &leases, client.InNamespace(s.opts.Namespace),
+	if err := o.Reader.List(ctx, &leases, client.InNamespace(s.opts.Namespace),
 		client.MatchingLabels{"app.kubernetes.io/component": peerComponent}); err != nil {
 		return
 	}

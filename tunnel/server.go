@@ -107,7 +107,6 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string][]*session
 	peers    map[string]string
-	peerID   string
 	// watched holds, for every cluster the hub dials, whether a tunnel to it
 	// (here or at a peer) was open at the last look.
 	watched map[string]bool
