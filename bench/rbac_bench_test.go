@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -99,20 +98,16 @@ func waitTemplate(b *testing.B, e *env, name string, n int) {
 	}
 }
 
-// allowed asks a target's authorizer whether user may list secrets.
-func allowed(c client.Client, user string) (bool, error) {
-	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: user, ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "list", Resource: "secrets"},
-	}}
-	if err := c.Create(context.Background(), sar); err != nil {
-		return false, err
-	}
-	return sar.Status.Allowed, nil
+// untilAllowed polls every target in parallel and returns, per target, the time
+// from start until it allowed user to list secrets (or until want is false, when it
+// denies).
+func untilAllowed(b *testing.B, clients []client.Client, user string, want bool, start time.Time) []time.Duration {
+	b.Helper()
+	return untilAllowedTo(b, clients, user, "list", "secrets", want, start)
 }
 
-// untilAllowed polls every target in parallel and returns, per target, the time
-// from start until it allowed user (or until want is false, when it denies).
-func untilAllowed(b *testing.B, clients []client.Client, user string, want bool, start time.Time) []time.Duration {
+// untilAllowedTo is untilAllowed for any verb and resource.
+func untilAllowedTo(b *testing.B, clients []client.Client, user, verb, resource string, want bool, start time.Time) []time.Duration {
 	b.Helper()
 	out := make([]time.Duration, len(clients))
 	errs := make([]error, len(clients))
@@ -123,13 +118,13 @@ func untilAllowed(b *testing.B, clients []client.Client, user string, want bool,
 			defer wg.Done()
 			deadline := start.Add(30 * time.Second)
 			for {
-				ok, err := allowed(c, user)
+				ok, err := allowedTo(c, user, verb, resource)
 				if err == nil && ok == want {
 					out[i] = time.Since(start)
 					return
 				}
 				if time.Now().After(deadline) {
-					errs[i] = fmt.Errorf("target %d: access for %s still %v after 30s (last error: %v)", i+1, user, !want, err)
+					errs[i] = fmt.Errorf("target %d: %s %s for %s still %v after 30s (last error: %v)", i+1, verb, resource, user, !want, err)
 					return
 				}
 				time.Sleep(sarPoll)

@@ -186,7 +186,7 @@ func BenchmarkTunnelAccessBinding(b *testing.B) {
 		if err := e.hubc.Create(ctx, ab); err != nil {
 			b.Fatal(err)
 		}
-		lat := tnUntilAllowed(b, clients, user, true, start, 30*time.Second)
+		lat := untilAllowedTo(b, clients, user, "list", "pods", true, start)
 		all = append(all, lat...)
 		perRound = append(perRound, maxOf(lat))
 		for j, d := range lat {
@@ -196,7 +196,7 @@ func BenchmarkTunnelAccessBinding(b *testing.B) {
 		if err := e.hubc.Delete(ctx, ab); err != nil {
 			b.Fatal(err)
 		}
-		tnUntilAllowed(b, clients, user, false, time.Now(), 30*time.Second)
+		untilAllowedTo(b, clients, user, "list", "pods", false, time.Now())
 	}
 	b.Logf("slowest per target over %d rounds: %s", rounds, strings.Join(roundAll(slowest), " "))
 	b.Logf("created -> allowed, %d targets x %d rounds = %d samples: p50 %s, p99 %s, max %s (target p99 <= 1s); slowest target per round: p50 %s, max %s",
@@ -354,41 +354,6 @@ func (w *clusterWatch) tnWithin(timeout time.Duration, pred func(*v1alpha1.Manag
 			return stamped{}, false
 		}
 	}
-}
-
-// tnUntilAllowed polls every target's authorizer in parallel, every sarPoll, and
-// returns per target the time from start until user may list pods (or may not, when
-// want is false).
-func tnUntilAllowed(b *testing.B, clients []client.Client, user string, want bool, start time.Time, timeout time.Duration) []time.Duration {
-	b.Helper()
-	out := make([]time.Duration, len(clients))
-	errs := make([]error, len(clients))
-	var wg sync.WaitGroup
-	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				ok, err := allowedTo(c, user, "list", "pods")
-				if err == nil && ok == want {
-					out[i] = time.Since(start)
-					return
-				}
-				if time.Since(start) > timeout {
-					errs[i] = fmt.Errorf("target %d: %s may list pods: still %v after %s (last error: %v)", i+1, user, !want, timeout, err)
-					return
-				}
-				time.Sleep(sarPoll)
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	return out
 }
 
 // tnAggregateView fills ClusterRole view in a target with the rules of the roles its

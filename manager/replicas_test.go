@@ -65,20 +65,11 @@ func TestTunnelThroughPeer(t *testing.T) {
 		g.Expect(findCond(cur.Status.Conditions, v1alpha1.ReadyCondition)).To(HaveField("Status", metav1.ConditionTrue))
 	}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
 
-	b := &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: "edge-viewers"}, Spec: v1alpha1.AccessBindingSpec{
-		Subjects: []v1alpha1.Subject{{Kind: v1alpha1.SubjectUser, Name: "alice@example.com"}},
-		RoleRef:  v1alpha1.RoleRef{Kind: "ClusterRole", Name: "view"},
-		Clusters: &v1alpha1.ClusterSelection{Names: []string{"edge-7"}}}}
-	g.Expect(hub.c.Create(ctx, b)).To(Succeed())
-	g.Eventually(func(g Gomega) { g.Expect(can(g, tc, "alice@example.com", "list", "pods")).To(BeTrue()) }, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+	grantView(g, hub.c, tc, "edge-7")
 
 	// The tunnel closing at the follower is seen by the leader.
 	stopAgent()
 	start := time.Now()
-	g.Eventually(func(g Gomega) {
-		cur := getMC(g, hub.c, "edge-7")
-		g.Expect(findCond(cur.Status.Conditions, v1alpha1.ConnectedCondition)).To(And(
-			HaveField("Status", metav1.ConditionFalse), HaveField("Reason", v1alpha1.ReasonTunnelDisconnected)))
-	}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
+	waitTunnelDisconnected(g, hub.c, "edge-7")
 	t.Logf("tunnel loss at the follower seen by the leader in %s", time.Since(start).Round(time.Millisecond))
 }

@@ -241,12 +241,7 @@ func TestTunnel(t *testing.T) {
 
 	t.Run("access binding allowed and drift repaired", func(t *testing.T) {
 		g := NewWithT(t)
-		b := &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: "edge-viewers"}, Spec: v1alpha1.AccessBindingSpec{
-			Subjects: []v1alpha1.Subject{{Kind: v1alpha1.SubjectUser, Name: "alice@example.com"}},
-			RoleRef:  v1alpha1.RoleRef{Kind: "ClusterRole", Name: "view"},
-			Clusters: &v1alpha1.ClusterSelection{Names: []string{"edge-7"}}}}
-		g.Expect(hub.c.Create(ctx, b)).To(Succeed())
-		g.Eventually(func(g Gomega) { g.Expect(can(g, tc, "alice@example.com", "list", "pods")).To(BeTrue()) }, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+		grantView(g, hub.c, tc, "edge-7")
 		var crb rbacv1.ClusterRoleBinding
 		g.Expect(tc.Get(ctx, client.ObjectKey{Name: "drover:edge-viewers"}, &crb)).To(Succeed())
 		g.Expect(tc.Delete(ctx, &crb)).To(Succeed())
@@ -337,11 +332,7 @@ func TestTunnel(t *testing.T) {
 		g := NewWithT(t)
 		stopAgent()
 		start := time.Now()
-		g.Eventually(func(g Gomega) {
-			cur := getMC(g, hub.c, "edge-7")
-			g.Expect(findCond(cur.Status.Conditions, v1alpha1.ConnectedCondition)).To(And(
-				HaveField("Status", metav1.ConditionFalse), HaveField("Reason", v1alpha1.ReasonTunnelDisconnected)))
-		}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
+		waitTunnelDisconnected(g, hub.c, "edge-7")
 		t.Logf("tunnel loss seen in %s", time.Since(start).Round(time.Millisecond))
 		// The agent starts again with its stored credential (the bootstrap token
 		// it holds has been revoked meanwhile).
@@ -397,6 +388,27 @@ func eventReasons(g Gomega, c client.Client, cluster string) []string {
 		}
 	}
 	return out
+}
+
+// grantView binds ClusterRole view to alice@example.com in cluster (through
+// AccessBinding edge-viewers) and waits until the target's own authorizer allows it.
+func grantView(g Gomega, hub, target client.Client, cluster string) {
+	b := &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: "edge-viewers"}, Spec: v1alpha1.AccessBindingSpec{
+		Subjects: []v1alpha1.Subject{{Kind: v1alpha1.SubjectUser, Name: "alice@example.com"}},
+		RoleRef:  v1alpha1.RoleRef{Kind: "ClusterRole", Name: "view"},
+		Clusters: &v1alpha1.ClusterSelection{Names: []string{cluster}}}}
+	g.Expect(hub.Create(context.Background(), b)).To(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(can(g, target, "alice@example.com", "list", "pods")).To(BeTrue()) }, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+}
+
+// waitTunnelDisconnected waits (at most the 10 s the design allows) until cluster is
+// Connected=False with reason TunnelDisconnected.
+func waitTunnelDisconnected(g Gomega, hub client.Client, cluster string) {
+	g.Eventually(func(g Gomega) {
+		cur := getMC(g, hub, cluster)
+		g.Expect(findCond(cur.Status.Conditions, v1alpha1.ConnectedCondition)).To(And(
+			HaveField("Status", metav1.ConditionFalse), HaveField("Reason", v1alpha1.ReasonTunnelDisconnected)))
+	}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
 }
 
 // noTokens are the bootstrap tokens no event may quote.
