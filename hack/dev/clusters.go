@@ -231,6 +231,13 @@ func registerCluster(ctx context.Context, hub client.Client, name, displayName s
 	if err := hub.Apply(ctx, secret, fieldOwner, client.ForceOwnership); err != nil {
 		return fmt.Errorf("store the kubeconfig Secret of %s: %w", name, err)
 	}
+	return applyManagedCluster(ctx, hub, name, displayName, labels, "kubeconfig",
+		map[string]any{"secretRef": map[string]any{"name": name + "-kubeconfig", "key": "value"}})
+}
+
+// applyManagedCluster creates (server-side applies) ManagedCluster name with its
+// display name, labels and one connection mode (spec.<mode>).
+func applyManagedCluster(ctx context.Context, hub client.Client, name, displayName string, labels map[string]string, mode string, source map[string]any) error {
 	ls := map[string]any{}
 	for k, v := range labels {
 		ls[k] = v
@@ -239,10 +246,7 @@ func registerCluster(ctx context.Context, hub client.Client, name, displayName s
 		"apiVersion": "management.drover.io/v1alpha1",
 		"kind":       "ManagedCluster",
 		"metadata":   map[string]any{"name": name, "labels": ls},
-		"spec": map[string]any{
-			"displayName": displayName,
-			"kubeconfig":  map[string]any{"secretRef": map[string]any{"name": name + "-kubeconfig", "key": "value"}},
-		},
+		"spec":       map[string]any{"displayName": displayName, mode: source},
 	}}
 	if err := hub.Apply(ctx, client.ApplyConfigurationFromUnstructured(mc), fieldOwner, client.ForceOwnership); err != nil {
 		return fmt.Errorf("create ManagedCluster %s: %w", name, err)

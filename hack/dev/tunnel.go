@@ -24,23 +24,7 @@ import (
 // kubeconfig, as a user registers a cluster the hub cannot reach: the manager
 // answers with a bootstrap token and status.registration.manifestURL.
 func registerTunnelled(ctx context.Context, hub client.Client, name, displayName string, labels map[string]string) error {
-	ls := map[string]any{}
-	for k, v := range labels {
-		ls[k] = v
-	}
-	mc := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "management.drover.io/v1alpha1",
-		"kind":       "ManagedCluster",
-		"metadata":   map[string]any{"name": name, "labels": ls},
-		"spec": map[string]any{
-			"displayName":  displayName,
-			"registration": map[string]any{},
-		},
-	}}
-	if err := hub.Apply(ctx, client.ApplyConfigurationFromUnstructured(mc), fieldOwner, client.ForceOwnership); err != nil {
-		return fmt.Errorf("create ManagedCluster %s: %w", name, err)
-	}
-	return nil
+	return applyManagedCluster(ctx, hub, name, displayName, labels, "registration", map[string]any{})
 }
 
 // joinTunnelled does what a user does to a cluster registered with
