@@ -319,7 +319,7 @@ type Cache struct {
 	mu       sync.Mutex
 	clusters map[string]*Cluster
 	queues   []workqueue.TypedRateLimitingInterface[reconcile.Request]
-	// last holds the last kubeconfig each cluster connected with, so that a cluster
+	// last holds how each cluster last connected (its kubeconfig, or its tunnel), so that a cluster
 	// whose Secret was deleted together with it (kubectl delete -f, a GitOps prune)
 	// can still be cleaned up. Forget drops it.
 	last map[string]remembered
@@ -500,34 +500,24 @@ func (c *Cache) install(ctx context.Context, name string, existing, cl *Cluster,
 	return cl
 }
 
-// Remembered returns the last kubeconfig cluster name connected with, and where it
-// came from, even after Disconnect.
-func (c *Cache) Remembered(name string) ([]byte, string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.last[name]
-	return r.kubeconfig, r.source, ok
-}
-
-// Reconnect connects a cluster again with the last kubeconfig it connected with (its
-// Secret may be gone: deleted together with the ManagedCluster by kubectl delete -f or
-// a GitOps prune), or returns nil when there is none.
+// Reconnect connects a cluster again the way it last connected: with the last
+// kubeconfig it was given (its Secret may be gone: deleted together with the
+// ManagedCluster by kubectl delete -f or a GitOps prune), or through its agent's
+// tunnel. It returns nil when the cluster never connected.
 func (c *Cache) Reconnect(ctx context.Context, name string) *Cluster {
 	c.mu.Lock()
 	r, ok := c.last[name]
 	c.mu.Unlock()
-	if ok && r.tunnel != nil {
-		cl, err := c.ConnectTunnel(ctx, name, r.tunnel.host, r.tunnel.dial, r.source)
-		if err != nil {
-			return nil
-		}
-		return cl
-	}
-	data, source, ok := c.Remembered(name)
 	if !ok {
 		return nil
 	}
-	cl, err := c.Connect(ctx, name, data, source+", as last read")
+	var cl *Cluster
+	var err error
+	if r.tunnel != nil {
+		cl, err = c.ConnectTunnel(ctx, name, r.tunnel.host, r.tunnel.dial, r.source)
+	} else {
+		cl, err = c.Connect(ctx, name, r.kubeconfig, r.source+", as last read")
+	}
 	if err != nil {
 		return nil
 	}
