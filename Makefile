@@ -17,8 +17,10 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 KUBEBIN = hack/kubebin.sh
 
 VERSION ?= dev
+# The commit goes into `drover version`; "-dirty" marks a tree with uncommitted changes.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 IMG ?= ghcr.io/drover-io/drover:$(VERSION)
-LDFLAGS = -s -w -X github.com/drover-io/drover/version.Version=$(VERSION)
+LDFLAGS = -s -w -X github.com/drover-io/drover/version.Version=$(VERSION) -X github.com/drover-io/drover/version.Commit=$(COMMIT)
 TEST_TIMEOUT ?= 20m
 
 ##@ General
@@ -90,7 +92,7 @@ run: manifests generate ## Run the manager against the cluster in $KUBECONFIG.
 
 .PHONY: docker-build
 docker-build: ## Build the container image IMG (needs a container engine).
-	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 .PHONY: build-installer
 build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/install.yaml.

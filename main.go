@@ -1,5 +1,6 @@
 // Command drover is Drover's one binary. With no subcommand it runs the manager on the
-// hub; `drover agent` runs the agent in a target cluster.
+// hub; `drover agent` runs the agent in a target cluster; `drover version` (or
+// `drover --version`) prints the version and commit it was built from.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	"github.com/drover-io/drover/agent"
 	"github.com/drover-io/drover/manager"
+	"github.com/drover-io/drover/version"
 )
 
 func main() {
@@ -23,6 +25,10 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "agent" {
 		return agent.Main(ctx, args[1:])
+	}
+	if len(args) > 0 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version") {
+		fmt.Println(version.Info())
+		return nil
 	}
 	return manager.Main(ctx, args)
 }
