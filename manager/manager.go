@@ -30,6 +30,7 @@ import (
 
 	"github.com/drover-io/drover/admission"
 	managementv1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/builtins"
 	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/hubserver"
 	"github.com/drover-io/drover/kubeconfig"
@@ -63,6 +64,9 @@ type Options struct {
 	PeerURL string
 	// Webhook configures the admission webhook.
 	Webhook admission.Options
+	// BuiltinRoleTemplates creates the built-in RoleTemplates that this hub has never
+	// held (package builtins): the installation manifests set it.
+	BuiltinRoleTemplates bool
 
 	// several: more than one manager runs in this process (tests of replicas).
 	several bool
@@ -85,6 +89,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	o.Hub.BindFlags(fs)
 	fs.DurationVar(&o.AgentCredentialTTL, "agent-credential-ttl", tunnel.DefaultCredentialTTL, "Lifetime of the credential an agent gets for its tunnel to the hub; agents renew it at two-thirds of its life.")
 	o.Webhook.BindFlags(fs)
+	fs.BoolVar(&o.BuiltinRoleTemplates, "install-builtin-roletemplates", false, "Create the built-in RoleTemplates (cluster-owner, cluster-member, project-owner, project-member, read-only) that this hub has never held. Create-only: an edited built-in is left as it is, a deleted one stays deleted (ConfigMap drover-builtin-roletemplates records them).")
 	fs.StringVar(&o.PeerURL, "hub-peer-url", "", "URL at which the other manager replicas reach this one's tunnel endpoint (with --leader-elect), e.g. wss://10.0.0.5:9443/v1/tunnel. Default: the address in $POD_IP, else 127.0.0.1, with the port of --hub-bind-address.")
 }
 
@@ -234,6 +239,11 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		if err := mgr.AddReadyzCheck("webhook", wh.ReadyCheck()); err != nil {
+			return err
+		}
+	}
+	if o.BuiltinRoleTemplates {
+		if err := mgr.Add(&builtins.Installer{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: o.Namespace}); err != nil {
 			return err
 		}
 	}
