@@ -8,9 +8,11 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.21.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 KUSTOMIZE_VERSION ?= v5.8.1
+HELM_VERSION ?= v4.3.1
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 
 # Control-plane binaries for tests (kube-apiserver, kube-controller-manager, etcd,
 # kwok), built by hack/kubebin.sh and cached outside the repository.
@@ -19,7 +21,8 @@ KUBEBIN = hack/kubebin.sh
 VERSION ?= dev
 # The commit goes into `drover version`; "-dirty" marks a tree with uncommitted changes.
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
-IMG ?= ghcr.io/drover-io/drover:$(VERSION)
+# Development builds (VERSION=dev) use the tag latest, as version.Image does.
+IMG ?= ghcr.io/drover-io/drover:$(if $(filter dev,$(VERSION)),latest,$(VERSION))
 LDFLAGS = -s -w -X github.com/drover-io/drover/version.Version=$(VERSION) -X github.com/drover-io/drover/version.Commit=$(COMMIT)
 TEST_TIMEOUT ?= 20m
 
@@ -32,8 +35,12 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC into config/rbac.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC into config/rbac, and copy them into the Helm chart.
 	$(CONTROLLER_GEN) rbac:roleName=drover-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The Helm chart carries copies of the CRDs, the RBAC and the webhook configuration.
+	rm -f charts/drover/crds/*.yaml && cp config/crd/bases/*.yaml charts/drover/crds/
+	cp config/rbac/role.yaml charts/drover/files/role.yaml
+	cp config/webhook/manifests.yaml charts/drover/files/webhook.yaml
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
@@ -59,9 +66,19 @@ kubebin: ## Build (once) and cache kube-apiserver, kube-controller-manager, etcd
 UNIT_PKGS = ./render/ ./admission/ ./targetsync/ ./remote/ ./selfcert/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/
 
 .PHONY: test
-test: manifests generate vet ## Run unit tests (with the race detector) and integration tests against real API servers.
+test: manifests generate vet chart ## Run unit tests (with the race detector) and integration tests against real API servers.
 	go test -race -count=1 $(UNIT_PKGS)
-	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./... -count=1 -timeout $(TEST_TIMEOUT)
+	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" HELM="$(HELM)" go test ./... -count=1 -timeout $(TEST_TIMEOUT)
+
+# The chart is rendered with its defaults and with every option on; internal/install
+# installs the rendered output into a real API server.
+CHART_ALL_ON = --set replicaCount=2,webhook.certManager.enabled=true,metrics.serviceMonitor.enabled=true,hub.tlsSecretName=hub-tls,hub.url=https://drover.example.com,hub.service.type=LoadBalancer
+.PHONY: chart
+chart: $(HELM) ## Lint the Helm chart (charts/drover) and render it.
+	$(HELM) lint --strict charts/drover
+	$(HELM) lint --strict charts/drover $(CHART_ALL_ON)
+	$(HELM) template drover charts/drover --namespace drover-system --include-crds >/dev/null
+	$(HELM) template drover charts/drover --namespace drover-system $(CHART_ALL_ON) >/dev/null
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz test for a short while (FUZZTIME, default 30s).
@@ -73,7 +90,7 @@ bench: ## Run the benchmarks against real control planes and print their figures
 	KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./bench/ -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m -v
 
 .PHONY: verify
-verify: manifests generate fmt ## Regenerate and reformat, then fail if anything changed.
+verify: manifests generate fmt build-installer ## Regenerate and reformat, then fail if anything changed.
 	go mod tidy
 	@if [ -n "$$(git status --porcelain)" ]; then \
 		echo "generated files are out of date or files are unformatted; run 'make manifests generate fmt' and commit:"; \
@@ -94,11 +111,18 @@ run: manifests generate ## Run the manager against the cluster in $KUBECONFIG.
 docker-build: ## Build the container image IMG (needs a container engine).
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
+# dist/install.yaml is committed (make verify checks that it is current) and installs
+# IMG: a release runs make build-installer VERSION=v0.2.0. It renders a copy of config/,
+# so that setting the image leaves no change behind.
 .PHONY: build-installer
-build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/install.yaml.
-	mkdir -p dist
-	cd config/manager && $(KUSTOMIZE) edit set image drover=$(IMG)
-	$(KUSTOMIZE) build config/default > dist/install.yaml
+build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/install.yaml, which applies in one pass.
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp -r config "$$tmp/"; \
+	(cd "$$tmp/config/manager" && $(KUSTOMIZE) edit set image drover=$(IMG)); \
+	mkdir -p dist; \
+	{ echo "# Drover, image $(IMG): CRDs, RBAC, the manager and its admission webhook, in namespace"; \
+	  echo "# drover-system. Generated from config/default by make build-installer; do not edit."; \
+	  echo "#   kubectl apply --server-side -f dist/install.yaml    (docs/install.md)"; \
+	  $(KUSTOMIZE) build "$$tmp/config/default"; } > dist/install.yaml
 
 ##@ Run
 
@@ -142,6 +166,9 @@ $(GOLANGCI_LINT): | $(LOCALBIN)
 
 $(KUSTOMIZE): | $(LOCALBIN)
 	$(call go-install,$@,sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+$(HELM): | $(LOCALBIN)
+	$(call go-install,$@,helm.sh/helm/v4/cmd/helm,$(HELM_VERSION))
 
 # go-install installs package $(2) at version $(3) as $(1).
 define go-install

@@ -1,0 +1,137 @@
+package install
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+)
+
+// helm runs the Helm binary that make test builds (HELM), in the repository root.
+func helm(t *testing.T, args ...string) []byte {
+	t.Helper()
+	bin := os.Getenv("HELM")
+	if bin == "" {
+		t.Skip("HELM is not set; make test builds helm into bin/ and sets it")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		msg := err.Error()
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg += ": " + string(ee.Stderr)
+		}
+		t.Fatalf("helm %s: %s", strings.Join(args, " "), msg)
+	}
+	return out
+}
+
+// TestChartInstalls installs charts/drover into a fresh API server: first with
+// `helm install --dry-run=server`, which checks every object against the server,
+// then by applying what `helm template` renders, as Helm does (CRDs first, in the
+// same pass here), and finds every object.
+func TestChartInstalls(t *testing.T) {
+	helm(t, "version") // skips without HELM before starting an API server
+	cp := startControlPlane(t, "chart")
+	ctx := context.Background()
+	const ns = "drover-system"
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, cp.Kubeconfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, _ = filepath.Abs(kubeconfig)
+	out := helm(t, "install", "drover", "charts/drover", "--namespace", ns, "--create-namespace",
+		"--dry-run=server", "--kubeconfig", kubeconfig)
+	if !strings.Contains(string(out), "STATUS: pending-install") {
+		t.Errorf("helm install --dry-run=server printed:\n%s", out)
+	}
+
+	objs, err := Decode(helm(t, "template", "drover", "charts/drover", "--namespace", ns, "--include-crds",
+		"--set", "replicaCount=2,hub.url=https://drover.example.com,hub.service.type=LoadBalancer,hub.tlsSecretName=hub-tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := kinds(objs)
+	for kind, want := range map[string]int{"CustomResourceDefinition": 4, "Deployment": 1, "ValidatingWebhookConfiguration": 1, "Service": 3, "ClusterRole": 1} {
+		if got[kind] != want {
+			t.Errorf("the chart renders %d %s, want %d", got[kind], kind, want)
+		}
+	}
+	// helm install --create-namespace.
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewApplier(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ApplyOnePass(ctx, objs); err != nil {
+		t.Fatalf("installing the chart's rendered output: %v", err)
+	}
+	requireExist(ctx, t, a, objs)
+	waitEstablished(ctx, t, a, objs)
+}
+
+// TestChartMatchesInstallManifest keeps the chart and config/default (from which
+// dist/install.yaml is built) in step: with its defaults the chart installs the same
+// objects, plus the metrics Service, and runs the manager with the same flags.
+func TestChartMatchesInstallManifest(t *testing.T) {
+	chart, err := Decode(helm(t, "template", "drover", "charts/drover", "--namespace", "drover-system", "--include-crds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dist := decodeFiles(t, filepath.Join(root, "dist", "install.yaml"))
+	ids := func(objs []*unstructured.Unstructured) []string {
+		var out []string
+		for _, o := range objs {
+			out = append(out, o.GetKind()+" "+name(o))
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := slices.DeleteFunc(ids(dist), func(s string) bool { return s == "Namespace drover-system" })
+	want = append(want, "Service drover-system/drover-metrics")
+	slices.Sort(want)
+	if got := ids(chart); !slices.Equal(got, want) {
+		t.Errorf("the chart installs\n  %v\ndist/install.yaml (config/default) installs\n  %v", got, want)
+	}
+	args := func(objs []*unstructured.Unstructured) []string {
+		for _, o := range objs {
+			if o.GetKind() == "Deployment" {
+				a, _, _ := unstructuredArgs(o)
+				// The image and the log level are set differently, the flags are not.
+				return slices.DeleteFunc(a, func(s string) bool {
+					return strings.HasPrefix(s, "--agent-image=") || strings.HasPrefix(s, "--zap-log-level=")
+				})
+			}
+		}
+		return nil
+	}
+	if got, want := args(chart), args(dist); !slices.Equal(got, want) {
+		t.Errorf("the chart's manager runs with\n  %v\nconfig/manager's with\n  %v", got, want)
+	}
+	// The copies in the chart are current.
+	for copy, orig := range map[string]string{
+		"charts/drover/files/role.yaml":    "config/rbac/role.yaml",
+		"charts/drover/files/webhook.yaml": "config/webhook/manifests.yaml",
+	} {
+		a, errA := os.ReadFile(filepath.Join(root, copy))
+		b, errB := os.ReadFile(filepath.Join(root, orig))
+		if errA != nil || errB != nil || string(a) != string(b) {
+			t.Errorf("%s is not a copy of %s: run make manifests", copy, orig)
+		}
+	}
+}
