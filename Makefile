@@ -35,12 +35,13 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC into config/rbac, and copy them into the Helm chart.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC into config/rbac, copy them into the Helm chart, and write config/argocd/argocd-cm.yaml.
 	$(CONTROLLER_GEN) rbac:roleName=drover-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@# The Helm chart carries copies of the CRDs, the RBAC and the webhook configuration.
 	rm -f charts/drover/crds/*.yaml && cp config/crd/bases/*.yaml charts/drover/crds/
 	cp config/rbac/role.yaml charts/drover/files/role.yaml
 	cp config/webhook/manifests.yaml charts/drover/files/webhook.yaml
+	hack/argocd-cm.sh
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
