@@ -136,6 +136,9 @@ type Deps struct {
 	// Reader reads the API server directly; Client writes.
 	Reader client.Reader
 	Client client.Client
+	// Authorizer answers whether a requester has the hub verbs bind and escalate;
+	// nil asks the hub with SubjectAccessReviews through Client.
+	Authorizer Authorizer
 }
 
 // Server is the webhook: a manager Runnable that runs on every replica.
@@ -223,8 +226,12 @@ func (s *Server) Start(ctx context.Context) error {
 	srv := webhook.NewServer(webhook.Options{Host: s.host, Port: s.port, TLSOpts: []func(*tls.Config){s.tlsConfig}})
 	readers := Readers{Cache: s.deps.Cache, Live: s.deps.Reader}
 	register := func(path string, wh *cradmission.Webhook) { srv.Register(path, wh.WithRecoverPanic(true)) }
-	register(AccessBindingPath, cradmission.WithValidator[*v1alpha1.AccessBinding](s.deps.Scheme, AccessBindingValidator{}))
-	register(RoleTemplatePath, cradmission.WithValidator[*v1alpha1.RoleTemplate](s.deps.Scheme, RoleTemplateValidator{Readers: readers}))
+	authz := s.deps.Authorizer
+	if authz == nil {
+		authz = SubjectAccessReviewer{Client: s.deps.Client}
+	}
+	register(AccessBindingPath, cradmission.WithValidator[*v1alpha1.AccessBinding](s.deps.Scheme, AccessBindingValidator{Readers: readers, Authorizer: authz}))
+	register(RoleTemplatePath, cradmission.WithValidator[*v1alpha1.RoleTemplate](s.deps.Scheme, RoleTemplateValidator{Readers: readers, Authorizer: authz}))
 	register(ClusterProjectPath, cradmission.WithValidator[*v1alpha1.ClusterProject](s.deps.Scheme, ClusterProjectValidator{Readers: readers, Namespace: s.opts.Namespace}))
 
 	errc := make(chan error, 1)

@@ -63,7 +63,7 @@ func statusOf(t *testing.T, err error) metav1.Status {
 // TestValidatorsConfirmOnTheAPIServer: a refusal that rests on the cache is made only
 // if the API server agrees; the cache may be a few milliseconds behind.
 func TestValidatorsConfirmOnTheAPIServer(t *testing.T) {
-	ctx := context.Background()
+	ctx := as("admin", "system:masters")
 
 	// read-only was created a moment ago: the cache has not seen it yet.
 	v := RoleTemplateValidator{Readers: Readers{Cache: reader(t), Live: reader(t, template("read-only"))}}
