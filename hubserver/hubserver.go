@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,9 @@ const (
 	CAConfigMapName = "drover-hub-ca"
 	// CAKey is the key of the CA certificate in the ConfigMap and the Secret.
 	CAKey = "ca.crt"
+	// URLKey is the key of the hub server's URL (--hub-url) in the ConfigMap, for
+	// `drover kubeconfig`.
+	URLKey = "url"
 )
 
 // Options configure the hub server.
@@ -164,7 +168,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	close(s.ready)
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           canonicalPaths(s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Agents authenticate with client certificates signed by the agent
 		// credential CA; the handlers that accept them verify them (the TLS layer
@@ -255,9 +259,11 @@ func (s *Server) ensureSelfManaged(ctx context.Context) error {
 	return s.publishCA(ctx, b.CA)
 }
 
-// publishCA writes the CA to ConfigMap drover-hub-ca, key ca.crt, when it differs.
+// publishCA writes the CA and the hub URL to ConfigMap drover-hub-ca (keys ca.crt and
+// url) when they differ.
 func (s *Server) publishCA(ctx context.Context, ca []byte) error {
 	key := client.ObjectKey{Namespace: s.opts.Namespace, Name: CAConfigMapName}
+	want := map[string]string{CAKey: string(ca), URLKey: s.opts.URL}
 	for attempt := 0; attempt < 5; attempt++ {
 		var cm corev1.ConfigMap
 		err := s.reader.Get(ctx, key, &cm)
@@ -265,17 +271,19 @@ func (s *Server) publishCA(ctx context.Context, ca []byte) error {
 		case apierrors.IsNotFound(err):
 			cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace,
 				Labels: map[string]string{"app.kubernetes.io/managed-by": "drover", "app.kubernetes.io/component": "hub-server"}},
-				Data: map[string]string{CAKey: string(ca)}}
+				Data: want}
 			err = s.writer.Create(ctx, &cm)
 		case err != nil:
 			return fmt.Errorf("hub server: read configmap %s: %w", key, err)
-		case cm.Data[CAKey] == string(ca):
+		case cm.Data[CAKey] == want[CAKey] && cm.Data[URLKey] == want[URLKey]:
 			return nil
 		default:
 			if cm.Data == nil {
 				cm.Data = map[string]string{}
 			}
-			cm.Data[CAKey] = string(ca)
+			for k, v := range want {
+				cm.Data[k] = v
+			}
 			err = s.writer.Update(ctx, &cm)
 		}
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
@@ -287,6 +295,31 @@ func (s *Server) publishCA(ctx context.Context, ca []byte) error {
 		return nil
 	}
 	return fmt.Errorf("hub server: configmap %s keeps changing under us", key)
+}
+
+// canonicalPaths refuses, with 400, a path that is not in canonical form: dot
+// segments, repeated slashes, or encoded slashes and backslashes. http.ServeMux
+// would redirect such a path to its cleaned form, which for the authentication proxy
+// could lead from one cluster's prefix into another's.
+func canonicalPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw := strings.ToLower(r.URL.EscapedPath())
+		if r.Method != http.MethodConnect && (strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") ||
+			strings.Contains(r.URL.Path, "\\") || strings.Contains(r.URL.Path, "//") || hasDotSegment(r.URL.Path)) {
+			http.Error(w, "the request path must not contain '.', '..' or empty segments, or encoded slashes", http.StatusBadRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func hasDotSegment(p string) bool {
+	for _, s := range strings.Split(p, "/") {
+		if s == "." || s == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func hostOf(u string) string {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/drover-io/drover/admission"
 	managementv1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/authproxy"
 	"github.com/drover-io/drover/builtins"
 	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/hubserver"
@@ -216,6 +217,18 @@ func Run(ctx context.Context, o Options) error {
 		hub.Handle("GET "+tunnel.Path, tun)
 		hub.Handle("POST "+tunnel.CredentialPath, tun.CredentialHandler())
 		o.Controllers.Tunnels = tun
+
+		// The authentication proxy: people reach every cluster through the hub.
+		px, err := authproxy.New(authproxy.Options{Hub: cfg, Reader: mgr.GetCache(),
+			Backends: &authproxy.Connections{Cache: connections.Load}})
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(px); err != nil {
+			return err
+		}
+		hub.Handle(authproxy.PathPrefix, px)
+		hub.Handle("GET "+authproxy.ListPath, px.ListHandler())
 		if o.LeaderElect {
 			// Several replicas may run: each reaches the tunnels the others hold.
 			if err := mgr.Add(everyReplica(func(ctx context.Context) error {

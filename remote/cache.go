@@ -141,6 +141,14 @@ type Cluster struct {
 	client client.Client
 }
 
+// Done is closed when this connection is closed: the cluster was forgotten or
+// disconnected, or its connection replaced (new credentials). Whatever runs over
+// it (the authentication proxy's streams) ends then.
+func (c *Cluster) Done() <-chan struct{} { return c.ctx.Done() }
+
+// Tunnelled tells whether the cluster is reached through its agent's tunnel.
+func (c *Cluster) Tunnelled() bool { return c.tunnel }
+
 // Cache returns the cache of Drover-owned objects (by label) and Nodes, or nil while
 // the cluster has never been reached.
 func (c *Cluster) Cache() cache.Cache {
