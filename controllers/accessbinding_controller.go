@@ -3,9 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -21,14 +21,6 @@ import (
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/render"
-)
-
-// Status reasons of AccessBindings and RoleTemplates.
-const (
-	// ReasonSyncFailed: at least one selected cluster does not hold the intent.
-	ReasonSyncFailed = "SyncFailed"
-	// ReasonNoClusters: the intent selects no cluster.
-	ReasonNoClusters = "NoClustersSelected"
 )
 
 // intentConditions are the conditions the status controllers own.
@@ -66,17 +58,17 @@ func (r *AccessBindingReconciler) allBindings(ctx context.Context, _ client.Obje
 // Reconcile computes one binding's status.
 func (r *AccessBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	b := &v1alpha1.AccessBinding{}
-	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, req.NamespacedName, b, func() error { return r.setStatus(ctx, b) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, kindAccessBinding, req.NamespacedName, b, func() (rowSummary, error) { return r.setStatus(ctx, b) })
 }
 
 // setStatus computes the status of b from the hub's cache and the sync results.
-func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.AccessBinding) error {
+func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.AccessBinding) (rowSummary, error) {
 	var rts v1alpha1.RoleTemplateList
 	var cps v1alpha1.ClusterProjectList
 	var mcs v1alpha1.ManagedClusterList
 	for _, l := range []client.ObjectList{&rts, &cps, &mcs} {
 		if err := r.Client.List(ctx, l); err != nil {
-			return err
+			return rowSummary{}, err
 		}
 	}
 	projects := map[string]*v1alpha1.ClusterProject{}
@@ -86,9 +78,11 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 	problem := render.BindingProblem(b, render.ResolveTemplates(rts.Items), projects)
 
 	var placement *v1alpha1.ClusterSelection
+	whose := "spec.clusters.names"
 	if b.Spec.Project != "" {
 		if p := projects[b.Spec.Project]; p != nil {
 			placement = &p.Spec.Clusters
+			whose = "spec.clusters.names of ClusterProject " + p.Name
 		}
 	} else {
 		placement = b.Spec.Clusters
@@ -102,6 +96,7 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 			}
 			rows = append(rows, r.row(&mc, b.Name, b.Generation, prev))
 		}
+		rows = append(rows, missingRows(placement, mcs.Items, whose)...)
 	}
 	setIntentStatus(b, problem, rows, "selected")
 	st := summarizeRows(rows)
@@ -110,7 +105,7 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 	b.Status.Synced = fmt.Sprintf("%d/%d", st.synced, st.total)
 	b.Status.Failures = st.failures
 	b.Status.ObservedGeneration = b.Generation
-	return nil
+	return st, nil
 }
 
 func (r *AccessBindingReconciler) row(mc *v1alpha1.ManagedCluster, name string, gen int64, prev previous) clusterRow {
@@ -118,92 +113,6 @@ func (r *AccessBindingReconciler) row(mc *v1alpha1.ManagedCluster, name string, 
 		it, ok := res.Bindings[name]
 		return it, ok
 	})
-}
-
-// clusterRow is one cluster's state for one intent.
-type clusterRow struct {
-	cluster string
-	synced  bool
-	reason  string
-	message string
-	// previous: taken from the intent's status, as the cluster has not been synced
-	// since the manager started.
-	previous bool
-}
-
-// rowFor reads one cluster's result for one intent at generation gen. A cluster not
-// synced since the manager started gets what the intent's status last said of it
-// (prev), so that a restart does not flap status.
-func rowFor(results *syncResults, mc *v1alpha1.ManagedCluster, gen int64, prev previous, pick func(clusterResult) (itemResult, bool)) clusterRow {
-	cluster := mc.Name
-	res, ok := results.get(cluster)
-	switch {
-	case !ok && prev.valid && results.before(mc.CreationTimestamp.Time):
-		// Only a cluster that existed before the manager started can have been
-		// described by the intent's status; a newer one is pending.
-		if row, failed := prev.failures[cluster]; failed {
-			row.previous = true
-			return row
-		}
-		return clusterRow{cluster: cluster, synced: true, previous: true}
-	case !ok:
-		return clusterRow{cluster, false, ReasonPending, "not synced yet", false}
-	case !res.Synced:
-		return clusterRow{cluster, false, res.Reason, res.Message, false}
-	}
-	it, ok := pick(res)
-	switch {
-	case !ok:
-		return clusterRow{cluster, false, ReasonPending, "not synced yet", false}
-	case it.Generation != gen:
-		return clusterRow{cluster, false, ReasonPending, fmt.Sprintf("generation %d not synced yet", gen), false}
-	case !it.OK:
-		return clusterRow{cluster, false, it.Reason, it.Message, false}
-	}
-	return clusterRow{cluster: cluster, synced: true}
-}
-
-// previous is what an intent's status last said of each cluster; valid when that
-// status describes the current generation.
-type previous struct {
-	valid    bool
-	failures map[string]clusterRow
-}
-
-func previousOf(gen, observed int64, failures []v1alpha1.ClusterFailure) previous {
-	p := previous{valid: observed == gen && gen != 0, failures: map[string]clusterRow{}}
-	for _, f := range failures {
-		p.failures[f.Cluster] = clusterRow{cluster: f.Cluster, reason: f.Reason, message: f.Message}
-	}
-	return p
-}
-
-type rowSummary struct {
-	total, synced int32
-	pending       bool
-	failures      []v1alpha1.ClusterFailure
-}
-
-func summarizeRows(rows []clusterRow) rowSummary {
-	sort.Slice(rows, func(i, j int) bool { return rows[i].cluster < rows[j].cluster })
-	s := rowSummary{total: int32(len(rows))}
-	for _, r := range rows {
-		if r.synced {
-			s.synced++
-			continue
-		}
-		if r.reason == ReasonPending {
-			s.pending = true
-		}
-		if len(s.failures) < v1alpha1.MaxReportedFailures {
-			msg := r.message
-			if len(msg) > 1024 {
-				msg = msg[:1021] + "..."
-			}
-			s.failures = append(s.failures, v1alpha1.ClusterFailure{Cluster: r.cluster, Reason: r.reason, Message: msg})
-		}
-	}
-	return s
 }
 
 // reconcileIntentStatus is the skeleton the status controllers share: get the
@@ -214,8 +123,11 @@ func summarizeRows(rows []clusterRow) rowSummary {
 // The object is read from the API server, not the cache: the patch is computed
 // against what it holds, so a write that the cache has not seen yet is never undone
 // or left half-applied (a Ready=True status still listing a Pending failure, say).
-func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.Reader, rec events.EventRecorder, key client.ObjectKey, obj intentObject, set func() error) (_ ctrl.Result, retErr error) {
+func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.Reader, rec events.EventRecorder, kind string, key client.ObjectKey, obj intentObject, set func() (rowSummary, error)) (_ ctrl.Result, retErr error) {
 	if err := reader.Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetIntentMetrics(kind, key.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.GetDeletionTimestamp().IsZero() {
@@ -226,13 +138,17 @@ func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.R
 		return ctrl.Result{}, err
 	}
 	before := obj.DeepCopyObject().(intentObject)
+	var summary rowSummary
 	defer func() {
 		if err := helper.Patch(ctx, obj, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !isNotFound(err) {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
+			return
 		}
 		recordIntentTransitions(rec, before, obj)
+		recordIntentMetrics(kind, obj, summary)
 	}()
-	return ctrl.Result{}, set()
+	summary, err = set()
+	return ctrl.Result{}, err
 }
 
 // intentObject is an AccessBinding, a RoleTemplate or a ClusterProject.
@@ -240,60 +156,6 @@ type intentObject interface {
 	client.Object
 	GetConditions() []metav1.Condition
 	SetConditions([]metav1.Condition)
-}
-
-// setIntentStatus sets Ready, Reconciling and Stalled from a spec problem and the
-// clusters' rows. what is "selected" or "connected", for messages.
-func setIntentStatus(obj intentObject, problem *render.Problem, rows []clusterRow, what string) {
-	if problem != nil {
-		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, problem.Reason, problem.Message)
-		set(obj, v1alpha1.StalledCondition, metav1.ConditionTrue, problem.Reason, problem.Message)
-		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, problem.Reason, "waiting for the spec or its references to be fixed")
-		return
-	}
-	s := summarizeRows(rows)
-	set(obj, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "")
-	switch {
-	case s.total == 0:
-		set(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue, ReasonNoClusters, "no cluster is "+what)
-		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, ReasonNoClusters, "")
-	case s.synced == s.total:
-		set(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, fmt.Sprintf("held by all %d %s clusters", s.total, what))
-		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "")
-	default:
-		msg := fmt.Sprintf("held by %d of %d %s clusters", s.synced, s.total, what)
-		for i, f := range s.failures {
-			if i == 3 {
-				msg += fmt.Sprintf("; and %d more (see status.failures)", int(s.total-s.synced)-3)
-				break
-			}
-			msg += fmt.Sprintf("; %s: %s", f.Cluster, f.Reason)
-			if f.Message != "" {
-				msg += " (" + f.Message + ")"
-			}
-		}
-		reason := ReasonSyncFailed
-		if s.pending {
-			reason = v1alpha1.ReasonProgressing
-		} else if allReason(s.failures, v1alpha1.ReasonDisconnected) {
-			reason = v1alpha1.ReasonDisconnected
-		}
-		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, reason, msg)
-		if s.pending {
-			set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ReasonProgressing, "syncing the clusters")
-		} else {
-			set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, reason, "retrying the clusters that failed")
-		}
-	}
-}
-
-func allReason(fs []v1alpha1.ClusterFailure, reason string) bool {
-	for _, f := range fs {
-		if f.Reason != reason {
-			return false
-		}
-	}
-	return len(fs) > 0
 }
 
 // recordIntentTransitions emits an event when Ready or Stalled changes.

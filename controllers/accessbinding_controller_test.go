@@ -13,8 +13,12 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
@@ -232,7 +236,8 @@ func TestClusterScopedBinding(t *testing.T) {
 		}, timeout, 50*time.Millisecond).Should(Succeed())
 	})
 
-	t.Run("a disconnected cluster counts as not synced", func(t *testing.T) {
+	t.Run("a disconnected cluster is reported, and does not hold Ready back", func(t *testing.T) {
+		// A Flux health check must not time out because one cluster is down.
 		g := NewWithT(t)
 		g.Expect(targets[1].StopAPIServer()).To(Succeed())
 		stopped = true
@@ -242,7 +247,15 @@ func TestClusterScopedBinding(t *testing.T) {
 			g.Expect(b.Status.Failures).To(HaveLen(1))
 			g.Expect(b.Status.Failures[0].Cluster).To(Equal("rbac-b"))
 			g.Expect(b.Status.Failures[0].Reason).To(Equal(v1alpha1.ReasonDisconnected))
-			expectIntentReady(g, b, metav1.ConditionFalse, v1alpha1.ReasonDisconnected)
+			expectIntentReady(g, b, metav1.ConditionTrue, v1alpha1.ReasonNoClustersConnected)
+			g.Expect(conditions.GetMessage(b, v1alpha1.ReadyCondition)).To(ContainSubstring("rbac-b: Disconnected"))
+			expectKstatus(g, b, kstatus.CurrentStatus)
+			// Templates count the clusters that are connected too.
+			rt := &v1alpha1.RoleTemplate{}
+			g.Expect(hubc.Get(ctx, client.ObjectKey{Name: "secret-reader"}, rt)).To(Succeed())
+			g.Expect(rt.Status.Installed).To(Equal("1/2"))
+			expectIntentReady(g, rt, metav1.ConditionTrue, v1alpha1.ReasonSucceeded)
+			expectKstatus(g, rt, kstatus.CurrentStatus)
 		}, timeout, 100*time.Millisecond).Should(Succeed())
 	})
 
@@ -370,6 +383,10 @@ func TestBindingProblems(t *testing.T) {
 	// A ClusterRole the target lacks, and one it has.
 	create(t, binding("no-role", v1alpha1.RoleRef{Kind: v1alpha1.RoleRefClusterRole, Name: "no-such-role"}, all))
 	create(t, binding("viewers", v1alpha1.RoleRef{Kind: v1alpha1.RoleRefClusterRole, Name: "view"}, all))
+	// A typo in a cluster's name: a selection of nothing must not pass as Ready.
+	create(t, binding("typo", v1alpha1.RoleRef{Kind: v1alpha1.RoleRefClusterRole, Name: "view"}, func(b *v1alpha1.AccessBinding) {
+		b.Spec.Clusters = &v1alpha1.ClusterSelection{Names: []string{"problemz"}}
+	}))
 
 	cases := []struct {
 		name, reason, message string
@@ -378,7 +395,8 @@ func TestBindingProblems(t *testing.T) {
 		{"mismatch", render.ReasonContextMismatch, `RoleTemplate "project-member" has context Project, but this binding is cluster-scoped`, true},
 		{"missing", render.ReasonTemplateNotFound, `spec.roleRef: RoleTemplate "no-such-template" does not exist`, true},
 		{"cyclic", render.ReasonInheritanceCycle, "cycle-a -> cycle-b -> cycle-a", true},
-		{"no-role", "SyncFailed", `ClusterRole "no-such-role" does not exist in this cluster`, false},
+		{"no-role", v1alpha1.ReasonClusterRoleNotFound, `ClusterRole "no-such-role" does not exist in this cluster`, true},
+		{"typo", v1alpha1.ReasonClusterNotFound, `no ManagedCluster is named "problemz"; fix spec.clusters.names`, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+" is reported and not looped on", func(t *testing.T) {
@@ -388,6 +406,9 @@ func TestBindingProblems(t *testing.T) {
 				expectIntentReady(g, b, metav1.ConditionFalse, tc.reason)
 				g.Expect(conditions.GetMessage(b, v1alpha1.ReadyCondition)).To(ContainSubstring(tc.message))
 				g.Expect(conditions.IsTrue(b, v1alpha1.StalledCondition)).To(Equal(tc.stalled))
+				if tc.stalled {
+					expectKstatus(g, b, kstatus.FailedStatus)
+				}
 			}, timeout, 100*time.Millisecond).Should(Succeed())
 			expectBindingQuiet(t, tc.name, time.Second)
 		})
@@ -451,6 +472,19 @@ func TestBindingProblems(t *testing.T) {
 			}
 		}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
 	})
+}
+
+// expectKstatus checks what kstatus (Flux, `kubectl wait`) makes of obj.
+func expectKstatus(g Gomega, obj client.Object, want kstatus.Status) {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	g.Expect(err).NotTo(HaveOccurred())
+	gvk, err := apiutil.GVKForObject(obj, hubc.Scheme())
+	g.Expect(err).NotTo(HaveOccurred())
+	uo := &unstructured.Unstructured{Object: u}
+	uo.SetGroupVersionKind(gvk)
+	res, err := kstatus.Compute(uo)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Status).To(Equal(want), "kstatus: %s", res.Message)
 }
 
 func expectIntentReady(g Gomega, obj conditions.Getter, status metav1.ConditionStatus, reason string) {

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/cluster-api/util/conditions"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -57,14 +58,14 @@ func (r *ClusterProjectReconciler) allProjects(ctx context.Context, _ client.Obj
 // Reconcile computes one project's status.
 func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &v1alpha1.ClusterProject{}
-	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, req.NamespacedName, p, func() error { return r.setStatus(ctx, p) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, kindClusterProject, req.NamespacedName, p, func() (rowSummary, error) { return r.setStatus(ctx, p) })
 }
 
 // setStatus computes the status of p from the hub's cache and the sync results.
-func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.ClusterProject) error {
+func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.ClusterProject) (rowSummary, error) {
 	var mcs v1alpha1.ManagedClusterList
 	if err := r.Client.List(ctx, &mcs); err != nil {
-		return err
+		return rowSummary{}, err
 	}
 	var rows []clusterRow
 	var clusters []v1alpha1.ProjectClusterStatus
@@ -120,6 +121,12 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 		}
 		clusters = append(clusters, cs)
 	}
+	if problem == nil || problem.Reason != render.ReasonInvalidSelector {
+		for _, row := range missingRows(&p.Spec.Clusters, mcs.Items, "spec.clusters.names") {
+			rows = append(rows, row)
+			clusters = append(clusters, v1alpha1.ProjectClusterStatus{Cluster: row.cluster, Reason: row.reason, Message: row.message})
+		}
+	}
 	sort.Slice(clusters, func(i, j int) bool { return clusters[i].Cluster < clusters[j].Cluster })
 	if len(clusters) > maxProjectClusters {
 		clusters = clusters[:maxProjectClusters]
@@ -129,7 +136,7 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 	if len(notes) > 0 && readySucceeded(p) {
 		sort.Strings(notes)
 		set(p, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded,
-			fmt.Sprintf("held by all %d placed clusters; %s", len(rows), strings.Join(notes, "; ")))
+			conditions.GetMessage(p, v1alpha1.ReadyCondition)+"; "+strings.Join(notes, "; "))
 	}
 	st := summarizeRows(rows)
 	p.Status.PlacedClusters = st.total
@@ -140,7 +147,7 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 		p.Status.Clusters = clusters
 	}
 	p.Status.ObservedGeneration = p.Generation
-	return nil
+	return st, nil
 }
 
 func readySucceeded(p *v1alpha1.ClusterProject) bool {

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -149,8 +150,11 @@ func TestClusterProject(t *testing.T) {
 		})
 		g.Eventually(func(g Gomega) {
 			p := getProject(g, "web")
-			expectIntentReady(g, p, metav1.ConditionFalse, "SyncFailed")
+			// A person must act (set adopt: true): Stalled, so that tools fail fast.
+			expectIntentReady(g, p, metav1.ConditionFalse, v1alpha1.ReasonConflict)
 			g.Expect(conditions.GetMessage(p, v1alpha1.ReadyCondition)).To(ContainSubstring("Namespace web-legacy exists and is not managed by this Drover hub for this cluster; set adopt: true"))
+			g.Expect(conditions.IsTrue(p, v1alpha1.StalledCondition)).To(BeTrue())
+			expectKstatus(g, p, kstatus.FailedStatus)
 			g.Expect(p.Status.Synced).To(Equal("1/2"))
 			g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
 		}, timeout, 100*time.Millisecond).Should(Succeed())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,21 +35,6 @@ import (
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/render"
 	"github.com/drover-io/drover/targetsync"
-)
-
-// Reasons of per-cluster sync results.
-const (
-	// ReasonPending: the cluster has not been synced since the intent changed.
-	ReasonPending = "Pending"
-	// ReasonApplyFailed: the target rejected an object.
-	ReasonApplyFailed = "ApplyFailed"
-	// ReasonConflict: an object Drover needs exists in the target and is not this
-	// hub's for this cluster.
-	ReasonConflict = "Conflict"
-	// ReasonClusterRoleNotFound: a binding's roleRef ClusterRole does not exist in the target.
-	ReasonClusterRoleNotFound = "ClusterRoleNotFound"
-	// ReasonClusterDeleting: the ManagedCluster is being deleted.
-	ReasonClusterDeleting = "ClusterDeleting"
 )
 
 // missingRoleRecheck is how often a cluster whose bindings refer to a ClusterRole it
@@ -82,6 +68,15 @@ type ClusterSyncReconciler struct {
 	// rev counts intent changes; a sync stops between writes when it moves, so that
 	// a newer state (a revocation, say) never waits behind a long sync.
 	rev atomic.Uint64
+
+	mu sync.Mutex
+	// failures holds what each cluster's last failed sync left undone, so that it
+	// is logged once, not on every retry.
+	failures map[string]string
+	// retries spaces the retries of failed syncs, per cluster.
+	retries workqueue.TypedRateLimiter[string]
+	// changeLog says when the hub saw each intent change.
+	changeLog *changeLog
 }
 
 // SetupWithManager registers the syncer.
@@ -94,9 +89,9 @@ func (r *ClusterSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, deletionPredicate(), clusterIDChanged(),
 			connectedChanged()))).
 		Watches(&v1alpha1.ManagedCluster{}, duplicatePeers(r.Client)).
-		Watches(&v1alpha1.RoleTemplate{}, allClusters, intentChanged).
-		Watches(&v1alpha1.AccessBinding{}, allClusters, intentChanged).
-		Watches(&v1alpha1.ClusterProject{}, allClusters, intentChanged).
+		Watches(&v1alpha1.RoleTemplate{}, r.changes().handler(kindRoleTemplate, allClusters), intentChanged).
+		Watches(&v1alpha1.AccessBinding{}, r.changes().handler(kindAccessBinding, allClusters), intentChanged).
+		Watches(&v1alpha1.ClusterProject{}, r.changes().handler(kindClusterProject, allClusters), intentChanged).
 		WatchesRawSource(r.Remote.Source()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
 		Build(r)
@@ -181,12 +176,14 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Client.Get(ctx, req.NamespacedName, mc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Results.set(req.Name, clusterResult{}, false)
+			r.backoff().Forget(req.Name)
+			r.forgetFailure(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
 	if !mc.DeletionTimestamp.IsZero() {
-		r.Results.set(mc.Name, clusterResult{Reason: ReasonClusterDeleting, Message: "the cluster is being deleted"}, true)
+		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonClusterDeleting, Message: "the cluster is being deleted"}, true)
 		return r.reconcileDelete(ctx, mc)
 	}
 	if mc.Spec.Paused {
@@ -232,6 +229,7 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 
+	start := time.Now()
 	in, err := r.intents(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -259,6 +257,7 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// completes.
 		return ctrl.Result{}, nil
 	}
+	syncDuration.WithLabelValues(mc.Name).Observe(time.Since(start).Seconds())
 	rctx, cancel := context.WithTimeout(ctx, r.RemoteTimeout)
 	defer cancel()
 	missing, roleErr := r.missingClusterRoles(rctx, cl, res.ClusterRoleRefs)
@@ -270,27 +269,129 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if syncErr != nil {
 		reason, msg := remote.Describe(syncErr)
 		if errors.Is(syncErr, targetsync.ErrBeforeWrite) {
-			reason, msg = ReasonApplyFailed, "cannot add the cleanup finalizer on the hub"
+			reason, msg = v1alpha1.ReasonApplyFailed, "cannot add the cleanup finalizer on the hub"
 		}
-		outcome = clusterResult{Reason: ReasonApplyFailed, Message: fmt.Sprintf("syncing failed: %s (%s)", msg, reason)}
+		result := v1alpha1.ReasonApplyFailed
+		if rejectedReasons[reason] {
+			result = v1alpha1.ReasonRejected
+		}
+		outcome = clusterResult{Reason: result, Message: fmt.Sprintf("syncing failed: %s (%s)", msg, reason)}
+	}
+	before, _ := r.Results.get(mc.Name)
+	if outcome.Synced {
+		outcome.Since = start
+		if before.Synced && !before.Since.IsZero() {
+			outcome.Since = before.Since
+		}
 	}
 	r.Results.set(mc.Name, outcome, true)
+	r.changes().observe(mc.Name, before, outcome, time.Now())
+	return r.finish(ctx, mc.Name, syncErr, roleErr, rep, missing)
+}
+
+// finish turns what went wrong in a sync into the log, the metrics and a retry.
+// A target that refuses, conflicts or fails is an expected condition: it is logged
+// once per change of what failed (naming each object and why, in Drover's words),
+// counted in drover_cluster_sync_errors_total and retried with a per-cluster
+// backoff, rather than returned to controller-runtime, which would log every retry
+// as an error with a stack trace.
+func (r *ClusterSyncReconciler) finish(ctx context.Context, cluster string, syncErr, roleErr error, rep targetsync.Report, missing map[string]bool) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	var reason string
+	var objects []string
 	switch {
+	case errors.Is(syncErr, targetsync.ErrBeforeWrite):
+		// The hub itself failed: unexpected, returned.
+		syncErrors.WithLabelValues(cluster, v1alpha1.ReasonApplyFailed).Inc()
+		reconcileErrors.WithLabelValues(cluster).Inc()
+		return ctrl.Result{}, fmt.Errorf("cluster %s: %w", cluster, syncErr)
 	case syncErr != nil:
-		// In Drover's words: controller-runtime logs what is returned, and a
-		// target's own messages never go to the log.
-		reason, msg := remote.Describe(syncErr)
-		return ctrl.Result{}, fmt.Errorf("cluster %s: sync failed: %s (%s)", mc.Name, msg, reason)
+		var msg string
+		reason, msg = remote.Describe(syncErr)
+		objects = []string{"syncing failed: " + msg}
 	case roleErr != nil:
-		reason, msg := remote.Describe(roleErr)
-		return ctrl.Result{}, fmt.Errorf("cluster %s: checking the ClusterRoles bindings refer to failed: %s (%s)", mc.Name, msg, reason)
+		var msg string
+		reason, msg = remote.Describe(roleErr)
+		objects = []string{"checking the ClusterRoles that bindings refer to failed: " + msg}
 	case len(rep.Failed) > 0 || len(rep.PruneFailed) > 0:
-		// Rejected writes are retried with the controller's backoff.
-		return ctrl.Result{}, fmt.Errorf("cluster %s: %d objects could not be applied and %d not pruned", mc.Name, len(rep.Failed), len(rep.PruneFailed))
-	case len(missing) > 0:
-		return ctrl.Result{RequeueAfter: missingRoleRecheck}, nil
+		for _, k := range targetsync.SortedKeys(rep.Failed) {
+			reason = graver(reason, failureReason(rep.Failed[k]))
+			objects = append(objects, rep.Failed[k].Error())
+		}
+		for _, k := range targetsync.SortedKeys(rep.PruneFailed) {
+			reason = graver(reason, v1alpha1.ReasonApplyFailed)
+			objects = append(objects, k.String()+" could not be removed: "+rep.PruneFailed[k].Error())
+		}
 	}
-	return ctrl.Result{}, nil
+	if reason == "" {
+		r.backoff().Forget(cluster)
+		if r.forgetFailure(cluster) {
+			log.Info("The cluster holds every object again")
+		}
+		if len(missing) > 0 {
+			// Reported on each binding (ClusterRoleNotFound); Drover does not
+			// watch ClusterRoles it does not own, so it looks again a while later.
+			return ctrl.Result{RequeueAfter: missingRoleRecheck}, nil
+		}
+		return ctrl.Result{}, nil
+	}
+	syncErrors.WithLabelValues(cluster, reason).Inc()
+	reconcileErrors.WithLabelValues(cluster).Inc()
+	retry := r.backoff().When(cluster)
+	shown := objects
+	if len(shown) > 5 {
+		shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(objects)-5))
+	}
+	if r.noteFailure(cluster, reason+"\n"+strings.Join(objects, "\n")) {
+		log.Info("Sync of the cluster left objects not as desired; retrying", "reason", reason, "failed", len(objects), "objects", shown, "retryAfter", retry)
+	} else {
+		log.V(1).Info("Sync of the cluster still leaves objects not as desired; retrying", "reason", reason, "failed", len(objects), "retryAfter", retry)
+	}
+	return ctrl.Result{RequeueAfter: retry}, nil
+}
+
+// noteFailure records what failed in a cluster's last sync; it reports whether that
+// differs from what was last logged.
+func (r *ClusterSyncReconciler) noteFailure(cluster, what string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failures == nil {
+		r.failures = map[string]string{}
+	}
+	if r.failures[cluster] == what {
+		return false
+	}
+	r.failures[cluster] = what
+	return true
+}
+
+// forgetFailure drops what failed in a cluster; it reports whether anything had.
+func (r *ClusterSyncReconciler) forgetFailure(cluster string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, had := r.failures[cluster]
+	delete(r.failures, cluster)
+	return had
+}
+
+// backoff spaces the retries of a cluster whose sync fails.
+func (r *ClusterSyncReconciler) backoff() workqueue.TypedRateLimiter[string] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retries == nil {
+		r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 5*time.Minute)
+	}
+	return r.retries
+}
+
+// changes is the log of intent changes, for the propagation metric.
+func (r *ClusterSyncReconciler) changes() *changeLog {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.changeLog == nil {
+		r.changeLog = newChangeLog()
+	}
+	return r.changeLog
 }
 
 func (r *ClusterSyncReconciler) syncer(cl *remote.Cluster) *targetsync.Syncer {
@@ -500,7 +601,7 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 	failures := map[string][]string{} // intent label value -> failures
 	projectFailures := map[string][]string{}
 	namespaceFailures := map[string][]string{} // a project's namespaces that are not held
-	conflict := map[string]bool{}
+	worst := map[string]string{} // intent label value -> the gravest reason of its failures
 	objs := map[targetsync.Key]client.Object{}
 	for _, o := range res.Objects {
 		objs[targetsync.KeyOf(o)] = o
@@ -511,12 +612,10 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 			continue
 		}
 		msg := rep.Failed[k].Error()
-		// A failure caused by a conflict (the object, or the namespace or role it
-		// needs, belongs to someone else) is a conflict.
-		isConflict := errors.Is(rep.Failed[k], targetsync.ErrConflict)
+		reason := failureReason(rep.Failed[k])
 		if o.GetLabels()[render.ComponentLabel] == render.AgentComponent {
 			agentFails = append(agentFails, msg)
-			agentConflict = agentConflict || isConflict
+			agentConflict = agentConflict || reason == v1alpha1.ReasonConflict
 			continue
 		}
 		for _, key := range []string{render.AccessBindingLabel, render.RoleTemplateLabel, render.ProjectLabel} {
@@ -526,7 +625,7 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 				}
 				id := key + "=" + v
 				failures[id] = append(failures[id], msg)
-				conflict[id] = conflict[id] || isConflict
+				worst[id] = graver(worst[id], reason)
 			}
 		}
 		// A project fails for its own objects, not for the bindings placed in it.
@@ -549,14 +648,11 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 	for _, b := range in.AccessBindings {
 		project[b.Name] = b.Spec.Project
 	}
-	item := func(gen int64, fails []string, isConflict bool) itemResult {
+	item := func(gen int64, fails []string, reason string) itemResult {
 		if len(fails) == 0 {
 			return itemResult{Generation: gen, OK: true}
 		}
-		reason := ReasonApplyFailed
-		if isConflict {
-			reason = ReasonConflict
-		}
+		reason = graver(reason, v1alpha1.ReasonApplyFailed)
 		msg := strings.Join(fails, "; ")
 		if len(fails) > 3 {
 			msg = strings.Join(fails[:3], "; ") + fmt.Sprintf("; and %d more", len(fails)-3)
@@ -570,12 +666,12 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 	for _, p := range res.Projects {
 		id := render.ProjectLabel + "=" + p
 		fails := append([]string(nil), projectFailures[id]...)
-		isConflict := conflict[id]
+		reason := worst[id]
 		if lost := res.NamespacesLost[p]; len(lost) > 0 {
 			fails = append(fails, lost...)
-			isConflict = true
+			reason = v1alpha1.ReasonConflict
 		}
-		it := item(gens["p/"+p], fails, isConflict)
+		it := item(gens["p/"+p], fails, reason)
 		if it.OK && len(res.NamespaceConflicts[p]) > 0 {
 			it.Message = strings.Join(res.NamespaceConflicts[p], "; ")
 		}
@@ -583,30 +679,68 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 	}
 	for _, t := range res.Templates {
 		id := render.RoleTemplateLabel + "=" + t
-		out.Templates[t] = item(gens["t/"+t], failures[id], conflict[id])
+		out.Templates[t] = item(gens["t/"+t], failures[id], worst[id])
 	}
 	for _, b := range res.Bindings {
 		id := render.AccessBindingLabel + "=" + b
 		fails := failures[id]
-		isConflict := conflict[id]
+		reason := worst[id]
 		if p := project[b]; p != "" {
 			// A project namespace that Drover does not hold fails the binding too.
 			pid := render.ProjectLabel + "=" + p
 			fails = append(fails, namespaceFailures[pid]...)
-			isConflict = isConflict || conflict[pid]
+			if len(namespaceFailures[pid]) > 0 {
+				reason = graver(reason, worst[pid])
+			}
 		}
-		it := item(gens["b/"+b], dedupeStrings(fails), isConflict)
+		it := item(gens["b/"+b], dedupeStrings(fails), reason)
 		if role, ok := res.ClusterRoleRefs[b]; ok && missingRoles[role] && it.OK {
-			it = itemResult{Generation: it.Generation, Reason: ReasonClusterRoleNotFound,
+			it = itemResult{Generation: it.Generation, Reason: v1alpha1.ReasonClusterRoleNotFound,
 				Message: fmt.Sprintf("ClusterRole %q does not exist in this cluster; the binding is in place but grants nothing until it does", role)}
 		}
 		out.Bindings[b] = it
 	}
-	out.Agent = item(0, agentFails, agentConflict)
+	agentReason := ""
+	if agentConflict {
+		agentReason = v1alpha1.ReasonConflict
+	}
+	out.Agent = item(0, agentFails, agentReason)
 	if len(res.Objects) == 0 || res.Objects[0].GetLabels()[render.ComponentLabel] != render.AgentComponent {
 		out.Agent = itemResult{} // no agent rendered
 	}
 	return out
+}
+
+// failureReason is the per-cluster reason of an object a target does not hold:
+// Conflict when it (or the namespace or role it needs) belongs to someone else,
+// Rejected when the target refused it for good (a person must act), else
+// ApplyFailed, which is retried.
+func failureReason(err error) string {
+	if errors.Is(err, targetsync.ErrConflict) {
+		return v1alpha1.ReasonConflict
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if te, ok := e.(*targetsync.Error); ok && rejectedReasons[te.Reason] {
+			return v1alpha1.ReasonRejected
+		}
+	}
+	return v1alpha1.ReasonApplyFailed
+}
+
+// rejectedReasons are the answers of a target that retrying does not change.
+var rejectedReasons = map[string]bool{
+	remote.DescribeForbidden: true, remote.DescribeUnauthorized: true, remote.DescribeInvalid: true,
+	remote.DescribeTooLarge: true, targetsync.ReasonNoMatch: true,
+}
+
+// graver returns the graver of two per-cluster reasons: Conflict, then Rejected,
+// then ApplyFailed; "" is no failure.
+func graver(a, b string) string {
+	rank := map[string]int{"": 0, v1alpha1.ReasonApplyFailed: 1, v1alpha1.ReasonRejected: 2, v1alpha1.ReasonConflict: 3}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
 }
 
 func dedupeStrings(in []string) []string {

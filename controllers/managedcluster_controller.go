@@ -225,7 +225,7 @@ func (r *ManagedClusterReconciler) reconcileAgent(s *clusterScope) {
 		s.agentInstalled = conditions.IsTrue(s.cluster, v1alpha1.ReadyCondition)
 	case s.sync.Agent.OK:
 		s.agentInstalled = true
-	case s.sync.Agent.Reason == ReasonConflict:
+	case s.sync.Agent.Reason == v1alpha1.ReasonConflict:
 		s.agentErr = "the agent's objects in the target belong to another Drover hub or ManagedCluster; Drover does not take them over: " + s.sync.Agent.Message
 		s.agentConflict = true
 	default:

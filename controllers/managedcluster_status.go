@@ -125,7 +125,12 @@ func setFacts(s *clusterScope) {
 
 func setAgentReady(s *clusterScope) {
 	mc := s.cluster
-	before := conditions.Get(mc, v1alpha1.AgentReadyCondition)
+	// A copy: conditions.Get points into the slice, which set changes in place.
+	var before *metav1.Condition
+	if c := conditions.Get(mc, v1alpha1.AgentReadyCondition); c != nil {
+		cc := *c
+		before = &cc
+	}
 	connected := s.problem == nil && s.health.Connected
 	switch {
 	case !connected:
@@ -196,7 +201,12 @@ func setReady(s *clusterScope) {
 		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonDeleting, "deleting")
 		return
 	}
-	connected := conditions.Get(mc, v1alpha1.ConnectedCondition)
+	// A copy: conditions.Get points into the slice, which the first set reorders.
+	var connected *metav1.Condition
+	if c := conditions.Get(mc, v1alpha1.ConnectedCondition); c != nil {
+		cc := *c
+		connected = &cc
+	}
 	switch {
 	case s.problem != nil:
 		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, s.problem.reason, s.problem.message)
@@ -212,11 +222,26 @@ func setReady(s *clusterScope) {
 		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ReasonProgressing, "connecting")
 		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "connecting")
 		return
+	case connected.Status == metav1.ConditionFalse && needsPerson(connected.Reason):
+		// The target answers and refuses the credentials, or presents a
+		// certificate the kubeconfig's CA does not sign: only a person fixes that
+		// (the probe goes on, and notices when they have).
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, connected.Reason, connected.Message)
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, connected.Reason, "waiting for the credentials or CA to be fixed")
+		set(mc, v1alpha1.StalledCondition, metav1.ConditionTrue, connected.Reason, connected.Message)
+		return
 	case connected.Status == metav1.ConditionFalse:
 		// Not stalled: the cluster may come back by itself, and the probe will notice.
 		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, connected.Reason, connected.Message)
 		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, connected.Reason, "waiting for the cluster to become reachable")
 		set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, connected.Reason, "the connection is probed continuously")
+		return
+	case s.agentConflict:
+		// The agent's objects in the target belong to another hub: Drover never
+		// takes them over, so a person must remove them or the other registration.
+		set(mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonOwnedByAnotherHub, s.agentErr)
+		set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonOwnedByAnotherHub, "waiting for the conflict to be resolved")
+		set(mc, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.ReasonOwnedByAnotherHub, s.agentErr)
 		return
 	case s.agentErr != "" || !s.agentInstalled:
 		msg := "installing the agent"
@@ -238,6 +263,17 @@ func setReady(s *clusterScope) {
 	set(mc, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, msg)
 	set(mc, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "up to date")
 	set(mc, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "up to date")
+}
+
+// needsPerson tells whether a Connected=False reason needs a person: the target
+// answered, and refused the credentials or presented a certificate the kubeconfig
+// does not trust. An unreachable target may come back by itself.
+func needsPerson(reason string) bool {
+	switch reason {
+	case v1alpha1.ReasonUnauthorized, v1alpha1.ReasonForbidden, v1alpha1.ReasonCertificateInvalid:
+		return true
+	}
+	return false
 }
 
 // set sets a condition, keeping lastTransitionTime unless the status changes.

@@ -49,16 +49,16 @@ func (r *RoleTemplateReconciler) allTemplates(ctx context.Context, _ client.Obje
 // Reconcile computes one template's status.
 func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	t := &v1alpha1.RoleTemplate{}
-	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, req.NamespacedName, t, func() error { return r.setStatus(ctx, t) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, kindRoleTemplate, req.NamespacedName, t, func() (rowSummary, error) { return r.setStatus(ctx, t) })
 }
 
 // setStatus computes the status of t from the hub's cache and the sync results.
-func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.RoleTemplate) error {
+func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.RoleTemplate) (rowSummary, error) {
 	var rts v1alpha1.RoleTemplateList
 	var mcs v1alpha1.ManagedClusterList
 	for _, l := range []client.ObjectList{&rts, &mcs} {
 		if err := r.Client.List(ctx, l); err != nil {
-			return err
+			return rowSummary{}, err
 		}
 	}
 	var problem *render.Problem
@@ -86,5 +86,5 @@ func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.Role
 	t.Status.Installed = fmt.Sprintf("%d/%d", st.synced, st.total)
 	t.Status.Failures = st.failures
 	t.Status.ObservedGeneration = t.Generation
-	return nil
+	return st, nil
 }

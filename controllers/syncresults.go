@@ -46,6 +46,9 @@ type clusterResult struct {
 	Projects map[string]itemResult
 	// Agent is the result of the agent's objects: OK once installed as desired.
 	Agent itemResult
+	// Since is when the sync started that began the cluster's current run of
+	// completed syncs (zero when not Synced), for drover_intent_propagation_seconds.
+	Since time.Time
 }
 
 // syncResults keeps every cluster's last sync outcome in memory; the status
@@ -90,7 +93,7 @@ func (c clusterResult) summary() (ok bool, reason, message string) {
 	if len(failed) > 5 {
 		msg = strings.Join(failed[:5], "; ") + fmt.Sprintf("; and %d more", len(failed)-5)
 	}
-	return false, ReasonSyncFailed, fmt.Sprintf("%d intents not held: %s", len(failed), msg)
+	return false, v1alpha1.ReasonSyncFailed, fmt.Sprintf("%d intents not held: %s", len(failed), msg)
 }
 
 func sortedNames(m map[string]itemResult) []string {

@@ -220,6 +220,8 @@ const (
 	// ReasonWaiting: the object is waiting for something in the target (an object
 	// being deleted, a namespace changing hands); it is retried.
 	ReasonWaiting = "Waiting"
+	// ReasonNoMatch: the target does not serve the object's kind.
+	ReasonNoMatch = "NoMatch"
 )
 
 // Error is the outcome of one object that could not be made to hold.
@@ -371,7 +373,7 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 			lookups = append(lookups, d)
 			pending = append(pending, d)
 		case meta.IsNoMatchError(err):
-			rep.Failed[key] = &Error{Reason: "NoMatch", Message: key.String() + ": the target does not serve this kind", Err: err}
+			rep.Failed[key] = &Error{Reason: ReasonNoMatch, Message: key.String() + ": the target does not serve this kind", Err: err}
 		default:
 			return rep, fmt.Errorf("read %s from the cache: %w", key, err)
 		}

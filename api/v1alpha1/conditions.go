@@ -93,3 +93,40 @@ const (
 	// ReasonFactsUnavailable: node facts could not be read.
 	ReasonFactsUnavailable = "FactsUnavailable"
 )
+
+// Condition reasons of the intents (AccessBinding, RoleTemplate, ClusterProject),
+// and the reasons of their per-cluster results in status.failures and
+// status.clusters. An intent is Ready when every selected cluster that is connected
+// holds it; it is Stalled when a person must act (the spec, a reference, or a
+// conflict or rejection in a target); it is Reconciling while clusters are being
+// synced or retried. See docs/observability.md.
+const (
+	// ReasonNoClustersSelected (Ready True): the selection matches no cluster.
+	ReasonNoClustersSelected = "NoClustersSelected"
+	// ReasonNoClustersConnected (Ready True): the intent selects clusters, none of
+	// which is connected; it is applied to each as it connects.
+	ReasonNoClustersConnected = "NoClustersConnected"
+	// ReasonClusterNotFound (Stalled): spec.clusters.names (or the project's) names
+	// a ManagedCluster that does not exist.
+	ReasonClusterNotFound = "ClusterNotFound"
+	// ReasonSyncFailed: a connected cluster does not hold the intent, or several
+	// clusters fail for different reasons.
+	ReasonSyncFailed = "SyncFailed"
+
+	// ReasonPending (per cluster): the cluster has not been synced since the intent changed.
+	ReasonPending = "Pending"
+	// ReasonApplyFailed (per cluster): writing to the target failed in a way that
+	// is retried (a timeout, a server error, the target going away).
+	ReasonApplyFailed = "ApplyFailed"
+	// ReasonRejected (per cluster): the target refused an object for good
+	// (forbidden, invalid, too large, an unknown kind): a person must act.
+	ReasonRejected = "Rejected"
+	// ReasonConflict (per cluster): an object Drover needs exists in the target and
+	// is not this hub's for this cluster (a namespace without adopt: true, say).
+	ReasonConflict = "Conflict"
+	// ReasonClusterRoleNotFound (per cluster): a binding's roleRef ClusterRole does
+	// not exist in the target.
+	ReasonClusterRoleNotFound = "ClusterRoleNotFound"
+	// ReasonClusterDeleting (per cluster): the ManagedCluster is being deleted.
+	ReasonClusterDeleting = "ClusterDeleting"
+)
