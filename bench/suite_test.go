@@ -342,7 +342,9 @@ type managerProc struct {
 	memstatsURL string
 	// hubAddr is the hub server's host:port; its URL is https://<hubAddr>.
 	hubAddr string
-	stopped bool
+	// webhookAddr is where the admission webhook listens (not registered with the hub).
+	webhookAddr string
+	stopped     bool
 }
 
 // startManager starts a manager against the hub with default settings. It is
@@ -358,6 +360,7 @@ func (e *env) startManager(b *testing.B) *managerProc {
 	p := &managerProc{
 		done:        make(chan struct{}),
 		hubAddr:     hubAddr,
+		webhookAddr: webhookAddr,
 		logPath:     filepath.Join(e.dir, fmt.Sprintf("manager-%d.log", e.managers)),
 		metricsURL:  "http://" + metricsAddr + "/metrics",
 		memstatsURL: "http://" + memAddr + "/memstats",
