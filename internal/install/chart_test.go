@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
@@ -108,6 +109,20 @@ func TestChartMatchesInstallManifest(t *testing.T) {
 	if got := ids(chart); !slices.Equal(got, want) {
 		t.Errorf("the chart installs\n  %v\ndist/install.yaml (config/default) installs\n  %v", got, want)
 	}
+	// Beyond names: every object but the Deployment is the same, metadata aside.
+	byID := map[string]*unstructured.Unstructured{}
+	for _, o := range dist {
+		byID[o.GetKind()+" "+name(o)] = o
+	}
+	for _, c := range chart {
+		d, ok := byID[c.GetKind()+" "+name(c)]
+		if !ok || c.GetKind() == "Deployment" {
+			continue
+		}
+		if got, want := comparable(c), comparable(d); !equality.Semantic.DeepEqual(got, want) {
+			t.Errorf("%s %s differs between the chart and config/:\n  chart:   %v\n  config/: %v", c.GetKind(), name(c), got, want)
+		}
+	}
 	args := func(objs []*unstructured.Unstructured) []string {
 		for _, o := range objs {
 			if o.GetKind() == "Deployment" {
@@ -134,4 +149,16 @@ func TestChartMatchesInstallManifest(t *testing.T) {
 			t.Errorf("%s is not a copy of %s: run make manifests", copy, orig)
 		}
 	}
+}
+
+// comparable is an object without its metadata, and without a Service's default type.
+func comparable(o *unstructured.Unstructured) map[string]any {
+	c := o.DeepCopy().Object
+	delete(c, "metadata")
+	if o.GetKind() == "Service" {
+		if typ, _, _ := unstructured.NestedString(c, "spec", "type"); typ == "ClusterIP" {
+			unstructured.RemoveNestedField(c, "spec", "type")
+		}
+	}
+	return c
 }
