@@ -1,5 +1,7 @@
 // Command drover is Drover's one binary. With no subcommand it runs the manager on the
-// hub; `drover agent` runs the agent in a target cluster; `drover version` (or
+// hub; `drover agent` runs the agent in a target cluster; `drover kubeconfig` prints a
+// person's kubeconfig for the authentication proxy (also as the kubectl plugin
+// `kubectl drover kubeconfig`, when installed as kubectl-drover); `drover version` (or
 // `drover --version`) prints the version and commit it was built from.
 package main
 
@@ -7,16 +9,28 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/drover-io/drover/agent"
 	"github.com/drover-io/drover/manager"
+	"github.com/drover-io/drover/userkubeconfig"
 	"github.com/drover-io/drover/version"
 )
 
 func main() {
-	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
+	args := os.Args[1:]
+	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-drover") {
+		// Installed as the kubectl plugin: `kubectl drover kubeconfig ...` runs
+		// `kubectl-drover kubeconfig ...`; it never runs the manager.
+		if len(args) == 0 || args[0] != "kubeconfig" {
+			fmt.Fprintln(os.Stderr, "Usage: kubectl drover kubeconfig [--cluster NAME ...]")
+			os.Exit(2)
+		}
+	}
+	if err := run(ctrl.SetupSignalHandler(), args); err != nil {
 		fmt.Fprintln(os.Stderr, "drover:", err)
 		os.Exit(1)
 	}
@@ -25,6 +39,9 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "agent" {
 		return agent.Main(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == "kubeconfig" {
+		return userkubeconfig.Main(ctx, args[1:], os.Stdout, os.Stderr)
 	}
 	if len(args) > 0 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version") {
 		fmt.Println(version.Info())
