@@ -601,7 +601,7 @@ func summarize(in render.Intents, res render.Result, rep targetsync.Report, miss
 	failures := map[string][]string{} // intent label value -> failures
 	projectFailures := map[string][]string{}
 	namespaceFailures := map[string][]string{} // a project's namespaces that are not held
-	worst := map[string]string{} // intent label value -> the gravest reason of its failures
+	worst := map[string]string{}               // intent label value -> the gravest reason of its failures
 	objs := map[targetsync.Key]client.Object{}
 	for _, o := range res.Objects {
 		objs[targetsync.KeyOf(o)] = o

@@ -50,8 +50,8 @@ var (
 		Help: "Syncs of a target that left something not as desired, by reason (ApplyFailed, Rejected, Conflict, ClusterRoleNotFound, or the request error's reason).",
 	}, []string{"cluster", "reason"})
 	propagationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "drover_intent_propagation_seconds",
-		Help: "Time from the hub seeing an intent change (create, update, delete of an AccessBinding, RoleTemplate or ClusterProject) to a target holding it.",
+		Name:    "drover_intent_propagation_seconds",
+		Help:    "Time from the hub seeing an intent change (create, update, delete of an AccessBinding, RoleTemplate or ClusterProject) to a target holding it.",
 		Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"cluster"})
 

@@ -591,6 +591,9 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial D
 	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
 	cfg.UserAgent = "drover-manager/" + name
 	cfg.Dial = dial
+	// Requests are counted by cluster name (drover_cluster_requests_total), not
+	// by the host client-go would label them with.
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{cluster: name, next: rt} })
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKubeconfig, "its TLS settings cannot be used")
@@ -608,6 +611,12 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial D
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	host := hostOf(cfg.Host)
+	addTargetHost(host, 1)
+	go func() {
+		<-ctx.Done()
+		addTargetHost(host, -1)
+	}()
 	return &Cluster{
 		Name: name, Endpoint: cfg.Host, Config: cfg, HTTPClient: httpClient,
 		Reader: uncached, scheme: c.scheme, mapper: mapper,
