@@ -18,6 +18,8 @@ import (
 type changeLog struct {
 	mu      sync.Mutex
 	changes map[intentKey]intentChange
+	// swept is when deletions were last forgotten.
+	swept time.Time
 }
 
 type intentKey struct{ kind, name string }
@@ -44,18 +46,14 @@ func (l *changeLog) record(kind, name string, gen int64, deleted bool) {
 		return // the same state seen again (a resync, a status write)
 	}
 	l.changes[k] = intentChange{generation: gen, deleted: deleted, at: now}
-	for k, c := range l.changes {
-		if c.deleted && now.Sub(c.at) > forgetDeletedAfter {
-			delete(l.changes, k)
+	if now.Sub(l.swept) > forgetDeletedAfter {
+		l.swept = now
+		for k, c := range l.changes {
+			if c.deleted && now.Sub(c.at) > forgetDeletedAfter {
+				delete(l.changes, k)
+			}
 		}
 	}
-}
-
-func (l *changeLog) get(kind, name string) (intentChange, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c, ok := l.changes[intentKey{kind, name}]
-	return c, ok
 }
 
 // handler wraps next so that every event of an intent of the given kind is noted.
@@ -89,6 +87,8 @@ func (l *changeLog) observe(cluster string, before, after clusterResult, now tim
 	if !before.Synced || !after.Synced || before.Since.IsZero() {
 		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, kind := range []struct {
 		name          string
 		before, after map[string]itemResult
@@ -101,7 +101,7 @@ func (l *changeLog) observe(cluster string, before, after clusterResult, now tim
 			if !it.OK {
 				continue
 			}
-			c, ok := l.get(kind.name, name)
+			c, ok := l.changes[intentKey{kind.name, name}]
 			if !ok || c.deleted || c.generation != it.Generation || !c.at.After(before.Since) {
 				continue
 			}
@@ -114,7 +114,7 @@ func (l *changeLog) observe(cluster string, before, after clusterResult, now tim
 			if _, still := kind.after[name]; still || !prev.OK {
 				continue
 			}
-			if c, ok := l.get(kind.name, name); ok && c.deleted && c.at.After(before.Since) {
+			if c, ok := l.changes[intentKey{kind.name, name}]; ok && c.deleted && c.at.After(before.Since) {
 				propagationSeconds.WithLabelValues(cluster).Observe(now.Sub(c.at).Seconds())
 			}
 		}

@@ -13,7 +13,9 @@ import (
 
 type fakeResults struct{ hosts []string }
 
-func (f *fakeResults) Increment(_ context.Context, _, _, host string) { f.hosts = append(f.hosts, host) }
+func (f *fakeResults) Increment(_ context.Context, _, _, host string) {
+	f.hosts = append(f.hosts, host)
+}
 
 // Requests to targets are counted by cluster name, and client-go's counter, whose
 // host label would name targets by IP:port, sees only the hub's.
