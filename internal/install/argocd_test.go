@@ -8,82 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	lua "github.com/yuin/gopher-lua"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 )
-
-// health is what an Argo CD health check returns.
-type health struct {
-	Status  string `json:"status"`
-	Message string `json:"message"`
-}
-
-// argoHealth evaluates an Argo CD health script against obj as Argo CD's Lua VM does
-// (argo-cd util/lua): obj is a global table converted from the object's JSON, the
-// script's last value is the health table, and only the safe libraries are open.
-func argoHealth(script string, obj map[string]any) (health, error) {
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	defer L.Close()
-	for _, lib := range []struct {
-		name string
-		fn   lua.LGFunction
-	}{{lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}, {lua.StringLibName, lua.OpenString}, {lua.MathLibName, lua.OpenMath}} {
-		L.Push(L.NewFunction(lib.fn))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
-	L.SetGlobal("obj", toLua(L, obj))
-	if err := L.DoString(script); err != nil {
-		return health{}, err
-	}
-	t, ok := L.Get(-1).(*lua.LTable)
-	if !ok {
-		return health{}, fmt.Errorf("the script returned %s, not a table", L.Get(-1).Type())
-	}
-	h := health{Status: lua.LVAsString(t.RawGetString("status")), Message: lua.LVAsString(t.RawGetString("message"))}
-	switch h.Status {
-	case "Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown":
-	default:
-		return h, fmt.Errorf("the script returned status %q, which Argo CD does not know", h.Status)
-	}
-	return h, nil
-}
-
-// toLua converts decoded JSON as Argo CD's decodeValue does.
-func toLua(L *lua.LState, v any) lua.LValue {
-	switch v := v.(type) {
-	case map[string]any:
-		t := L.NewTable()
-		for k, e := range v {
-			t.RawSetString(k, toLua(L, e))
-		}
-		return t
-	case []any:
-		t := L.NewTable()
-		for _, e := range v {
-			t.Append(toLua(L, e))
-		}
-		return t
-	case string:
-		return lua.LString(v)
-	case bool:
-		return lua.LBool(v)
-	case int64:
-		return lua.LNumber(v)
-	case float64:
-		return lua.LNumber(v)
-	case json.Number:
-		f, _ := v.Float64()
-		return lua.LNumber(f)
-	case nil:
-		return lua.LNil
-	default:
-		panic(fmt.Sprintf("unexpected %T in an object", v))
-	}
-}
 
 // TestArgoCDHealth evaluates the exact scripts in config/argocd/argocd-cm.yaml against
 // objects of every kind that a real API server stored (so their JSON and status are
@@ -219,7 +148,7 @@ func TestArgoCDHealth(t *testing.T) {
 				if err := json.Unmarshal(js, &obj); err != nil {
 					t.Fatal(err)
 				}
-				got, err := argoHealth(script, obj)
+				got, err := ArgoHealth(script, obj)
 				if err != nil {
 					t.Fatal(err)
 				}
