@@ -63,6 +63,10 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 kubebin: ## Build (once) and cache kube-apiserver, kube-controller-manager, etcd and kwok.
 	$(KUBEBIN)
 
+.PHONY: kubebin-node
+kubebin-node: ## Build (once) and cache what provisioned hosts run: kubelet, kube-scheduler, kube-proxy, etcdctl.
+	$(KUBEBIN) node
+
 # Packages whose tests need no API server; they also run under the race detector.
 UNIT_PKGS = ./render/ ./admission/ ./targetsync/ ./remote/ ./selfcert/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/
 

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and etcd from the Go module proxy
-# (see hack/kubebin/go.mod for the pinned versions), plus kwok for fake nodes, and
-# caches them outside the repository, keyed by version. Prints the directory, which
-# is what KUBEBUILDER_ASSETS should point at.
+# Builds Kubernetes binaries from the Go module proxy (see hack/kubebin/go.mod for the
+# pinned versions) and caches them outside the repository, keyed by version. Prints
+# the directory.
 #
-# Cold: about 4-5 minutes on 2 cores. Warm: instant (the binaries are reused).
+#   hack/kubebin.sh        kube-apiserver, kube-controller-manager, etcd, and kwok for
+#                          fake nodes: what KUBEBUILDER_ASSETS should point at.
+#                          Cold: about 4-5 minutes on 2 cores. Warm: instant.
+#   hack/kubebin.sh node   everything a provisioned host runs: kubelet, kube-scheduler,
+#                          kube-proxy and etcdctl, built into a directory of their own,
+#                          beside hard links to the first set's etcd, kube-apiserver and
+#                          kube-controller-manager (built first if missing). The hosts
+#                          harness (internal/hosts) and the provisioning tests use it.
+#                          Cold, on top of the first set: about 3-4 minutes. Warm: instant.
+#
+# The two sets live in separate directories so that asking for the node binaries never
+# rebuilds, or invalidates, the first set that every `make test` uses.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,25 +23,62 @@ ETCD_VERSION="$(awk '$1=="go.etcd.io/etcd/server/v3"{print $2}' "$here/kubebin/g
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 cache_root="${DROVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/drover}"
 dir="$cache_root/kubebin/kube-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
+node_dir="$cache_root/kubebin/node-kube-${KUBE_VERSION}_etcd-${ETCD_VERSION}"
 
-have_all() {
-	for b in kube-apiserver kube-controller-manager etcd kwok; do
-		[[ -x "$dir/$b" ]] || return 1
+mode="${1:-control-plane}"
+case "$mode" in
+control-plane | node) ;;
+*)
+	echo "usage: $0 [node]" >&2
+	exit 2
+	;;
+esac
+
+# have DIR BINARY... succeeds when DIR holds every BINARY, executable.
+have() {
+	local d="$1"
+	shift
+	for b in "$@"; do
+		[[ -x "$d/$b" ]] || return 1
 	done
 }
 
-if ! have_all; then
-	mkdir -p "$dir.tmp"
-	echo "building kube-apiserver, kube-controller-manager, etcd ${ETCD_VERSION} (kubernetes ${KUBE_VERSION}) into $dir" >&2
+# kube_build OUT PACKAGE... builds the wrapper module's commands into OUT, stamped
+# with KUBE_VERSION as upstream's release builds are.
+kube_build() {
+	local out="$1"
+	shift
 	(
 		cd "$here/kubebin"
 		ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=${KUBE_VERSION#v} -X k8s.io/client-go/pkg/version.gitVersion=${KUBE_VERSION}"
 		ldflags="${ldflags/gitMajor=${KUBE_VERSION#v}/gitMajor=$(echo "${KUBE_VERSION#v}" | cut -d. -f1)} -X k8s.io/component-base/version.gitMinor=$(echo "${KUBE_VERSION#v}" | cut -d. -f2)"
-		CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir.tmp/" ./kube-apiserver ./kube-controller-manager ./etcd
+		CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/" "$@"
 	)
+}
+
+if ! have "$dir" kube-apiserver kube-controller-manager etcd kwok; then
+	mkdir -p "$dir.tmp"
+	echo "building kube-apiserver, kube-controller-manager, etcd ${ETCD_VERSION} (kubernetes ${KUBE_VERSION}) into $dir" >&2
+	kube_build "$dir.tmp" ./kube-apiserver ./kube-controller-manager ./etcd
 	echo "building kwok ${KWOK_VERSION}" >&2
 	CGO_ENABLED=0 GOBIN="$dir.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
 	rm -rf "$dir"
 	mv "$dir.tmp" "$dir"
 fi
-echo "$dir"
+if [[ "$mode" == control-plane ]]; then
+	echo "$dir"
+	exit 0
+fi
+
+if ! have "$node_dir" kubelet kube-scheduler kube-proxy etcdctl etcd kube-apiserver kube-controller-manager; then
+	rm -rf "$node_dir.tmp"
+	mkdir -p "$node_dir.tmp"
+	echo "building kubelet, kube-scheduler, kube-proxy, etcdctl ${ETCD_VERSION} (kubernetes ${KUBE_VERSION}) into $node_dir" >&2
+	kube_build "$node_dir.tmp" ./kubelet ./kube-scheduler ./kube-proxy ./etcdctl
+	for b in etcd kube-apiserver kube-controller-manager; do
+		ln -f "$dir/$b" "$node_dir.tmp/$b" 2>/dev/null || cp "$dir/$b" "$node_dir.tmp/$b"
+	done
+	rm -rf "$node_dir"
+	mv "$node_dir.tmp" "$node_dir"
+fi
+echo "$node_dir"
