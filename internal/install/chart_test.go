@@ -138,6 +138,28 @@ func TestChartMatchesInstallManifest(t *testing.T) {
 	if got, want := args(chart), args(dist); !slices.Equal(got, want) {
 		t.Errorf("the chart's manager runs with\n  %v\nconfig/manager's with\n  %v", got, want)
 	}
+	// Scraping: the chart's metrics Service and ServiceMonitor are config/prometheus's.
+	withMonitor, err := Decode(helm(t, "template", "drover", "charts/drover", "--namespace", "drover-system",
+		"--set", "metrics.serviceMonitor.enabled=true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prom := decodeFiles(t, kustomizationFiles(t, filepath.Join(root, "config", "prometheus"))...)
+	for _, p := range prom {
+		found := false
+		for _, c := range withMonitor {
+			if c.GetKind() == p.GetKind() && name(c) == name(p) {
+				found = true
+				if got, want := comparable(c), comparable(p); !equality.Semantic.DeepEqual(got, want) {
+					t.Errorf("%s %s differs between the chart and config/prometheus:\n  chart:   %v\n  config/: %v", c.GetKind(), name(c), got, want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("the chart with metrics.serviceMonitor.enabled has no %s %s (config/prometheus has)", p.GetKind(), name(p))
+		}
+	}
+
 	// The copies in the chart are current.
 	for copy, orig := range map[string]string{
 		"charts/drover/files/role.yaml":    "config/rbac/role.yaml",
