@@ -719,8 +719,10 @@ func failureReason(err error) string {
 	if errors.Is(err, targetsync.ErrConflict) {
 		return v1alpha1.ReasonConflict
 	}
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		if te, ok := e.(*targetsync.Error); ok && rejectedReasons[te.Reason] {
+	// A failure caused by a dependency wraps the dependency's own failure.
+	var te *targetsync.Error
+	for e := err; errors.As(e, &te); e = te.Err {
+		if rejectedReasons[te.Reason] {
 			return v1alpha1.ReasonRejected
 		}
 	}

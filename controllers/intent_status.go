@@ -184,7 +184,7 @@ func setIntentStatus(obj intentObject, problem *render.Problem, rows []clusterRo
 	}
 	away := ""
 	if n := s.count[rowAway]; n > 0 {
-		away = fmt.Sprintf("; %d not connected: %s", n, describeRows(rows, rowAway, 3))
+		away = fmt.Sprintf("; %d not connected: %s", n, describeRows(rows, rowAway))
 	}
 	switch {
 	case s.total == 0:
@@ -193,17 +193,17 @@ func setIntentStatus(obj intentObject, problem *render.Problem, rows []clusterRo
 		set(obj, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonNoClustersSelected, "")
 	case s.count[rowStalled] > 0:
 		reason := commonReason(rows, rowStalled)
-		msg := describeRows(rows, rowStalled, 3)
+		msg := describeRows(rows, rowStalled)
 		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, reason, held+"; "+msg+away)
 		set(obj, v1alpha1.StalledCondition, metav1.ConditionTrue, reason, "a person must act: "+msg)
 		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionFalse, reason, "waiting for the clusters listed in status to be fixed")
 	case s.count[rowPending] > 0:
-		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonProgressing, held+"; "+describeRows(rows, rowPending, 3)+away)
+		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonProgressing, held+"; "+describeRows(rows, rowPending)+away)
 		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ReasonProgressing, "syncing the clusters")
 		set(obj, v1alpha1.StalledCondition, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "")
 	case s.count[rowRetrying] > 0:
 		reason := commonReason(rows, rowRetrying)
-		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, reason, held+"; "+describeRows(rows, rowRetrying, 3)+away)
+		set(obj, v1alpha1.ReadyCondition, metav1.ConditionFalse, reason, held+"; "+describeRows(rows, rowRetrying)+away)
 		set(obj, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, reason, "retrying the clusters that failed")
 		set(obj, v1alpha1.StalledCondition, metav1.ConditionFalse, reason, "")
 	case connected == 0:
@@ -222,9 +222,13 @@ func setIntentStatus(obj intentObject, problem *render.Problem, rows []clusterRo
 	}
 }
 
-// describeRows lists up to limit rows of a class, "cluster: Reason (message)", and
-// how many more there are.
-func describeRows(rows []clusterRow, class rowClass, limit int) string {
+// describedRows is how many rows a condition message describes.
+const describedRows = 3
+
+// describeRows lists the first rows of a class, "cluster: Reason (message)", and how
+// many more there are.
+func describeRows(rows []clusterRow, class rowClass) string {
+	const limit = describedRows
 	var parts []string
 	n := 0
 	for _, r := range rows {
