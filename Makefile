@@ -68,7 +68,7 @@ kubebin-node: ## Build (once) and cache what provisioned hosts run: kubelet, kub
 	$(KUBEBIN) node
 
 # Packages whose tests need no API server; they also run under the race detector.
-UNIT_PKGS = ./render/ ./admission/ ./targetsync/ ./remote/ ./selfcert/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/
+UNIT_PKGS = ./render/ ./admission/ ./targetsync/ ./remote/ ./selfcert/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/ ./nodeplan/ ./nodeagent/
 
 .PHONY: test
 test: manifests generate vet chart ## Run unit tests (with the race detector) and integration tests against real API servers.
@@ -89,6 +89,7 @@ chart: $(HELM) ## Lint the Helm chart (charts/drover) and render it.
 fuzz: ## Run each fuzz test for a short while (FUZZTIME, default 30s).
 	go test ./render/ -run '^$$' -fuzz FuzzRender -fuzztime $(or $(FUZZTIME),30s)
 	go test ./remote/ -run '^$$' -fuzz FuzzParseKubeconfig -fuzztime $(or $(FUZZTIME),30s)
+	go test ./nodeplan/ -run '^$$' -fuzz FuzzDecode -fuzztime $(or $(FUZZTIME),30s)
 
 .PHONY: bench
 bench: ## Run the benchmarks against real control planes and print their figures.
