@@ -83,7 +83,7 @@ func TestInstallManifest(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	e := &hubEnv{cp: hub, c: admin}
 	hubAddr, webhookAddr := freeAddr(t), freeAddr(t)
-	args := append(deployArgs, "--kubeconfig="+saPath, "--metrics-bind-address=0", "--health-probe-bind-address=0",
+	args := append(slices.Clip(deployArgs), "--kubeconfig="+saPath, "--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--hub-bind-address="+hubAddr, "--hub-url=https://"+hubAddr,
 		"--webhook-bind-address="+webhookAddr, "--webhook-url=https://"+webhookAddr, "--zap-log-level=error")
 	e.startManager(t, hubAddr, args...)

@@ -45,18 +45,18 @@ func ArgoHealth(script string, obj map[string]any) (Health, error) {
 }
 
 // toLua converts decoded JSON as Argo CD's decodeValue does.
-func toLua(L *lua.LState, v any) lua.LValue {
+func toLua(ls *lua.LState, v any) lua.LValue {
 	switch v := v.(type) {
 	case map[string]any:
-		t := L.NewTable()
+		t := ls.NewTable()
 		for k, e := range v {
-			t.RawSetString(k, toLua(L, e))
+			t.RawSetString(k, toLua(ls, e))
 		}
 		return t
 	case []any:
-		t := L.NewTable()
+		t := ls.NewTable()
 		for _, e := range v {
-			t.Append(toLua(L, e))
+			t.Append(toLua(ls, e))
 		}
 		return t
 	case string:
