@@ -23,5 +23,5 @@ app.kubernetes.io/component: manager
 {{- end }}
 
 {{- define "drover.hubURL" -}}
-{{- .Values.hub.url | default (printf "https://drover-hub.%s.svc:443" .Release.Namespace) }}
+{{- .Values.hub.url | default (printf "https://drover-hub.%s.svc:%v" .Release.Namespace .Values.hub.service.port) }}
 {{- end }}
