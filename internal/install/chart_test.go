@@ -9,11 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/kubernetes"
 )
 
 // helm runs the Helm binary that make test builds (HELM), in the repository root.
@@ -36,10 +34,11 @@ func helm(t *testing.T, args ...string) []byte {
 	return out
 }
 
-// TestChartInstalls installs charts/drover into a fresh API server: first with
-// `helm install --dry-run=server`, which checks every object against the server,
-// then by applying what `helm template` renders, as Helm does (CRDs first, in the
-// same pass here), and finds every object.
+// TestChartInstalls installs charts/drover into a fresh API server as a user does:
+// `helm install --dry-run=server` first, which checks every object against the server,
+// then `helm install` (CRDs from crds/ first, then the templates, in one command),
+// and finds every object that `helm template` renders with the same values. After
+// `helm uninstall` the CRDs, and so everyone's objects, are still there.
 func TestChartInstalls(t *testing.T) {
 	helm(t, "version") // skips without HELM before starting an API server
 	cp := startControlPlane(t, "chart")
@@ -56,8 +55,13 @@ func TestChartInstalls(t *testing.T) {
 		t.Errorf("helm install --dry-run=server printed:\n%s", out)
 	}
 
-	objs, err := Decode(helm(t, "template", "drover", "charts/drover", "--namespace", ns, "--include-crds",
-		"--set", "replicaCount=2,hub.url=https://drover.example.com,hub.service.type=LoadBalancer,hub.tlsSecretName=hub-tls"))
+	values := "replicaCount=2,hub.url=https://drover.example.com,hub.service.type=LoadBalancer,hub.tlsSecretName=hub-tls"
+	out = helm(t, "install", "drover", "charts/drover", "--namespace", ns, "--create-namespace",
+		"--set", values, "--kubeconfig", kubeconfig)
+	if !strings.Contains(string(out), "STATUS: deployed") {
+		t.Errorf("helm install printed:\n%s", out)
+	}
+	objs, err := Decode(helm(t, "template", "drover", "charts/drover", "--namespace", ns, "--include-crds", "--set", values))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,23 +71,27 @@ func TestChartInstalls(t *testing.T) {
 			t.Errorf("the chart renders %d %s, want %d", got[kind], kind, want)
 		}
 	}
-	// helm install --create-namespace.
-	cs, err := kubernetes.NewForConfig(cp.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	a, err := NewApplier(cp.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.ApplyOnePass(ctx, objs); err != nil {
-		t.Fatalf("installing the chart's rendered output: %v", err)
-	}
 	requireExist(ctx, t, a, objs)
 	waitEstablished(ctx, t, a, objs)
+
+	helm(t, "uninstall", "drover", "--namespace", ns, "--kubeconfig", kubeconfig)
+	mapper, err := a.Mapper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		_, err := a.Get(ctx, mapper, o)
+		switch kept := o.GetKind() == "CustomResourceDefinition"; {
+		case kept && err != nil:
+			t.Errorf("helm uninstall deleted CRD %s: %v", o.GetName(), err)
+		case !kept && !apierrors.IsNotFound(err):
+			t.Errorf("%s %s is still there after helm uninstall (%v)", o.GetKind(), name(o), err)
+		}
+	}
 }
 
 // TestChartMatchesInstallManifest keeps the chart and config/default (from which
