@@ -192,3 +192,26 @@ func comparable(o *unstructured.Unstructured) map[string]any {
 	}
 	return c
 }
+
+// TestChartRefusesBadValues: values.schema.json catches a mistyped value name or a
+// value the manager would reject, at helm install time rather than in a crash loop.
+func TestChartRefusesBadValues(t *testing.T) {
+	bin := os.Getenv("HELM")
+	if bin == "" {
+		t.Skip("HELM is not set; make test builds helm into bin/ and sets it")
+	}
+	for set, want := range map[string]string{
+		"replicas=2":                                  "additional properties 'replicas' not allowed",
+		"hub.url=http://drover.example.com":           "/hub/url",
+		"replicaCount=0":                              "/replicaCount",
+		"hub.service.type=External":                   "/hub/service/type",
+		"replicaCount=2,leaderElection.enabled=false": "replicaCount > 1 needs leaderElection.enabled: true",
+	} {
+		cmd := exec.Command(bin, "template", "drover", "charts/drover", "--set", set)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("helm template --set %s: %v, want an error with %q:\n%s", set, err, want, out)
+		}
+	}
+}
