@@ -221,8 +221,9 @@ func (i *Installer) Start(ctx context.Context) error {
 			}
 			return nil
 		}
-		// Expected for a few seconds after an installation, while the webhook starts.
-		if attempt == 3 {
+		// Expected for a few seconds after an installation, while the webhook starts;
+		// said once that long, then every ten attempts (about five minutes).
+		if attempt%10 == 3 {
 			log.Info("Cannot create the built-in RoleTemplates yet; retrying", "reason", err.Error())
 		} else {
 			log.V(1).Info("Cannot create the built-in RoleTemplates yet; retrying", "reason", err.Error())
