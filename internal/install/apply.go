@@ -94,7 +94,9 @@ func (a *Applier) apply(ctx context.Context, mapper meta.RESTMapper, o *unstruct
 	if err != nil {
 		return err
 	}
-	_, err = ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	// As kubectl apply --server-side without --force-conflicts: a field another
+	// manager owns is a conflict, not taken over.
+	_, err = ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: FieldManager})
 	return err
 }
 
