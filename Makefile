@@ -130,6 +130,14 @@ build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/insta
 	  echo "#   kubectl apply --server-side -f dist/install.yaml    (docs/install.md)"; \
 	  $(KUSTOMIZE) build "$$tmp/config/default"; } > dist/install.yaml
 
+# A release packages the chart with its version and image tag: make chart-package VERSION=v0.2.0
+# writes dist/drover-0.2.0.tgz, whose appVersion (the default image tag) is v0.2.0.
+.PHONY: chart-package
+chart-package: $(HELM) ## Package the Helm chart for release VERSION into dist/.
+	@if [ "$(VERSION)" = dev ]; then echo "set VERSION, e.g. make chart-package VERSION=v0.2.0"; exit 1; fi
+	mkdir -p dist
+	$(HELM) package charts/drover --version $(patsubst v%,%,$(VERSION)) --app-version $(VERSION) --destination dist
+
 ##@ Run
 
 .PHONY: dev
