@@ -271,7 +271,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting manager", "version", version.Version, "namespace", o.Namespace)
+	log.Info("Starting manager", "version", version.Version, "commit", version.Info().Commit, "namespace", o.Namespace)
 	return mgr.Start(ctx)
 }
 
