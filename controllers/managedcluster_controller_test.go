@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/util/retry"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -359,6 +360,13 @@ func TestBadInput(t *testing.T) {
 				for _, m := range tc.message {
 					g.Expect(conditions.GetMessage(mc, v1alpha1.ReadyCondition)).To(ContainSubstring(m))
 				}
+				// Only an unreachable cluster may come back by itself; everything
+				// else here needs a person, and kstatus (Flux) fails fast on it.
+				want := kstatus.FailedStatus
+				if tc.reason == v1alpha1.ReasonUnreachable {
+					want = kstatus.InProgressStatus
+				}
+				expectKstatus(g, mc, want)
 			}, timeout, 100*time.Millisecond).Should(Succeed())
 			// The state is stable: no write storm while the problem lasts. The patch
 			// helper writes metadata, conditions and the rest of status in separate
