@@ -9,10 +9,58 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
 func ownerFile(slot int) string { return filepath.Join(stateDir, "r"+strconv.Itoa(slot)) }
+
+func reaperFile(slot int) string { return ownerFile(slot) + ".reaper" }
+
+// killReaper stops a run's reaper before its slot is torn down, and so before the
+// slot can be taken again: a reaper left running would kill the next run's processes.
+func killReaper(slot int) error {
+	b, err := os.ReadFile(reaperFile(slot))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var pid int
+	var start string
+	if _, err := fmt.Sscanf(string(b), "%d %s", &pid, &start); err == nil {
+		if cur, err := startTime(pid); err == nil && cur == start {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				cur, err := startTime(pid)
+				if err != nil || cur != start || processState(pid) == "Z" {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("the reaper of r%d, pid %d, does not exit", slot, pid)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	return os.Remove(reaperFile(slot))
+}
+
+// processState is the state letter of a process (R, S, Z...), or "" when it is gone.
+func processState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return ""
+	}
+	return s[i+2 : i+3]
+}
 
 // startTime is a process's start time in clock ticks since boot (field 22 of
 // /proc/<pid>/stat), which tells a live owner from a new process that reuses its pid.
@@ -124,6 +172,9 @@ func cleanLeftovers(logf func(string, ...any)) error {
 func teardown(slot int, dir string) error {
 	runName := "r" + strconv.Itoa(slot)
 	var errs []error
+	if err := killReaper(slot); err != nil {
+		errs = append(errs, err)
+	}
 	cg := existingCgroup(cgroupTop + "/" + runName)
 	if err := cg.kill(30 * time.Second); err != nil {
 		errs = append(errs, err)

@@ -578,7 +578,11 @@ done`, os.Getpid(), cgroupTop, s.Run)
 		return err
 	}
 	s.reaper = cmd
-	return nil
+	start, err := startTime(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(reaperFile(s.slot), []byte(fmt.Sprintf("%d %s\n", cmd.Process.Pid, start)), 0o644)
 }
 
 func run(name string, args ...string) error {
