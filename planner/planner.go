@@ -1,0 +1,780 @@
+// Package planner decides what every node of a provisioned cluster runs: from the
+// cluster's settings, its registered nodes and what they report, it writes one node
+// plan (package nodeplan) per node, tier by tier, as Rancher's planner does:
+//
+//  1. the init etcd node: a one-member etcd cluster;
+//  2. the other etcd members, one at a time, each added to the cluster (etcdctl
+//     member add, from the joining node) once every member before it is healthy;
+//  3. the control planes (kube-apiserver, kube-controller-manager, kube-scheduler),
+//     once every etcd member is healthy;
+//  4. the workers (containerd and kubelet), once an API server is ready.
+//
+// It is a pure function of its input, so that it is table-tested and its plans are
+// stable: the certificates it issues are returned for the caller to keep (in Secrets
+// named after the cluster) and passed in again next time, and the order in which
+// etcd members joined is state the caller keeps too (Input.Members). A plan changes
+// only when something it depends on does, so nodes restart nothing for no reason.
+package planner
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/drover-io/drover/nodeplan"
+)
+
+// Role is what a node does in the cluster.
+type Role string
+
+// Roles, in any combination.
+const (
+	RoleEtcd         Role = "etcd"
+	RoleControlPlane Role = "control-plane"
+	RoleWorker       Role = "worker"
+)
+
+// Tier is how far provisioning has come.
+type Tier string
+
+// Tiers, in order.
+const (
+	TierEtcdInit     Tier = "EtcdInit"
+	TierEtcdJoin     Tier = "EtcdJoin"
+	TierControlPlane Tier = "ControlPlane"
+	TierWorkers      Tier = "Workers"
+	TierReady        Tier = "Ready"
+)
+
+// Probe names the planner gives its probes; a node reports them by these names.
+const (
+	ProbeEtcd      = "etcd"
+	ProbeAPIServer = "kube-apiserver"
+	ProbeKubelet   = "kubelet"
+)
+
+// Defaults of a cluster's networks.
+const (
+	DefaultServiceCIDR = "10.96.0.0/12"
+	DefaultPodCIDR     = "10.244.0.0/16"
+	APIServerPort      = 6443
+)
+
+// Cluster is what the planner needs of a provisioned cluster.
+type Cluster struct {
+	Name string
+	// ControlPlaneEndpoint is host:port of a load balancer in front of the API
+	// servers; empty means the first control-plane node.
+	ControlPlaneEndpoint string
+	// ServiceCIDR and PodCIDR default to DefaultServiceCIDR and DefaultPodCIDR.
+	ServiceCIDR, PodCIDR string
+}
+
+// Node is a registered host.
+type Node struct {
+	// Name is the ClusterNode's name; Hostname the host's own.
+	Name, Hostname string
+	// Address is the IP other nodes and the hub reach it at.
+	Address string
+	Roles   []Role
+	// AppliedChecksum is the checksum of the plan the node last applied in full.
+	AppliedChecksum string
+	// Healthy holds the probes the node reports healthy.
+	Healthy map[string]bool
+}
+
+func (n Node) has(r Role) bool { return slices.Contains(n.Roles, r) }
+
+// Layout is where things live on a node. Production nodes use DefaultLayout; tests
+// that run several nodes on one machine give each its own.
+type Layout struct {
+	// Bin holds the binaries (etcd, kube-apiserver, ...).
+	Bin string
+	// Etc holds configuration and certificates (Etc/pki/...).
+	Etc string
+	// Var holds the components' state (Var/etcd, Var/kubelet, ...).
+	Var string
+	// Run holds sockets.
+	Run string
+}
+
+// DefaultLayout is where a provisioned host keeps Drover's components.
+var DefaultLayout = Layout{Bin: "/opt/drover/bin", Etc: "/etc/drover", Var: "/var/lib/drover-cluster", Run: "/run/drover"}
+
+// Input is everything the planner decides from.
+type Input struct {
+	Cluster Cluster
+	Nodes   []Node
+	// Certs are the certificates issued before (Output.Certs).
+	Certs map[string]KeyPair
+	// Members are the etcd members in the order they joined (Output.Members).
+	Members []string
+	// LayoutOf returns a node's layout (DefaultLayout when nil).
+	LayoutOf func(node string) Layout
+	// Now is the time certificates are checked and issued at.
+	Now time.Time
+}
+
+// Output is the planner's decision.
+type Output struct {
+	// Plans holds every node's plan (an empty plan for a node whose tier has not
+	// come yet).
+	Plans map[string]*nodeplan.Plan
+	// Checksums are the plans', as published.
+	Checksums map[string]string
+	// Encoded are the plans' bytes, as published.
+	Encoded map[string][]byte
+	// Certs are all certificates; CertsChanged says whether any was issued.
+	Certs        map[string]KeyPair
+	CertsChanged bool
+	// Members are the etcd members in join order, including one joining now.
+	Members []string
+	// Tier is the tier being worked on; Waiting says for what, naming the node and
+	// the probe (empty when Ready).
+	Tier    Tier
+	Waiting string
+	// Server is the URL of the API server, and AdminKubeconfig a kubeconfig for it
+	// as cluster-admin, once the control-plane tier has started.
+	Server          string
+	AdminKubeconfig []byte
+	// Problems are things wrong with the input that need a person (no etcd node,
+	// two nodes with one hostname, ...). The planner then changes no plan.
+	Problems []string
+}
+
+// Plan decides every node's plan.
+func Plan(in Input) (*Output, error) {
+	out := &Output{Plans: map[string]*nodeplan.Plan{}, Checksums: map[string]string{}, Encoded: map[string][]byte{}}
+	if in.LayoutOf == nil {
+		in.LayoutOf = func(string) Layout { return DefaultLayout }
+	}
+	if in.Cluster.ServiceCIDR == "" {
+		in.Cluster.ServiceCIDR = DefaultServiceCIDR
+	}
+	if in.Cluster.PodCIDR == "" {
+		in.Cluster.PodCIDR = DefaultPodCIDR
+	}
+	nodes := slices.Clone(in.Nodes)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
+	out.Problems = check(nodes)
+	byName := map[string]Node{}
+	var etcd, cps, workers []Node
+	for _, n := range nodes {
+		byName[n.Name] = n
+		if n.has(RoleEtcd) {
+			etcd = append(etcd, n)
+		}
+		if n.has(RoleControlPlane) {
+			cps = append(cps, n)
+		}
+		if n.has(RoleWorker) {
+			workers = append(workers, n)
+		}
+	}
+	if len(etcd) == 0 {
+		out.Problems = append(out.Problems, "no node has the etcd role")
+	}
+	if len(cps) == 0 {
+		out.Problems = append(out.Problems, "no node has the control-plane role")
+	}
+	if len(out.Problems) > 0 {
+		return out, nil
+	}
+	p := newPKI(in.Certs, in.Now)
+	b := &builder{in: in, pki: p, byName: byName, plans: map[string]*nodeplan.Plan{}}
+	for _, n := range nodes {
+		b.plans[n.Name] = &nodeplan.Plan{}
+	}
+
+	// Members: keep those that still exist, in their order; the first etcd node (by
+	// name) starts the cluster when there is none.
+	for _, m := range in.Members {
+		if n, ok := byName[m]; ok && n.has(RoleEtcd) {
+			out.Members = append(out.Members, m)
+		}
+	}
+	if len(out.Members) == 0 {
+		out.Members = []string{etcd[0].Name}
+	}
+	// The members so far get their etcd plans; the next etcd node joins once every
+	// member is healthy on its current plan.
+	out.Tier = TierEtcdInit
+	if len(out.Members) > 1 {
+		out.Tier = TierEtcdJoin
+	}
+	for i, m := range out.Members {
+		if err := b.etcd(byName[m], out.Members[:i+1]); err != nil {
+			return nil, err
+		}
+	}
+	for {
+		if w := b.waitFor(out.Members, ProbeEtcd); w != "" {
+			out.Waiting = w
+			return b.finish(out)
+		}
+		next := ""
+		for _, n := range etcd {
+			if !slices.Contains(out.Members, n.Name) {
+				next = n.Name
+				break
+			}
+		}
+		if next == "" {
+			break
+		}
+		out.Members = append(out.Members, next)
+		out.Tier = TierEtcdJoin
+		if err := b.etcd(byName[next], out.Members); err != nil {
+			return nil, err
+		}
+	}
+
+	// Control planes.
+	out.Tier = TierControlPlane
+	endpoints := make([]string, 0, len(out.Members))
+	for _, m := range out.Members {
+		endpoints = append(endpoints, "https://"+hostPort(byName[m].Address, 2379))
+	}
+	var cpNames []string
+	for _, n := range cps {
+		if err := b.controlPlane(n, endpoints); err != nil {
+			return nil, err
+		}
+		cpNames = append(cpNames, n.Name)
+	}
+	server := "https://" + hostPort(cps[0].Address, APIServerPort)
+	if in.Cluster.ControlPlaneEndpoint != "" {
+		server = "https://" + in.Cluster.ControlPlaneEndpoint
+	}
+	out.Server = server
+	admin, err := b.adminKubeconfig(server)
+	if err != nil {
+		return nil, err
+	}
+	out.AdminKubeconfig = admin
+	// Workers wait for one API server; Ready waits for them all.
+	ready := ""
+	for _, n := range cps {
+		if b.healthy(n.Name, ProbeAPIServer) {
+			ready = n.Name
+			break
+		}
+	}
+	if ready == "" {
+		out.Waiting = b.waitFor(cpNames[:1], ProbeAPIServer)
+		return b.finish(out)
+	}
+	out.Tier = TierWorkers
+	var workerNames []string
+	for _, n := range workers {
+		if err := b.worker(n, server); err != nil {
+			return nil, err
+		}
+		workerNames = append(workerNames, n.Name)
+	}
+	if w := b.waitFor(cpNames, ProbeAPIServer); w != "" {
+		out.Waiting = w
+		return b.finish(out)
+	}
+	if w := b.waitFor(workerNames, ProbeKubelet); w != "" {
+		out.Waiting = w
+		return b.finish(out)
+	}
+	out.Tier = TierReady
+	done, err := b.finish(out)
+	if err != nil {
+		return nil, err
+	}
+	// Ready when every node runs its whole plan.
+	for _, n := range nodes {
+		if n.AppliedChecksum != done.Checksums[n.Name] {
+			done.Tier, done.Waiting = TierWorkers, fmt.Sprintf("node %s to apply its plan", n.Name)
+			break
+		}
+	}
+	return done, nil
+}
+
+// check reports node problems that stop planning.
+func check(nodes []Node) []string {
+	var out []string
+	seen := map[string]string{}
+	addrs := map[string]string{}
+	for _, n := range nodes {
+		if n.Hostname == "" || n.Address == "" || net.ParseIP(n.Address) == nil {
+			out = append(out, fmt.Sprintf("node %s: hostname %q and address %q must both be set, the address an IP", n.Name, n.Hostname, n.Address))
+			continue
+		}
+		if other, ok := seen[n.Hostname]; ok {
+			out = append(out, fmt.Sprintf("nodes %s and %s have the same hostname %q; every node needs its own", other, n.Name, n.Hostname))
+		}
+		seen[n.Hostname] = n.Name
+		if other, ok := addrs[n.Address]; ok {
+			out = append(out, fmt.Sprintf("nodes %s and %s have the same address %s", other, n.Name, n.Address))
+		}
+		addrs[n.Address] = n.Name
+		if len(n.Roles) == 0 {
+			out = append(out, fmt.Sprintf("node %s has no role", n.Name))
+		}
+	}
+	return out
+}
+
+// builder accumulates the plans of one decision.
+type builder struct {
+	in     Input
+	pki    *pki
+	byName map[string]Node
+	plans  map[string]*nodeplan.Plan
+}
+
+// healthy: the node reports the probe healthy. Tiers are gated on the health of the
+// components they need, never on a node having applied its whole plan so far: a
+// node's plan grows as tiers are reached (an etcd node that is also a control plane
+// gets kube-apiserver later), and gating on it would take the growth back.
+func (b *builder) healthy(name, probe string) bool {
+	return b.byName[name].Healthy[probe]
+}
+
+// waitFor says what the first of names that is not healthy waits for, or "".
+func (b *builder) waitFor(names []string, probe string) string {
+	for _, name := range names {
+		n := b.byName[name]
+		switch {
+		case n.AppliedChecksum == "":
+			return fmt.Sprintf("node %s to apply its first plan", name)
+		case !n.Healthy[probe]:
+			return fmt.Sprintf("node %s: probe %s to be healthy", name, probe)
+		}
+	}
+	return ""
+}
+
+func (b *builder) finish(out *Output) (*Output, error) {
+	for name, p := range b.plans {
+		data, sum, err := nodeplan.Encode(p)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", name, err)
+		}
+		out.Plans[name], out.Encoded[name], out.Checksums[name] = p, data, sum
+	}
+	out.Certs, out.CertsChanged = b.pki.certs, b.pki.changed
+	return out, nil
+}
+
+func (b *builder) layout(name string) Layout { return b.in.LayoutOf(name) }
+
+// file adds a file to a node's plan.
+func (b *builder) file(name, path string, content []byte, mode uint32) {
+	p := b.plans[name]
+	for _, f := range p.Files {
+		if f.Path == path {
+			return
+		}
+	}
+	p.Files = append(p.Files, nodeplan.File{Path: path, Content: content, Mode: mode})
+}
+
+// keyPair writes a certificate and its key as <dir>/<base>.crt and .key.
+func (b *builder) keyPair(name, dir, base string, kp KeyPair) (crt, key string) {
+	crt, key = dir+"/"+base+".crt", dir+"/"+base+".key"
+	b.file(name, crt, kp.Cert, 0o644)
+	b.file(name, key, kp.Key, 0o600)
+	return crt, key
+}
+
+func hostPort(host string, port int) string { return net.JoinHostPort(host, fmt.Sprint(port)) }
+
+// nodeNames returns the names a node's serving certificates are for.
+func nodeNames(n Node) ([]string, []net.IP) {
+	return []string{n.Hostname, "localhost"}, []net.IP{net.ParseIP(n.Address), net.ParseIP("127.0.0.1")}
+}
+
+// etcd adds the etcd member to a node's plan. members are the members up to and
+// including this one, in join order: the first starts a new cluster, the others are
+// added to it by an instruction that runs on the joining node.
+func (b *builder) etcd(n Node, members []string) error {
+	l := b.layout(n.Name)
+	ca, _, _, err := b.pki.ca(EtcdCA)
+	if err != nil {
+		return err
+	}
+	dns, ips := nodeNames(n)
+	server, err := b.pki.leaf("etcd-server-"+n.Name, certSpec{ca: EtcdCA, commonName: n.Hostname, dns: dns, ips: ips, server: true, client: true})
+	if err != nil {
+		return err
+	}
+	peer, err := b.pki.leaf("etcd-peer-"+n.Name, certSpec{ca: EtcdCA, commonName: n.Hostname, dns: dns, ips: ips, server: true, client: true})
+	if err != nil {
+		return err
+	}
+	client, err := b.pki.leaf("etcd-healthcheck-client", certSpec{ca: EtcdCA, commonName: "drover-etcd-healthcheck", client: true})
+	if err != nil {
+		return err
+	}
+	pki := l.Etc + "/pki/etcd"
+	b.file(n.Name, pki+"/ca.crt", ca.Cert, 0o644)
+	serverCrt, serverKey := b.keyPair(n.Name, pki, "server", server)
+	peerCrt, peerKey := b.keyPair(n.Name, pki, "peer", peer)
+	clientCrt, clientKey := b.keyPair(n.Name, pki, "healthcheck-client", client)
+
+	var initial []string
+	for _, m := range members {
+		mn := b.byName[m]
+		initial = append(initial, mn.Hostname+"=https://"+hostPort(mn.Address, 2380))
+	}
+	state := "new"
+	peerURL := "https://" + hostPort(n.Address, 2380)
+	clientURL := "https://" + hostPort(n.Address, 2379)
+	p := b.plans[n.Name]
+	if len(members) > 1 {
+		state = "existing"
+		var endpoints []string
+		for _, m := range members[:len(members)-1] {
+			endpoints = append(endpoints, "https://"+hostPort(b.byName[m].Address, 2379))
+		}
+		etcdctl := fmt.Sprintf("%s/etcdctl --endpoints=%s --cacert=%s --cert=%s --key=%s --command-timeout=10s",
+			l.Bin, strings.Join(endpoints, ","), pki+"/ca.crt", clientCrt, clientKey)
+		// Idempotent: a member already added (the instruction ran, then the node
+		// agent restarted before recording it) is not added twice. etcd refuses to
+		// add a member until the last one added has been connected for a few
+		// seconds ("unhealthy cluster"), so the script tries for half a minute.
+		script := fmt.Sprintf("for i in $(seq 30); do %s member list | grep -q -F '%s' && exit 0; %s member add %s --peer-urls=%s && exit 0; sleep 1; done; exit 1",
+			etcdctl, peerURL, etcdctl, n.Hostname, peerURL)
+		p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-member-add",
+			Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}}, Timeout: nodeplan.Duration{Duration: time.Minute}})
+	}
+	p.Processes = append(p.Processes, nodeplan.Process{Name: "etcd", Command: nodeplan.Command{Path: l.Bin + "/etcd", Args: []string{
+		"--name=" + n.Hostname,
+		"--data-dir=" + l.Var + "/etcd",
+		"--listen-client-urls=" + clientURL,
+		"--advertise-client-urls=" + clientURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=" + strings.Join(initial, ","),
+		"--initial-cluster-state=" + state,
+		"--initial-cluster-token=" + b.in.Cluster.Name,
+		"--listen-metrics-urls=http://" + hostPort(n.Address, 2381),
+		"--client-cert-auth", "--trusted-ca-file=" + pki + "/ca.crt", "--cert-file=" + serverCrt, "--key-file=" + serverKey,
+		"--peer-client-cert-auth", "--peer-trusted-ca-file=" + pki + "/ca.crt", "--peer-cert-file=" + peerCrt, "--peer-key-file=" + peerKey,
+		"--snapshot-count=10000",
+	}}})
+	p.Probes = append(p.Probes, nodeplan.Probe{Name: ProbeEtcd, HTTPGet: &nodeplan.HTTPGet{
+		URL: clientURL + "/health", CAFile: pki + "/ca.crt", CertFile: clientCrt, KeyFile: clientKey},
+		Period: nodeplan.Duration{Duration: 2 * time.Second}, Timeout: nodeplan.Duration{Duration: 5 * time.Second}, FailureThreshold: 3})
+	return nil
+}
+
+// serviceIP is the first address of the service range: the kubernetes Service's.
+func serviceIP(cidr string) (net.IP, error) {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return nil, fmt.Errorf("service CIDR %q: %w", cidr, err)
+	}
+	ip := slices.Clone(n.IP.To4())
+	if ip == nil {
+		return nil, fmt.Errorf("service CIDR %q: only IPv4 is supported", cidr)
+	}
+	ip[3]++
+	return ip, nil
+}
+
+// kubeconfig renders a kubeconfig with a client certificate.
+func kubeconfig(cluster, server string, ca []byte, user string, kp KeyPair) []byte {
+	b64 := encodeB64
+	return []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: %[1]s
+  cluster:
+    server: %[2]s
+    certificate-authority-data: %[3]s
+users:
+- name: %[4]s
+  user:
+    client-certificate-data: %[5]s
+    client-key-data: %[6]s
+contexts:
+- name: %[4]s@%[1]s
+  context: {cluster: %[1]s, user: %[4]s}
+current-context: %[4]s@%[1]s
+`, cluster, server, b64(ca), user, b64(kp.Cert), b64(kp.Key)))
+}
+
+// controlPlane adds kube-apiserver, kube-controller-manager and kube-scheduler.
+func (b *builder) controlPlane(n Node, etcdEndpoints []string) error {
+	l := b.layout(n.Name)
+	c := b.in.Cluster
+	ca, _, _, err := b.pki.ca(KubernetesCA)
+	if err != nil {
+		return err
+	}
+	fp, _, _, err := b.pki.ca(FrontProxyCA)
+	if err != nil {
+		return err
+	}
+	etcdCA, _, _, err := b.pki.ca(EtcdCA)
+	if err != nil {
+		return err
+	}
+	sa, err := b.pki.serviceAccountKey()
+	if err != nil {
+		return err
+	}
+	svcIP, err := serviceIP(c.ServiceCIDR)
+	if err != nil {
+		return err
+	}
+	dns := []string{n.Hostname, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"}
+	ips := []net.IP{net.ParseIP(n.Address), svcIP, net.ParseIP("127.0.0.1")}
+	if host, _, err := net.SplitHostPort(c.ControlPlaneEndpoint); err == nil {
+		if ip := net.ParseIP(host); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, host)
+		}
+	}
+	apiserver, err := b.pki.leaf("apiserver-"+n.Name, certSpec{ca: KubernetesCA, commonName: "kube-apiserver", dns: dns, ips: ips, server: true})
+	if err != nil {
+		return err
+	}
+	etcdClient, err := b.pki.leaf("apiserver-etcd-client", certSpec{ca: EtcdCA, commonName: "kube-apiserver-etcd-client", client: true})
+	if err != nil {
+		return err
+	}
+	kubeletClient, err := b.pki.leaf("apiserver-kubelet-client", certSpec{ca: KubernetesCA, commonName: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true})
+	if err != nil {
+		return err
+	}
+	proxyClient, err := b.pki.leaf("front-proxy-client", certSpec{ca: FrontProxyCA, commonName: "front-proxy-client", client: true})
+	if err != nil {
+		return err
+	}
+	cm, err := b.pki.leaf("controller-manager", certSpec{ca: KubernetesCA, commonName: "system:kube-controller-manager", client: true})
+	if err != nil {
+		return err
+	}
+	sched, err := b.pki.leaf("scheduler", certSpec{ca: KubernetesCA, commonName: "system:kube-scheduler", client: true})
+	if err != nil {
+		return err
+	}
+	caKP := b.pki.certs[KubernetesCA]
+	pki := l.Etc + "/pki"
+	b.file(n.Name, pki+"/ca.crt", ca.Cert, 0o644)
+	b.file(n.Name, pki+"/ca.key", caKP.Key, 0o600)
+	b.file(n.Name, pki+"/front-proxy-ca.crt", fp.Cert, 0o644)
+	b.file(n.Name, pki+"/etcd/ca.crt", etcdCA.Cert, 0o644)
+	b.file(n.Name, pki+"/sa.pub", sa.Cert, 0o644)
+	b.file(n.Name, pki+"/sa.key", sa.Key, 0o600)
+	apiCrt, apiKey := b.keyPair(n.Name, pki, "apiserver", apiserver)
+	ecCrt, ecKey := b.keyPair(n.Name, pki, "apiserver-etcd-client", etcdClient)
+	kcCrt, kcKey := b.keyPair(n.Name, pki, "apiserver-kubelet-client", kubeletClient)
+	pcCrt, pcKey := b.keyPair(n.Name, pki, "front-proxy-client", proxyClient)
+	local := "https://" + hostPort(n.Address, APIServerPort)
+	cmKubeconfig, schedKubeconfig := l.Etc+"/controller-manager.conf", l.Etc+"/scheduler.conf"
+	b.file(n.Name, cmKubeconfig, kubeconfig(c.Name, local, ca.Cert, "system:kube-controller-manager", cm), 0o600)
+	b.file(n.Name, schedKubeconfig, kubeconfig(c.Name, local, ca.Cert, "system:kube-scheduler", sched), 0o600)
+
+	p := b.plans[n.Name]
+	p.Processes = append(p.Processes,
+		nodeplan.Process{Name: "kube-apiserver", Command: nodeplan.Command{Path: l.Bin + "/kube-apiserver", Args: []string{
+			"--advertise-address=" + n.Address,
+			"--bind-address=" + n.Address,
+			fmt.Sprintf("--secure-port=%d", APIServerPort),
+			"--etcd-servers=" + strings.Join(etcdEndpoints, ","),
+			"--etcd-cafile=" + pki + "/etcd/ca.crt", "--etcd-certfile=" + ecCrt, "--etcd-keyfile=" + ecKey,
+			"--client-ca-file=" + pki + "/ca.crt",
+			"--tls-cert-file=" + apiCrt, "--tls-private-key-file=" + apiKey,
+			"--kubelet-client-certificate=" + kcCrt, "--kubelet-client-key=" + kcKey,
+			"--kubelet-preferred-address-types=InternalIP,Hostname",
+			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+			"--service-account-key-file=" + pki + "/sa.pub", "--service-account-signing-key-file=" + pki + "/sa.key",
+			"--service-cluster-ip-range=" + c.ServiceCIDR,
+			"--authorization-mode=Node,RBAC",
+			"--enable-admission-plugins=NodeRestriction",
+			"--allow-privileged=true",
+			"--requestheader-client-ca-file=" + pki + "/front-proxy-ca.crt",
+			"--proxy-client-cert-file=" + pcCrt, "--proxy-client-key-file=" + pcKey,
+			"--requestheader-allowed-names=front-proxy-client",
+			"--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+			"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+			"--profiling=false",
+		}}},
+		nodeplan.Process{Name: "kube-controller-manager", Command: nodeplan.Command{Path: l.Bin + "/kube-controller-manager", Args: []string{
+			"--kubeconfig=" + cmKubeconfig, "--authentication-kubeconfig=" + cmKubeconfig, "--authorization-kubeconfig=" + cmKubeconfig,
+			"--bind-address=" + n.Address,
+			"--client-ca-file=" + pki + "/ca.crt", "--requestheader-client-ca-file=" + pki + "/front-proxy-ca.crt",
+			"--cluster-name=" + c.Name,
+			"--cluster-signing-cert-file=" + pki + "/ca.crt", "--cluster-signing-key-file=" + pki + "/ca.key",
+			"--root-ca-file=" + pki + "/ca.crt",
+			"--service-account-private-key-file=" + pki + "/sa.key",
+			"--use-service-account-credentials=true",
+			"--controllers=*,bootstrapsigner,tokencleaner",
+			"--allocate-node-cidrs=true", "--cluster-cidr=" + c.PodCIDR, "--service-cluster-ip-range=" + c.ServiceCIDR,
+			"--leader-elect=true",
+			"--profiling=false",
+		}}},
+		nodeplan.Process{Name: "kube-scheduler", Command: nodeplan.Command{Path: l.Bin + "/kube-scheduler", Args: []string{
+			"--kubeconfig=" + schedKubeconfig, "--authentication-kubeconfig=" + schedKubeconfig, "--authorization-kubeconfig=" + schedKubeconfig,
+			"--bind-address=" + n.Address,
+			"--leader-elect=true",
+			"--profiling=false",
+		}}},
+	)
+	p.Probes = append(p.Probes, nodeplan.Probe{Name: ProbeAPIServer, HTTPGet: &nodeplan.HTTPGet{
+		URL: local + "/readyz", CAFile: pki + "/ca.crt"},
+		Period: nodeplan.Duration{Duration: 2 * time.Second}, Timeout: nodeplan.Duration{Duration: 5 * time.Second}, FailureThreshold: 3})
+	return nil
+}
+
+// adminKubeconfig is the hub's kubeconfig for the cluster, as cluster-admin.
+func (b *builder) adminKubeconfig(server string) ([]byte, error) {
+	ca, _, _, err := b.pki.ca(KubernetesCA)
+	if err != nil {
+		return nil, err
+	}
+	admin, err := b.pki.leaf("admin", certSpec{ca: KubernetesCA, commonName: "drover-admin", orgs: []string{"system:masters"}, client: true})
+	if err != nil {
+		return nil, err
+	}
+	return kubeconfig(b.in.Cluster.Name, server, ca.Cert, "drover-admin", admin), nil
+}
+
+// ProbeContainerd names the probe of a worker's container runtime.
+const ProbeContainerd = "containerd"
+
+// PauseImage is the sandbox image the container runtime uses. Provisioned hosts get
+// it from the artifact source (images/*.tar under Bin), never from a registry.
+const PauseImage = "registry.k8s.io/pause:3.10"
+
+// worker adds containerd and, once it answers, the image import and kubelet. The
+// kubelet gets a client certificate the hub issues (system:node:<hostname>), rather
+// than joining with a bootstrap token: the hub already holds the cluster CA.
+func (b *builder) worker(n Node, server string) error {
+	l := b.layout(n.Name)
+	c := b.in.Cluster
+	ca, _, _, err := b.pki.ca(KubernetesCA)
+	if err != nil {
+		return err
+	}
+	sock := l.Run + "/containerd/containerd.sock"
+	cniConf := l.Etc + "/cni/net.d"
+	b.file(n.Name, l.Etc+"/containerd/config.toml", []byte(fmt.Sprintf(`version = 2
+root = %q
+state = %q
+
+[grpc]
+  address = %q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+`, l.Var+"/containerd", l.Run+"/containerd", sock, PauseImage, cniConf)), 0o644)
+	p := b.plans[n.Name]
+	p.Processes = append(p.Processes, nodeplan.Process{Name: "containerd", Command: nodeplan.Command{
+		Path: "containerd", Args: []string{"--config=" + l.Etc + "/containerd/config.toml"}}})
+	p.Probes = append(p.Probes, nodeplan.Probe{Name: ProbeContainerd,
+		Exec:   &nodeplan.Command{Path: "ctr", Args: []string{"--address=" + sock, "version"}},
+		Period: nodeplan.Duration{Duration: 2 * time.Second}, FailureThreshold: 3})
+	if !b.healthy(n.Name, ProbeContainerd) {
+		return nil
+	}
+
+	// The pod network of this node: a bridge with a /24 of the pod range taken from
+	// the node's address, so that it is stable whatever other nodes come and go.
+	podNet, err := nodePodCIDR(c.PodCIDR, n.Address)
+	if err != nil {
+		return err
+	}
+	b.file(n.Name, cniConf+"/10-drover-bridge.conflist", []byte(fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": "drover",
+  "plugins": [
+    {"type": "bridge", "bridge": "drover0", "isGateway": true, "ipMasq": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`, podNet)), 0o644)
+	dns, ips := nodeNames(n)
+	client, err := b.pki.leaf("kubelet-client-"+n.Name, certSpec{ca: KubernetesCA, commonName: "system:node:" + n.Hostname, orgs: []string{"system:nodes"}, client: true})
+	if err != nil {
+		return err
+	}
+	serving, err := b.pki.leaf("kubelet-serving-"+n.Name, certSpec{ca: KubernetesCA, commonName: "system:node:" + n.Hostname, orgs: []string{"system:nodes"}, dns: dns, ips: ips, server: true})
+	if err != nil {
+		return err
+	}
+	pki := l.Etc + "/pki"
+	b.file(n.Name, pki+"/ca.crt", ca.Cert, 0o644)
+	servCrt, servKey := b.keyPair(n.Name, pki, "kubelet", serving)
+	kubeletConf := l.Etc + "/kubelet.conf"
+	b.file(n.Name, kubeletConf, kubeconfig(c.Name, server, ca.Cert, "system:node:"+n.Hostname, client), 0o600)
+	dnsIP, err := serviceIP(c.ServiceCIDR)
+	if err != nil {
+		return err
+	}
+	dnsIP[3] += 9 // 10.96.0.10, by convention
+	config := l.Etc + "/kubelet-config.yaml"
+	b.file(n.Name, config, []byte(fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This host's cgroups are v1: kubelet refuses them unless told otherwise.
+failCgroupV1: false
+failSwapOn: false
+cgroupDriver: cgroupfs
+address: %q
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+readOnlyPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %q}
+authorization: {mode: Webhook}
+tlsCertFile: %q
+tlsPrivateKeyFile: %q
+clusterDomain: cluster.local
+clusterDNS: [%q]
+containerRuntimeEndpoint: %q
+rotateCertificates: false
+serializeImagePulls: false
+`, n.Address, pki+"/ca.crt", servCrt, servKey, dnsIP.String(), "unix://"+sock)), 0o644)
+	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "import-images",
+		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", fmt.Sprintf(
+			"for f in %s/images/*.tar; do [ -e \"$f\" ] || continue; ctr --address=%s -n k8s.io images import --all-platforms \"$f\" || exit 1; done", l.Bin, sock)}},
+		Timeout: nodeplan.Duration{Duration: 5 * time.Minute}})
+	p.Processes = append(p.Processes, nodeplan.Process{Name: "kubelet", Command: nodeplan.Command{Path: l.Bin + "/kubelet", Args: []string{
+		"--config=" + config, "--kubeconfig=" + kubeletConf,
+		"--hostname-override=" + n.Hostname, "--node-ip=" + n.Address,
+		"--root-dir=" + l.Var + "/kubelet",
+	}}})
+	p.Probes = append(p.Probes, nodeplan.Probe{Name: ProbeKubelet, HTTPGet: &nodeplan.HTTPGet{URL: "http://127.0.0.1:10248/healthz"},
+		Period: nodeplan.Duration{Duration: 2 * time.Second}, FailureThreshold: 3})
+	return nil
+}
+
+// nodePodCIDR is the /24 of the pod range for a node: its third octet is the last
+// octet of the node's address.
+func nodePodCIDR(podCIDR, address string) (string, error) {
+	_, n, err := net.ParseCIDR(podCIDR)
+	if err != nil {
+		return "", fmt.Errorf("pod CIDR %q: %w", podCIDR, err)
+	}
+	ones, _ := n.Mask.Size()
+	base, ip := n.IP.To4(), net.ParseIP(address).To4()
+	if base == nil || ip == nil || ones > 16 {
+		return "", fmt.Errorf("pod CIDR %q: want an IPv4 range of /16 or larger, and an IPv4 node address", podCIDR)
+	}
+	return fmt.Sprintf("%d.%d.%d.0/24", base[0], base[1], ip[3]), nil
+}
+
+func encodeB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
