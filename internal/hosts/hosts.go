@@ -69,6 +69,7 @@ type Host struct {
 
 	set    *Set
 	anchor *exec.Cmd
+	pid    int
 	// anchorDone is closed once the anchor process has exited.
 	anchorDone chan struct{}
 	cgroup     cgroupPaths
@@ -152,7 +153,65 @@ func Clean(logf func(format string, args ...any)) error {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return cleanLeftovers(logf)
+	if err := cleanLeftovers(logf); err != nil {
+		return err
+	}
+	// With no run left, not even one being made (its owner file is written under
+	// this lock), the top cgroups go too.
+	if len(knownSlots()) == 0 {
+		hs, _ := hierarchies()
+		for _, h := range hs {
+			_ = syscall.Rmdir(filepath.Join(h, cgroupTop))
+		}
+	}
+	return nil
+}
+
+// Attach finds host name of a live run (e.g. "r0") made by another process, to run
+// commands in it: only Name, Dir, PID, Cgroup, Path, WriteFile, Command and Run work
+// on what it returns; the run's owner still starts and tears down its processes.
+func Attach(run, name string) (*Host, error) {
+	rel := cgroupTop + "/" + run + "/" + name
+	cg := existingCgroup(rel)
+	if len(cg) == 0 {
+		return nil, fmt.Errorf("hosts: no host %s in run %s", name, run)
+	}
+	for _, pid := range cg.pids() {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil || !bytes.Contains(env, []byte("\x00DROVER_HOST="+name+"\x00")) {
+			continue
+		}
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "sleep" {
+			continue
+		}
+		dir := ""
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if v, ok := bytes.CutPrefix(kv, []byte("DROVER_HOST_DIR=")); ok {
+				dir = string(v)
+			}
+		}
+		return &Host{Name: name, Dir: dir, pid: pid, cgroup: cg, cgroupRel: rel}, nil
+	}
+	return nil, fmt.Errorf("hosts: host %s of run %s has no anchor process; is its run alive?", name, run)
+}
+
+// List writes one line per run on this machine: its slot, owner and whether the
+// owner is alive.
+func List(w io.Writer) error {
+	for _, sl := range knownSlots() {
+		pid, _, dir, ok := owner(sl)
+		state := "dead: New or Clean tears it down"
+		if alive(sl) {
+			state = "alive"
+		}
+		if !ok {
+			state = "no owner file: New or Clean tears it down"
+		}
+		if _, err := fmt.Fprintf(w, "r%d	owner %d	%s	%s\n", sl, pid, dir, state); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // lockState takes the lock that every change to the runs holds.
@@ -327,6 +386,7 @@ func (s *Set) addHost(i int, name string, ip netip.Addr) (*Host, error) {
 	}
 	line, _ := bufio.NewReader(out).ReadString('\n')
 	h.anchor = anchor
+	h.pid = anchor.Process.Pid
 	if strings.TrimSpace(line) != "ready" {
 		err := anchor.Wait()
 		close(h.anchorDone)
@@ -375,7 +435,7 @@ func (h *Host) joinCgroupScript() string {
 
 // PID is the process that holds the host's namespaces open: `nsenter --target PID
 // --net --mount --uts` enters the host.
-func (h *Host) PID() int { return h.anchor.Process.Pid }
+func (h *Host) PID() int { return h.pid }
 
 // Cgroup is the host's cgroup, relative to each hierarchy's root, with a leading
 // slash: what kubelet's cgroupRoot is set to, so that its pods are the host's too.

@@ -124,6 +124,18 @@ func TestHosts(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(lis.Output(), "got from-"+h0.Name) })
 
+	// Another process finds a host of this run, as `go run ./hack/hosts enter` does.
+	attached, err := Attach(s.Run, h1.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attached.PID() != h1.PID() || attached.Dir != h1.Dir {
+		t.Errorf("Attach found pid %d, dir %s; want %d, %s", attached.PID(), attached.Dir, h1.PID(), h1.Dir)
+	}
+	if out, err := attached.Run(ctx, "hostname"); err != nil || strings.TrimSpace(string(out)) != h1.Name {
+		t.Errorf("hostname through Attach: %q, %v", out, err)
+	}
+
 	// Teardown leaves nothing: processes, cgroups, links, rules, files.
 	sleeper, err := h1.Start("sleep", "1000")
 	if err != nil {
