@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -165,6 +166,39 @@ func TestChartMatchesInstallManifest(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("the chart with metrics.serviceMonitor.enabled has no %s %s (config/prometheus has)", p.GetKind(), name(p))
+		}
+	}
+
+	// cert-manager: the chart's Issuers and Certificates are config/certmanager's, and
+	// the manager serves the certificate they issue.
+	withCM, err := Decode(helm(t, "template", "drover", "charts/drover", "--namespace", "drover-system",
+		"--set", "webhook.certManager.enabled=true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range decodeFiles(t, filepath.Join(root, "config", "certmanager", "certificate.yaml")) {
+		found := false
+		for _, c := range withCM {
+			if c.GetKind() == p.GetKind() && name(c) == name(p) {
+				found = true
+				if got, want := comparable(c), comparable(p); !equality.Semantic.DeepEqual(got, want) {
+					t.Errorf("%s %s differs between the chart and config/certmanager:\n  chart:   %v\n  config/: %v", c.GetKind(), name(c), got, want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("the chart with webhook.certManager.enabled has no %s %s (config/certmanager has)", p.GetKind(), name(p))
+		}
+	}
+	for _, c := range withCM {
+		if c.GetKind() != "Deployment" {
+			continue
+		}
+		a, _, _ := unstructuredArgs(c)
+		vols, _, _ := unstructured.NestedSlice(c.Object, "spec", "template", "spec", "volumes")
+		if !slices.Contains(a, "--webhook-cert-dir=/etc/drover/webhook-certs") || len(vols) != 1 ||
+			!strings.Contains(fmt.Sprint(vols[0]), "secretName:drover-webhook-cert") {
+			t.Errorf("with cert-manager the manager does not serve Secret drover-webhook-cert: args %v, volumes %v", a, vols)
 		}
 	}
 
