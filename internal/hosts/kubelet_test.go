@@ -84,8 +84,9 @@ func TestKubeletJoins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The worker's container runtime. The machine's kernel lets no process lower its
-	// OOM score here, which restrict_oom_score_adj takes into account.
+	// The worker's container runtime. Processes here lack CAP_SYS_RESOURCE and may
+	// not set a negative OOM score adjustment: restrict_oom_score_adj keeps
+	// containerd from trying.
 	const sock = "/run/containerd/containerd.sock"
 	containerdConfig := fmt.Sprintf(`version = 2
 root = "/var/lib/containerd"
