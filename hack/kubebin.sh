@@ -34,6 +34,12 @@ control-plane | node) ;;
 	;;
 esac
 
+# Test binaries that run at the same time may all ask for the binaries: one builds,
+# the others wait and then find them built.
+mkdir -p "$cache_root/kubebin"
+exec 9>"$cache_root/kubebin/.lock"
+flock 9
+
 # have DIR BINARY... succeeds when DIR holds every BINARY, executable.
 have() {
 	local d="$1"
