@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -456,6 +457,9 @@ func TestIdentityUnknown(t *testing.T) {
 		expectCondition(g, mc, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.ReasonIdentityUnknown)
 		g.Expect(conditions.GetMessage(mc, v1alpha1.ReadyCondition)).To(ContainSubstring("get on namespaces"))
 		g.Expect(conditions.GetMessage(mc, v1alpha1.ReadyCondition)).NotTo(ContainSubstring(tr.Status.Token))
+		// The target refuses (403): a person must grant the rights.
+		expectCondition(g, mc, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.ReasonIdentityUnknown)
+		expectKstatus(g, mc, kstatus.FailedStatus)
 	}, timeout, 100*time.Millisecond).Should(Succeed())
 	g.Expect(getCluster(g, "no-identity").Finalizers).To(BeEmpty(), "nothing may be written before the cluster is identified")
 }

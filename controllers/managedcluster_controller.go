@@ -177,7 +177,9 @@ func (r *ManagedClusterReconciler) reconcileNormal(ctx context.Context, s *clust
 	case cl != nil && cl.State() == remote.StateUnidentified:
 		// Reached, but not identified: nothing is synced until it is, and status
 		// says so rather than keep what it said before.
-		s.problem = &problem{v1alpha1.ReasonIdentityUnknown, cl.IdentityError(), false}
+		// Refused (401, 403): a person must grant the credentials get on
+		// namespaces, so it is Stalled; anything else may pass by itself.
+		s.problem = &problem{v1alpha1.ReasonIdentityUnknown, cl.IdentityError(), cl.IdentityDenied()}
 		return ctrl.Result{}, nil
 	case cl != nil && cl.State() == remote.StateSettling && s.problem == nil && conditions.Has(s.cluster, v1alpha1.ReadyCondition):
 		// The connection is being (re)built, after a restart say: what status says

@@ -57,6 +57,7 @@ func TestManagedClusterKstatus(t *testing.T) {
 		{"untrusted certificate", clusterScope{health: down(v1alpha1.ReasonCertificateInvalid)}, kstatus.FailedStatus},
 		{"missing Secret", clusterScope{problem: &problem{v1alpha1.ReasonSecretNotFound, "no secret", true}}, kstatus.FailedStatus},
 		{"identity unknown", clusterScope{health: connected, problem: &problem{v1alpha1.ReasonIdentityUnknown, "cannot read kube-system", false}}, kstatus.InProgressStatus},
+		{"identity refused", clusterScope{health: connected, problem: &problem{v1alpha1.ReasonIdentityUnknown, "cannot read kube-system: 403", true}}, kstatus.FailedStatus},
 		{"agent owned by another hub", clusterScope{health: connected, agentConflict: true, agentErr: "taken"}, kstatus.FailedStatus},
 		{"agent not reporting is still Ready", clusterScope{health: connected, agentInstalled: true, lease: &leaseState{found: true, expired: true}}, kstatus.CurrentStatus},
 	}

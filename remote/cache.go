@@ -133,6 +133,8 @@ type Cluster struct {
 	mu      sync.Mutex
 	id      string
 	idErr   string
+	// idDenied: the target refused the credentials reading the identity (401, 403).
+	idDenied bool
 	health  Health
 	watches sets.Set[string]
 	// cache and client exist once the cluster has been reached: building the cache
@@ -244,11 +246,12 @@ func (c *Cluster) identify(timeout time.Duration) bool {
 		c.mu.Lock()
 		changed := c.idErr == ""
 		c.idErr = fmt.Sprintf("cannot read namespace kube-system of %s to identify the cluster: %s; the credentials in %s need get on namespaces", c.Endpoint, msg, c.source)
+		c.idDenied = reason == DescribeForbidden || reason == DescribeUnauthorized
 		c.mu.Unlock()
 		return changed
 	}
 	c.mu.Lock()
-	c.id, c.idErr = string(m.UID), ""
+	c.id, c.idErr, c.idDenied = string(m.UID), "", false
 	c.mu.Unlock()
 	return true
 }
@@ -293,6 +296,14 @@ func (c *Cluster) IdentityError() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.idErr
+}
+
+// IdentityDenied tells whether the target refused the credentials reading its
+// identity (401 or 403): a person must grant them, waiting will not help.
+func (c *Cluster) IdentityDenied() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idDenied
 }
 
 // IDs returns the identity of every connection that has one, by cluster name.
