@@ -130,13 +130,13 @@ type Cluster struct {
 	scheme *runtime.Scheme
 	mapper meta.RESTMapper
 
-	mu      sync.Mutex
-	id      string
-	idErr   string
+	mu    sync.Mutex
+	id    string
+	idErr string
 	// idDenied: the target refused the credentials reading the identity (401, 403).
 	idDenied bool
-	health  Health
-	watches sets.Set[string]
+	health   Health
+	watches  sets.Set[string]
 	// cache and client exist once the cluster has been reached: building the cache
 	// needs discovery, which an unreachable cluster cannot answer.
 	cache  cache.Cache
