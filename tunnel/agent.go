@@ -31,6 +31,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/streaming/pkg/httpstream"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/drover-io/drover/render"
@@ -476,8 +477,18 @@ func (a *Agent) store(ctx context.Context, certPEM, keyPEM []byte) error {
 
 // newAPIProxy forwards the hub's requests to the agent's API server with the agent's
 // own credentials. The hub sends none of its own.
+//
+// Connection upgrades (exec, attach, port-forward through the authentication proxy)
+// go over HTTP/1.1: Go's HTTP/2 transport refuses an Upgrade header other than
+// websocket's, and an API server offers HTTP/2, so SPDY upgrades would fail.
 func newAPIProxy(cfg *rest.Config) (http.Handler, error) {
 	transport, err := rest.TransportFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	h1 := rest.CopyConfig(cfg)
+	h1.NextProtos = []string{"http/1.1"}
+	upgrades, err := rest.TransportFor(h1)
 	if err != nil {
 		return nil, err
 	}
@@ -491,12 +502,22 @@ func newAPIProxy(cfg *rest.Config) (http.Handler, error) {
 			pr.Out.Host = target.Host
 			pr.Out.Header.Del("Authorization")
 		},
-		Transport:     transport,
+		Transport:     upgradeRouter{plain: transport, upgrades: upgrades},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			http.Error(w, "the agent cannot reach its API server: "+err.Error(), http.StatusBadGateway)
 		},
 	}, nil
+}
+
+// upgradeRouter sends upgrade requests through an HTTP/1.1-only transport.
+type upgradeRouter struct{ plain, upgrades http.RoundTripper }
+
+func (u upgradeRouter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if httpstream.IsUpgradeRequest(r) {
+		return u.upgrades.RoundTrip(r)
+	}
+	return u.plain.RoundTrip(r)
 }
 
 // pipeListener is an in-memory listener: the tunnel's connections to the API server
