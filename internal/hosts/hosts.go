@@ -603,15 +603,24 @@ func (s *Set) Close() error {
 	s.closed = true
 	s.logf("hosts %s: tearing down", s.Run)
 	err := teardown(s.slot, s.Dir)
+	// Everything in the hosts is dead unless teardown failed; then do not hang.
+	timeout := time.After(10 * time.Second)
 	for _, h := range s.Hosts {
+		dones := []<-chan struct{}{}
 		if h.anchor != nil {
-			<-h.anchorDone
+			dones = append(dones, h.anchorDone)
 		}
 		h.mu.Lock()
 		for _, p := range h.procs {
-			<-p.done
+			dones = append(dones, p.done)
 		}
 		h.mu.Unlock()
+		for _, d := range dones {
+			select {
+			case <-d:
+			case <-timeout:
+			}
+		}
 	}
 	if s.reaper != nil {
 		_ = s.reaper.Process.Kill()

@@ -22,21 +22,22 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 )
 
-// TestKubeletJoins runs a control plane (etcd and kube-apiserver) in one host and a
-// worker in another: Debian's containerd and runc, the CNI bridge plugin, and a real
-// kubelet. It checks that the kubelet registers a Ready Node, and that a pod bound to
-// it runs, gets an address from CNI and answers over the network.
+// TestKubeletJoins runs a control plane in one host (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler) and a worker in another (Debian's
+// containerd and runc, the CNI bridge plugin, kubelet and kube-proxy). It checks that
+// the kubelet registers a Ready Node; that a pod, placed by the scheduler, runs with
+// the ServiceAccount token the controller manager and API server give it, gets an
+// address from CNI and answers; and that kube-proxy takes a Service's ClusterIP to it.
 //
 // Simulated, because no registry is reachable: the images. The pause image and the
 // pod's image are one static Go binary (./tiny), assembled into OCI archives and
-// loaded with `ctr images import`. Not run, to save time on 2 cores:
-// kube-controller-manager and kube-scheduler (the pod is bound to the node by
-// spec.nodeName; the namespace's default ServiceAccount is created by the test).
+// loaded with `ctr images import`.
 func TestKubeletJoins(t *testing.T) {
 	RequireRoot(t)
 	Require(t, "containerd", "ctr", "runc", "cni", "iptables")
@@ -46,18 +47,44 @@ func TestKubeletJoins(t *testing.T) {
 	cp, node := s.Hosts[0], s.Hosts[1]
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
+	began := time.Now()
+	since := func() time.Duration { return time.Since(began).Round(10 * time.Millisecond) }
 
 	// The control plane.
 	pki := newTestPKI(t, cp.IP)
-	const adminToken, nodeToken = "drover-hosts-admin-token", "drover-hosts-node-token"
+	// Every component authenticates with a static token, as the user that
+	// Kubernetes' bootstrap RBAC policy grants its permissions to.
+	const adminToken = "drover-hosts-admin"
+	tokens := fmt.Sprintf(`%s,admin,admin,system:masters
+drover-hosts-node,system:node:%s,node,system:nodes
+drover-hosts-kcm,system:kube-controller-manager,kcm
+drover-hosts-scheduler,system:kube-scheduler,scheduler
+drover-hosts-proxy,system:kube-proxy,proxy
+`, adminToken, node.Name)
+	kubeconfig := func(token string) []byte {
+		return []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: hosts
+  cluster: {server: "https://%s:6443", certificate-authority: /etc/kubernetes/pki/ca.crt}
+users:
+- name: user
+  user: {token: %s}
+contexts:
+- name: hosts
+  context: {cluster: hosts, user: user}
+current-context: hosts
+`, cp.IP, token))
+	}
 	files := map[string][]byte{
-		"/etc/kubernetes/pki/ca.crt":        pki.caCert,
-		"/etc/kubernetes/pki/apiserver.crt": pki.serverCert,
-		"/etc/kubernetes/pki/apiserver.key": pki.serverKey,
-		"/etc/kubernetes/pki/sa.key":        pki.saKey,
-		"/etc/kubernetes/pki/sa.pub":        pki.saPub,
-		"/etc/kubernetes/tokens.csv": []byte(fmt.Sprintf("%s,admin,admin,system:masters\n%s,system:node:%s,node-%s,system:nodes\n",
-			adminToken, nodeToken, node.Name, node.Name)),
+		"/etc/kubernetes/pki/ca.crt":              pki.caCert,
+		"/etc/kubernetes/pki/apiserver.crt":       pki.serverCert,
+		"/etc/kubernetes/pki/apiserver.key":       pki.serverKey,
+		"/etc/kubernetes/pki/sa.key":              pki.saKey,
+		"/etc/kubernetes/pki/sa.pub":              pki.saPub,
+		"/etc/kubernetes/tokens.csv":              []byte(tokens),
+		"/etc/kubernetes/controller-manager.conf": kubeconfig("drover-hosts-kcm"),
+		"/etc/kubernetes/scheduler.conf":          kubeconfig("drover-hosts-scheduler"),
 	}
 	for p, b := range files {
 		if err := cp.WriteFile(p, b, 0o600); err != nil {
@@ -83,7 +110,6 @@ func TestKubeletJoins(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-
 	// The worker's container runtime. Processes here lack CAP_SYS_RESOURCE and may
 	// not set a negative OOM score adjustment: restrict_oom_score_adj keeps
 	// containerd from trying.
@@ -136,21 +162,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		}
 	}
 	ImportImages(t, node, sock)
+	t.Logf("%s: containerd up, images imported", since())
 
 	// The kubelet, in the host's cgroup, on cgroup v1 as this machine has it.
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: hosts
-  cluster: {server: "https://%s:6443", certificate-authority: /etc/kubernetes/pki/ca.crt}
-users:
-- name: kubelet
-  user: {token: %s}
-contexts:
-- name: hosts
-  context: {cluster: hosts, user: kubelet}
-current-context: hosts
-`, cp.IP, nodeToken)
 	kubeletConfig := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -170,18 +184,35 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%%, imagefs.available
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 `, node.Cgroup(), sock, node.IP)
-	for p, b := range map[string]string{
-		"/etc/kubernetes/kubelet.conf": kubeconfig,
-		"/etc/kubernetes/kubelet.yaml": kubeletConfig,
-		"/etc/kubernetes/pki/ca.crt":   string(pki.caCert),
+	// kube-proxy in a network namespace may not size the machine's conntrack table:
+	// the zeros leave the kernel's settings alone, as kind does.
+	proxyConfig := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: /etc/kubernetes/proxy.conf}
+hostnameOverride: %s
+mode: iptables
+clusterCIDR: 10.214.0.0/24
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+`, node.Name)
+	for p, b := range map[string][]byte{
+		"/etc/kubernetes/kubelet.conf": kubeconfig("drover-hosts-node"),
+		"/etc/kubernetes/kubelet.yaml": []byte(kubeletConfig),
+		"/etc/kubernetes/proxy.conf":   kubeconfig("drover-hosts-proxy"),
+		"/etc/kubernetes/proxy.yaml":   []byte(proxyConfig),
+		"/etc/kubernetes/pki/ca.crt":   pki.caCert,
 	} {
-		if err := node.WriteFile(p, []byte(b), 0o600); err != nil {
+		if err := node.WriteFile(p, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	kubelet, err := node.Start(filepath.Join(bin, "kubelet"), "--config", "/etc/kubernetes/kubelet.yaml",
 		"--kubeconfig", "/etc/kubernetes/kubelet.conf", "--node-ip", node.IP.String())
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.Start(filepath.Join(bin, "kube-proxy"), "--config", "/etc/kubernetes/proxy.yaml"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -195,7 +226,33 @@ imageGCLowThresholdPercent: 99
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	eventually(t, ctx, func() error {
+		return cs.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+	})
+	t.Logf("%s: kube-apiserver ready", since())
+	// The controller manager and the scheduler exit if the API server refuses them,
+	// as it does until its bootstrap RBAC policy is in: they start once it is ready.
+	if _, err := cp.Start(filepath.Join(bin, "kube-controller-manager"),
+		"--kubeconfig", "/etc/kubernetes/controller-manager.conf",
+		"--authentication-kubeconfig", "/etc/kubernetes/controller-manager.conf",
+		"--authorization-kubeconfig", "/etc/kubernetes/controller-manager.conf",
+		"--root-ca-file", "/etc/kubernetes/pki/ca.crt",
+		"--service-account-private-key-file", "/etc/kubernetes/pki/sa.key",
+		"--service-cluster-ip-range", "10.215.0.0/24",
+		"--use-service-account-credentials", // each controller as its own ServiceAccount, as kubeadm runs it
+		"--leader-elect=false", "--bind-address", "127.0.0.1",
+	); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Start(filepath.Join(bin, "kube-scheduler"),
+		"--kubeconfig", "/etc/kubernetes/scheduler.conf",
+		"--authentication-kubeconfig", "/etc/kubernetes/scheduler.conf",
+		"--authorization-kubeconfig", "/etc/kubernetes/scheduler.conf",
+		"--leader-elect=false", "--bind-address", "127.0.0.1",
+	); err != nil {
+		t.Fatal(err)
+	}
+
 	eventually(t, ctx, func() error {
 		select {
 		case <-kubelet.Done():
@@ -216,7 +273,7 @@ imageGCLowThresholdPercent: 99
 		}
 		return fmt.Errorf("node %s has no Ready condition yet", n.Name)
 	})
-	t.Logf("Node %s Ready %s after the kubelet started", node.Name, time.Since(start).Round(time.Millisecond))
+	t.Logf("%s: Node %s Ready", since(), node.Name)
 	n, err := cs.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -232,27 +289,36 @@ imageGCLowThresholdPercent: 99
 			n.Status.NodeInfo.KubeletVersion, n.Status.NodeInfo.ContainerRuntimeVersion)
 	}
 
-	// A pod on that node, which the ServiceAccount admission plugin admits once the
-	// namespace has its default ServiceAccount.
-	if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// A pod that the scheduler places, with the ServiceAccount token that the
+	// controller manager (the default ServiceAccount, kube-root-ca.crt) and the API
+	// server (TokenRequest) make possible, and a Service in front of it.
+	eventually(t, ctx, func() error {
+		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	t.Logf("%s: ServiceAccount default/default made by kube-controller-manager", since())
+	labels := map[string]string{"app": "tiny"}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "tiny", Namespace: "default"},
+		ObjectMeta: metav1.ObjectMeta{Name: "tiny", Namespace: "default", Labels: labels},
 		Spec: corev1.PodSpec{
-			NodeName:                      node.Name,
-			AutomountServiceAccountToken:  ptr.To(false),
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
 			Containers: []corev1.Container{{
 				Name: "tiny", Image: TinyImage, ImagePullPolicy: corev1.PullNever,
-				Args: []string{"serve", ":8080"},
+				Args:  []string{"serve", ":8080"},
+				Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
 			}},
 		},
+	}
+	svc, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "tiny", Namespace: "default"},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	start = time.Now()
 	var podIP string
 	eventually(t, ctx, func() error {
 		p, err := cs.CoreV1().Pods("default").Get(ctx, "tiny", metav1.GetOptions{})
@@ -260,24 +326,34 @@ imageGCLowThresholdPercent: 99
 			return err
 		}
 		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
-			return fmt.Errorf("pod tiny is %s, IP %q: %v", p.Status.Phase, p.Status.PodIP, p.Status.ContainerStatuses)
+			return fmt.Errorf("pod tiny is %s on %q, IP %q: %v %v", p.Status.Phase, p.Spec.NodeName, p.Status.PodIP, p.Status.Conditions, p.Status.ContainerStatuses)
+		}
+		if p.Spec.NodeName != node.Name {
+			t.Fatalf("pod tiny was placed on %q", p.Spec.NodeName)
+		}
+		if len(p.Spec.Volumes) == 0 || p.Spec.Volumes[0].Projected == nil {
+			t.Fatalf("pod tiny has no ServiceAccount token volume: %v", p.Spec.Volumes)
 		}
 		podIP = p.Status.PodIP
 		return nil
 	})
-	t.Logf("pod tiny Running at %s %s after it was created", podIP, time.Since(start).Round(time.Millisecond))
+	t.Logf("%s: pod tiny Running at %s", since(), podIP)
 
-	// The pod answers on its CNI address, from its node.
-	eventually(t, ctx, func() error {
-		out, err := node.Run(ctx, "bash", "-c", "exec 3<>/dev/tcp/"+podIP+"/8080 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(string(out), "tiny on tiny") {
-			return fmt.Errorf("the pod answered %q", out)
-		}
-		return nil
-	})
+	// The pod answers on its CNI address, from its node, and on the Service's
+	// ClusterIP, which only kube-proxy's rules in the node's network lead to it.
+	for _, addr := range []string{podIP + "/8080", svc.Spec.ClusterIP + "/80"} {
+		eventually(t, ctx, func() error {
+			out, err := node.Run(ctx, "bash", "-c", "exec 3<>/dev/tcp/"+addr+" && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(string(out), "tiny on tiny") {
+				return fmt.Errorf("%s answered %q", addr, out)
+			}
+			return nil
+		})
+	}
+	t.Logf("%s: pod tiny answers on %s and behind Service tiny on %s", since(), podIP, svc.Spec.ClusterIP)
 	if testing.Verbose() {
 		p, _ := cs.CoreV1().Pods("default").Get(ctx, "tiny", metav1.GetOptions{})
 		t.Logf("node %s: %+v\npod: %+v\nkubelet:\n%s", n.Name, n.Status.NodeInfo, p.Status.ContainerStatuses, lastLines(kubelet.Output(), 15))
