@@ -73,6 +73,17 @@ func TestHosts(t *testing.T) {
 	if b, _ := os.ReadFile(h1.Path("/etc/hostname")); strings.TrimSpace(string(b)) != h1.Name {
 		t.Errorf("/etc/hostname in %s = %q", h1.Name, b)
 	}
+	// No DNS server, so that a lookup of an unknown name fails at once.
+	if b, _ := os.ReadFile(h1.Path("/etc/resolv.conf")); strings.Contains(string(b), "nameserver") {
+		t.Errorf("/etc/resolv.conf in %s names a server: %q", h1.Name, b)
+	}
+	lookup := time.Now()
+	if _, err := h1.Run(ctx, "getent", "hosts", "drover-no-such-host.example"); err == nil {
+		t.Error("an unknown name resolved in a host")
+	}
+	if d := time.Since(lookup); d > 2*time.Second {
+		t.Errorf("looking up an unknown name in a host took %s", d)
+	}
 
 	// Processes are in the host's cgroups.
 	out, err := h1.Run(ctx, "cat", "/proc/self/cgroup")
