@@ -96,14 +96,6 @@ func New(n int, opts Options) (*Set, error) {
 	if n < 1 || n > 200 {
 		return nil, fmt.Errorf("hosts: %d hosts asked for; 1 to 200 fit on one bridge", n)
 	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("hosts: test hosts need root (network, mount and UTS namespaces, a bridge, cgroups)")
-	}
-	for _, c := range []string{"ip", "nsenter", "unshare", "mount", "hostname", "sleep"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return nil, fmt.Errorf("hosts: %s is not installed (iproute2, util-linux, mount, hostname, coreutils)", c)
-		}
-	}
 	names := opts.Names
 	if len(names) == 0 {
 		for i := range n {
@@ -112,6 +104,24 @@ func New(n int, opts Options) (*Set, error) {
 	}
 	if len(names) != n {
 		return nil, fmt.Errorf("hosts: %d names for %d hosts", len(names), n)
+	}
+	seen := map[string]bool{}
+	for _, name := range names {
+		if !validName(name) {
+			return nil, fmt.Errorf("hosts: %q is not a hostname: lower-case letters, digits and '-', at most 63", name)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("hosts: two hosts named %q", name)
+		}
+		seen[name] = true
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("hosts: test hosts need root (network, mount and UTS namespaces, a bridge, cgroups)")
+	}
+	for _, c := range []string{"ip", "nsenter", "unshare", "mount", "hostname", "sleep"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return nil, fmt.Errorf("hosts: %s is not installed (iproute2, util-linux, mount, hostname, coreutils)", c)
+		}
 	}
 	base := opts.BaseDir
 	if base == "" {
@@ -231,6 +241,18 @@ func lockState() (unlock func(), err error) {
 		_ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 		lock.Close()
 	}, nil
+}
+
+func validName(name string) bool {
+	if name == "" || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
+		return false
+	}
+	for _, c := range name {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // claimSlot tears down the leftovers of dead runs and takes the lowest free slot,

@@ -163,6 +163,14 @@ func TestHosts(t *testing.T) {
 	assertGone(t, s)
 }
 
+func TestNewRefusesBadNames(t *testing.T) {
+	for _, names := range [][]string{{"a", "a"}, {"Host"}, {"-a"}, {"a_b"}, {strings.Repeat("a", 64)}} {
+		if _, err := New(len(names), Options{Names: names}); err == nil || !strings.Contains(err.Error(), "name") {
+			t.Errorf("New with names %q: %v", names, err)
+		}
+	}
+}
+
 // assertGone fails t if anything of s remains.
 func assertGone(t *testing.T, s *Set) {
 	t.Helper()

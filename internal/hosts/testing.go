@@ -76,12 +76,13 @@ var packages = map[string]struct{ pkg, path string }{
 	"ctr":        {"containerd", "/usr/bin/ctr"},
 	"runc":       {"runc", "/usr/sbin/runc"},
 	"cni":        {"containernetworking-plugins", "/usr/lib/cni/bridge"},
+	"curl":       {"curl", "/usr/bin/curl"},
 }
 
 var aptUpdate sync.Once
 
 // Require makes sure the commands exist (names from the table above: ip, nsenter,
-// unshare, iptables, sshd, containerd, ctr, runc, cni), installing their Debian
+// unshare, iptables, sshd, containerd, ctr, runc, cni, curl), installing their Debian
 // packages with apt-get where they do not, and skips t, saying what is missing,
 // where that fails. It runs `apt-get update` once per process, before the first
 // install.
