@@ -3,8 +3,8 @@
 //
 //	go run ./hack/hosts up [-n 3] [-names a,b,c]   make hosts, print how to enter them,
 //	                                               tear them down on Ctrl-C or SIGTERM
-//	go run ./hack/hosts enter RUN HOST [CMD...]    run CMD (default bash) in a host of a
-//	                                               live run, in its namespaces and cgroup
+//	go run ./hack/hosts enter RUN HOST [CMD...]    run CMD (default bash) in a host (by its
+//	                                               ID) of a live run, in its namespaces and cgroup
 //	go run ./hack/hosts ls                         list the runs on this machine
 //	go run ./hack/hosts clean                      tear down what dead runs left behind
 //
@@ -85,7 +85,7 @@ func up(n int, opts hosts.Options) error {
 	fmt.Printf("run %s: bridge %s, subnet %s; the hosts reach this machine at %s\n\n", s.Run, s.Bridge, s.Subnet, s.Gateway)
 	fmt.Printf("%-12s %-15s %s\n", "HOST", "IP", "ENTER WITH")
 	for _, h := range s.Hosts {
-		fmt.Printf("%-12s %-15s go run ./hack/hosts enter %s %s\n", h.Name, h.IP, s.Run, h.Name)
+		fmt.Printf("%-12s %-15s go run ./hack/hosts enter %s %s\n", h.ID, h.IP, s.Run, h.ID)
 	}
 	fmt.Printf("\nData in %s; process logs in <host>/logs. Ctrl-C tears everything down.\n", s.Dir)
 	<-sigs

@@ -23,7 +23,8 @@ type Options struct {
 	// BaseDir holds each run's data directory, BaseDir/<run>; default
 	// $DROVER_HOSTS_DIR, else /tmp/drover-hosts.
 	BaseDir string
-	// Names are the hosts' hostnames; default host-0, host-1, ...
+	// Names are the hosts' hostnames; default host-0, host-1, ... Two hosts may have
+	// one name, as two machines may: see Host.ID.
 	Names []string
 	// Logf, when set, receives a line for each step of setting up and tearing down.
 	Logf func(format string, args ...any)
@@ -59,6 +60,9 @@ type Set struct {
 type Host struct {
 	// Name is the hostname.
 	Name string
+	// ID names the host's data directory and cgroup: its Name, or Name.<index> for
+	// the second and later hosts that share a name.
+	ID string
 	// IP is the address of its eth0, on Set.Bridge.
 	IP netip.Addr
 	// Dir is its data directory, seen from the root namespace. Its etc/ is the upper
@@ -67,7 +71,7 @@ type Host struct {
 	// which also sees the machine's files under the overlay.
 	Dir string
 
-	set    *Set
+	veth   string // its root end, on the bridge
 	anchor *exec.Cmd
 	pid    int
 	// anchorDone is closed once the anchor process has exited.
@@ -105,15 +109,10 @@ func New(n int, opts Options) (*Set, error) {
 	if len(names) != n {
 		return nil, fmt.Errorf("hosts: %d names for %d hosts", len(names), n)
 	}
-	seen := map[string]bool{}
 	for _, name := range names {
 		if !validName(name) {
 			return nil, fmt.Errorf("hosts: %q is not a hostname: lower-case letters, digits and '-', at most 63", name)
 		}
-		if seen[name] {
-			return nil, fmt.Errorf("hosts: two hosts named %q", name)
-		}
-		seen[name] = true
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("hosts: test hosts need root (network, mount and UTS namespaces, a bridge, cgroups)")
@@ -177,32 +176,33 @@ func Clean(logf func(format string, args ...any)) error {
 	return nil
 }
 
-// Attach finds host name of a live run (e.g. "r0") made by another process, to run
-// commands in it: only Name, Dir, PID, Cgroup, Path, WriteFile, Command and Run work
-// on what it returns; the run's owner still starts and tears down its processes.
-func Attach(run, name string) (*Host, error) {
-	rel := cgroupTop + "/" + run + "/" + name
+// Attach finds the host with ID id of a live run (e.g. "r0") made by another
+// process, to run commands in it: only Name, ID, Dir, PID, Cgroup, Path, WriteFile,
+// Command and Run work on what it returns; the run's owner still starts and tears
+// down its processes.
+func Attach(run, id string) (*Host, error) {
+	rel := cgroupTop + "/" + run + "/" + id
 	cg := existingCgroup(rel)
 	if len(cg) == 0 {
-		return nil, fmt.Errorf("hosts: no host %s in run %s", name, run)
+		return nil, fmt.Errorf("hosts: no host %s in run %s", id, run)
 	}
 	for _, pid := range cg.pids() {
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err != nil || !bytes.Contains(env, []byte("\x00DROVER_HOST="+name+"\x00")) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
 			continue
 		}
-		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "sleep" {
-			continue
-		}
-		dir := ""
-		for _, kv := range bytes.Split(env, []byte{0}) {
-			if v, ok := bytes.CutPrefix(kv, []byte("DROVER_HOST_DIR=")); ok {
-				dir = string(v)
+		env := map[string]string{}
+		for _, kv := range bytes.Split(b, []byte{0}) {
+			if k, v, ok := strings.Cut(string(kv), "="); ok {
+				env[k] = v
 			}
 		}
-		return &Host{Name: name, Dir: dir, pid: pid, cgroup: cg, cgroupRel: rel}, nil
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); env["DROVER_HOST_ID"] != id || strings.TrimSpace(string(comm)) != "sleep" {
+			continue
+		}
+		return &Host{Name: env["DROVER_HOST"], ID: id, Dir: env["DROVER_HOST_DIR"], pid: pid, cgroup: cg, cgroupRel: rel}, nil
 	}
-	return nil, fmt.Errorf("hosts: host %s of run %s has no anchor process; is its run alive?", name, run)
+	return nil, fmt.Errorf("hosts: host %s of run %s has no anchor process; is its run alive?", id, run)
 }
 
 // List writes one line per run on this machine: its slot, owner and whether the
@@ -334,9 +334,15 @@ func (s *Set) setup(names []string) error {
 	for range 9 {
 		ip = ip.Next()
 	}
+	seen := map[string]bool{}
 	for i, name := range names {
 		ip = ip.Next()
-		h, err := s.addHost(i, name, ip)
+		id := name
+		if seen[name] {
+			id = fmt.Sprintf("%s.%d", name, i) // a dot is in no hostname given
+		}
+		seen[name] = true
+		h, err := s.addHost(i, id, name, ip)
 		if h != nil {
 			s.Hosts = append(s.Hosts, h)
 		}
@@ -385,23 +391,24 @@ echo ready
 exec sleep infinity
 `
 
-func (s *Set) addHost(i int, name string, ip netip.Addr) (*Host, error) {
-	dir := filepath.Join(s.Dir, name)
+func (s *Set) addHost(i int, id, name string, ip netip.Addr) (*Host, error) {
+	dir := filepath.Join(s.Dir, id)
 	for _, d := range []string{".cgroup", "etc", ".etc-work", "var/lib", "var/log", "run", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	rel := cgroupTop + "/" + s.Run + "/" + name
+	rel := cgroupTop + "/" + s.Run + "/" + id
 	cg, err := makeCgroup(rel)
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{Name: name, IP: ip, Dir: dir, set: s, cgroup: cg, cgroupRel: rel, anchorDone: make(chan struct{})}
+	veth := fmt.Sprintf("%s%dx%d", vethPrefix, s.slot, i)
+	h := &Host{Name: name, ID: id, IP: ip, Dir: dir, veth: veth, cgroup: cg, cgroupRel: rel, anchorDone: make(chan struct{})}
 
 	anchor := exec.Command("/bin/sh", "-c", h.joinCgroupScript(), "drover-host",
 		"unshare", "--net", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", "-c", setupScript)
-	anchor.Env = append(os.Environ(), "DROVER_HOST="+name, "DROVER_HOST_DIR="+dir, "DROVER_HOSTS_RUN="+s.Run)
+	anchor.Env = append(os.Environ(), "DROVER_HOST="+name, "DROVER_HOST_ID="+id, "DROVER_HOST_DIR="+dir, "DROVER_HOSTS_RUN="+s.Run)
 	var stderr bytes.Buffer
 	anchor.Stderr = &stderr
 	out, err := anchor.StdoutPipe()
@@ -425,7 +432,6 @@ func (s *Set) addHost(i int, name string, ip netip.Addr) (*Host, error) {
 	}()
 
 	pid := strconv.Itoa(anchor.Process.Pid)
-	veth := fmt.Sprintf("%s%dx%d", vethPrefix, s.slot, i)
 	if err := run("ip", "link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "netns", pid); err != nil {
 		return h, err
 	}
@@ -443,7 +449,7 @@ func (s *Set) addHost(i int, name string, ip netip.Addr) (*Host, error) {
 			return h, err
 		}
 	}
-	s.logf("hosts %s: %s is %s (pid %s, cgroup %s)", s.Run, name, ip, pid, rel)
+	s.logf("hosts %s: %s is %s (pid %s, cgroup %s)", s.Run, id, ip, pid, rel)
 	return h, nil
 }
 
@@ -463,6 +469,14 @@ func (h *Host) joinCgroupScript() string {
 // PID is the process that holds the host's namespaces open: `nsenter --target PID
 // --net --mount --uts` enters the host.
 func (h *Host) PID() int { return h.pid }
+
+// Disconnect cuts the host off the network, as a pulled cable does: its end on the
+// bridge goes down, so that whatever it sends and whatever is sent to it is lost,
+// without an error, until Reconnect. What runs in it goes on running.
+func (h *Host) Disconnect() error { return run("ip", "link", "set", h.veth, "down") }
+
+// Reconnect undoes Disconnect.
+func (h *Host) Reconnect() error { return run("ip", "link", "set", h.veth, "up") }
 
 // Cgroup is the host's cgroup, relative to each hierarchy's root, with a leading
 // slash: what kubelet's cgroupRoot is set to, so that its pods are the host's too.

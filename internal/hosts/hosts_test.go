@@ -136,11 +136,11 @@ func TestHosts(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(lis.Output(), "got from-"+h0.Name) })
 
 	// Another process finds a host of this run, as `go run ./hack/hosts enter` does.
-	attached, err := Attach(s.Run, h1.Name)
+	attached, err := Attach(s.Run, h1.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if attached.PID() != h1.PID() || attached.Dir != h1.Dir {
+	if attached.PID() != h1.PID() || attached.Dir != h1.Dir || attached.Name != h1.Name {
 		t.Errorf("Attach found pid %d, dir %s; want %d, %s", attached.PID(), attached.Dir, h1.PID(), h1.Dir)
 	}
 	if out, err := attached.Run(ctx, "hostname"); err != nil || strings.TrimSpace(string(out)) != h1.Name {
@@ -164,10 +164,61 @@ func TestHosts(t *testing.T) {
 }
 
 func TestNewRefusesBadNames(t *testing.T) {
-	for _, names := range [][]string{{"a", "a"}, {"Host"}, {"-a"}, {"a_b"}, {strings.Repeat("a", 64)}} {
+	for _, names := range [][]string{{"Host"}, {"-a"}, {"a_b"}, {"a.b"}, {strings.Repeat("a", 64)}} {
 		if _, err := New(len(names), Options{Names: names}); err == nil || !strings.Contains(err.Error(), "name") {
 			t.Errorf("New with names %q: %v", names, err)
 		}
+	}
+}
+
+// TestTwinsAndDisconnect makes two hosts of one hostname, as two machines may be, and
+// cuts one off the network and back.
+func TestTwinsAndDisconnect(t *testing.T) {
+	s := NewForTest(t, 2, Options{Names: []string{"twin", "twin"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := s.Hosts[0], s.Hosts[1]
+	if a.ID != "twin" || b.ID != "twin.1" || a.Dir == b.Dir || a.Cgroup() == b.Cgroup() || a.IP == b.IP {
+		t.Fatalf("twins: %s %s %s %s, %s %s %s %s", a.ID, a.Dir, a.Cgroup(), a.IP, b.ID, b.Dir, b.Cgroup(), b.IP)
+	}
+	for _, h := range s.Hosts {
+		if out, err := h.Run(ctx, "hostname"); err != nil || strings.TrimSpace(string(out)) != "twin" {
+			t.Errorf("hostname of %s: %q, %v", h.ID, out, err)
+		}
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.Gateway.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	connect := "timeout 2 bash -c 'exec 3<>/dev/tcp/" + s.Gateway.String() + "/" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "'"
+	if _, err := b.Run(ctx, "sh", "-c", connect); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(ctx, "sh", "-c", connect); err == nil {
+		t.Error("a disconnected host reached the hub")
+	}
+	if _, err := a.Run(ctx, "sh", "-c", connect); err != nil {
+		t.Errorf("the other twin lost the hub too: %v", err)
+	}
+	if err := b.Reconnect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(ctx, "sh", "-c", connect); err != nil {
+		t.Errorf("after Reconnect: %v", err)
 	}
 }
 

@@ -37,7 +37,7 @@ func NewForTest(t testing.TB, n int, opts Options) *Set {
 				procs := append([]*Process(nil), h.procs...)
 				h.mu.Unlock()
 				for _, p := range procs {
-					t.Logf("%s on %s (%s), last output:\n%s", p.Name, h.Name, p.LogPath, lastLines(p.Output(), 25))
+					t.Logf("%s on %s (%s), last output:\n%s", p.Name, h.ID, p.LogPath, lastLines(p.Output(), 25))
 				}
 			}
 		}
