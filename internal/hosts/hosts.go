@@ -593,6 +593,10 @@ func (p *Process) Err() error {
 // Output is the last 64 KiB of what the process wrote.
 func (p *Process) Output() string { return p.tail.String() }
 
+// Signal sends sig to the process: syscall.SIGKILL kills it mid-step, as a crash
+// would. What it started itself lives on in the host until the host is closed.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Stop sends SIGTERM, and SIGKILL after grace, and waits for the process to exit.
 func (p *Process) Stop(grace time.Duration) {
 	select {

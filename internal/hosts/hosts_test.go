@@ -147,6 +147,18 @@ func TestHosts(t *testing.T) {
 		t.Errorf("hostname through Attach: %q, %v", out, err)
 	}
 
+	// A process killed by a signal, as a crash would.
+	victim, err := h1.Start("sleep", "1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := victim.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := victim.Err(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("a killed process exited with %v", err)
+	}
+
 	// Teardown leaves nothing: processes, cgroups, links, rules, files.
 	sleeper, err := h1.Start("sleep", "1000")
 	if err != nil {
