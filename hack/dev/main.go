@@ -122,6 +122,8 @@ type dev struct {
 	manager *proc
 	// metricsAddr, probesAddr, hubAddr and webhookAddr are the manager's, for the banner.
 	metricsAddr, probesAddr, hubAddr, webhookAddr string
+	// proxyLines show the authentication proxy in the banner (proxy.go).
+	proxyLines []string
 	// logs are the control planes' log files, closed once they have stopped.
 	logs []*os.File
 
@@ -473,6 +475,9 @@ func (d *dev) up(ctx context.Context) error {
 		default:
 			ready = fmt.Sprintf("%d ManagedClusters Ready %s after start (%s)", len(names), d.since(), d.readySummary())
 			d.con.printf("%s", ready)
+			if d.opts.targets >= 2 {
+				d.proxyLines = d.proxyDemo(ctx, hubc, targetName(0), targetName(d.opts.targets-1))
+			}
 		}
 	}
 	d.banner(ready)
@@ -760,6 +765,9 @@ func (d *dev) banner(ready string) {
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s auth can-i list pods --as bob --as-group sre\n", tl)
 	fmt.Fprintf(&b, "  # payments-devs: project-member in the namespaces of ClusterProject payments (env=prod)\n")
 	fmt.Fprintf(&b, "  kubectl --kubeconfig %s auth can-i create deployments -n payments-api --as alice@example.com\n", t1)
+	for _, l := range d.proxyLines {
+		fmt.Fprintln(&b, l)
+	}
 	if len(tunnelled) > 0 {
 		e := tunnelled[0]
 		e1 := d.rel(d.kubeconfigPath(e.name))
