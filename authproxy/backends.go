@@ -37,28 +37,43 @@ type Backends interface {
 }
 
 // Connections serves Backends from the manager's connection cache: the same
-// connection (and, through a tunnel, the same agent) the controllers use.
+// connection (and, through a tunnel, the same agent) the controllers use. A replica
+// that is not the leader runs no controllers and so holds no connections: it dials
+// the clusters it is asked for itself (followers.go).
 type Connections struct {
 	// Cache returns the connection cache, or nil before the controllers started.
 	Cache func() *remote.Cache
+	// Leading tells whether this replica runs the controllers; nil means it does.
+	Leading func() bool
+	// Follower configures the connections of a replica that does not lead.
+	Follower FollowerOptions
 
 	mu       sync.Mutex
 	backends map[*remote.Cluster]*Backend
+	own      *remote.Cache
+	ownNames map[string]bool
 }
 
 // Backend implements Backends. A cluster that is not connected is refused at once,
 // never waited for.
 func (c *Connections) Backend(name string) (*Backend, error) {
-	var rc *remote.Cache
-	if c.Cache != nil {
-		rc = c.Cache()
-	}
-	if rc == nil {
-		return nil, fmt.Errorf("cluster %s is not connected yet: the manager is starting", name)
-	}
-	cl := rc.Get(name)
-	if cl == nil {
-		return nil, fmt.Errorf("cluster %s is not connected: the hub has no connection to it", name)
+	var cl *remote.Cluster
+	if c.Leading == nil || c.Leading() {
+		var rc *remote.Cache
+		if c.Cache != nil {
+			rc = c.Cache()
+		}
+		if rc == nil {
+			return nil, fmt.Errorf("cluster %s is not connected yet: the manager is starting", name)
+		}
+		if cl = rc.Get(name); cl == nil {
+			return nil, fmt.Errorf("cluster %s is not connected: the hub has no connection to it", name)
+		}
+	} else {
+		var err error
+		if cl, err = c.follow(name); err != nil {
+			return nil, err
+		}
 	}
 	if h := cl.Health(); !h.Connected {
 		msg := h.Message

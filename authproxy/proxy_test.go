@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
@@ -83,6 +85,15 @@ func (b *backends) Backend(name string) (*Backend, error) {
 type env struct {
 	proxy *httptest.Server
 	b     *backends
+	// logs holds the proxy's log lines.
+	mu   sync.Mutex
+	logs []string
+}
+
+func (e *env) logged() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return strings.Join(e.logs, "\n")
 }
 
 func newEnv(t *testing.T) *env {
@@ -111,12 +122,18 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e := &env{b: b}
+	p.log = funcr.New(func(prefix, args string) {
+		e.mu.Lock()
+		e.logs = append(e.logs, prefix+" "+args)
+		e.mu.Unlock()
+	}, funcr.Options{})
 	mux := http.NewServeMux()
 	mux.Handle(PathPrefix, p)
 	mux.Handle("GET "+ListPath, p.ListHandler())
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return &env{proxy: srv, b: b}
+	e.proxy = httptest.NewServer(mux)
+	t.Cleanup(e.proxy.Close)
+	return e
 }
 
 func (e *env) upstream(t *testing.T, name string, h http.HandlerFunc) {
@@ -169,6 +186,7 @@ func TestProxy(t *testing.T) {
 
 	t.Run("forwarded as the caller, never with its credentials", func(t *testing.T) {
 		g := NewWithT(t)
+		before := testutil.ToFloat64(requests.WithLabelValues("allowed", "200"))
 		code, body := e.do(t, "alice-token", "GET", "/clusters/allowed/api/v1/namespaces/default/pods?limit=5", http.Header{
 			"Impersonate-User": {"system:admin"}, "Impersonate-Group": {"system:masters"}})
 		g.Expect(code).To(Equal(http.StatusOK), body)
@@ -178,6 +196,9 @@ func TestProxy(t *testing.T) {
 		g.Expect(r.Header.Get("Authorization")).To(BeEmpty())
 		g.Expect(r.Header.Get("Impersonate-User")).To(Equal("alice@example.com"))
 		g.Expect(r.Header.Values("Impersonate-Group")).To(ConsistOf("system:authenticated", "devs"))
+		// Counted, and one audit line that names the caller, never its token.
+		g.Expect(testutil.ToFloat64(requests.WithLabelValues("allowed", "200"))).To(Equal(before + 1))
+		g.Expect(e.logged()).To(ContainSubstring(`"user"="alice@example.com" "cluster"="allowed" "verb"="list" "path"="/clusters/allowed/api/v1/namespaces/default/pods" "code"=200`))
 	})
 
 	t.Run("refused alike whether or not the cluster exists", func(t *testing.T) {
@@ -208,6 +229,15 @@ func TestProxy(t *testing.T) {
 		code, body := e.do(t, "alice-token", "GET", "/clusters/down/api/v1/pods", nil)
 		g.Expect(code).To(Equal(http.StatusServiceUnavailable))
 		g.Expect(body).To(ContainSubstring("cluster down is not connected"))
+	})
+
+	t.Run("no credential is ever logged", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(e.logged()).NotTo(BeEmpty())
+		for tok := range users {
+			g.Expect(e.logged()).NotTo(ContainSubstring(tok))
+		}
+		g.Expect(e.logged()).NotTo(ContainSubstring("forged-token"))
 	})
 
 	t.Run("list", func(t *testing.T) {

@@ -67,6 +67,20 @@ func TestTunnelThroughPeer(t *testing.T) {
 
 	grantView(g, hub.c, tc, "edge-7")
 
+	// The authentication proxy answers on both replicas: the leader reaches the
+	// cluster through its controllers' connection (through the follower's tunnel), the
+	// follower with a connection of its own.
+	aliceKubeconfig, err := hub.cp.AddUser("alice@example.com")
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, addr := range []string{hub.addr, follower} {
+		cfg := proxyConfig(g, hub, aliceKubeconfig, "")
+		cfg.Host = "https://" + addr
+		g.Eventually(func(g Gomega) {
+			_, err := clientFor(g, cfg, "edge-7").CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+			g.Expect(err).NotTo(HaveOccurred())
+		}, 20*time.Second, 200*time.Millisecond).Should(Succeed(), "through the replica at %s", addr)
+	}
+
 	// The tunnel closing at the follower is seen by the leader.
 	stopAgent()
 	start := time.Now()
