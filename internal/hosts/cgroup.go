@@ -18,10 +18,13 @@ import (
 // keeps its hosts' cgroups: <hierarchy>/drover-hosts/<run>/<host>.
 const cgroupTop = "drover-hosts"
 
+// mountinfo is where hierarchies reads the mounts; tests point it elsewhere.
+var mountinfo = "/proc/self/mountinfo"
+
 // hierarchies returns the mount points of the cgroup v1 hierarchies, e.g.
 // /sys/fs/cgroup/cpu and /sys/fs/cgroup/systemd, sorted.
 func hierarchies() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(mountinfo)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +44,7 @@ func hierarchies() ([]string, error) {
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, errors.New("no cgroup v1 hierarchy is mounted; the hosts harness needs cgroup v1 (or hybrid) mounts under /sys/fs/cgroup")
+		return nil, fmt.Errorf("%w: no cgroup v1 hierarchy is mounted, and the harness needs cgroup v1 (or hybrid) mounts under /sys/fs/cgroup", ErrUnsupported)
 	}
 	sort.Strings(out)
 	return out, nil

@@ -18,6 +18,10 @@ import (
 	"time"
 )
 
+// ErrUnsupported is wrapped by New's errors where this machine cannot make hosts at
+// all: no cgroup v1 hierarchies, or namespaces, overlays or mounts refused.
+var ErrUnsupported = errors.New("this machine cannot make test hosts")
+
 // Options configure a Set.
 type Options struct {
 	// BaseDir holds each run's data directory, BaseDir/<run>; default
@@ -424,7 +428,7 @@ func (s *Set) addHost(i int, id, name string, ip netip.Addr) (*Host, error) {
 	if strings.TrimSpace(line) != "ready" {
 		err := anchor.Wait()
 		close(h.anchorDone)
-		return h, fmt.Errorf("setting up its namespaces: %w: %s", err, strings.TrimSpace(stderr.String()))
+		return h, fmt.Errorf("%w: setting up its namespaces: %w: %s", ErrUnsupported, err, strings.TrimSpace(stderr.String()))
 	}
 	go func() {
 		_ = anchor.Wait()

@@ -3,10 +3,12 @@ package hosts
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -231,6 +233,20 @@ func TestTwinsAndDisconnect(t *testing.T) {
 	}
 	if _, err := b.Run(ctx, "sh", "-c", connect); err != nil {
 		t.Errorf("after Reconnect: %v", err)
+	}
+}
+
+// TestCgroupV2OnlyIsUnsupported checks that a machine with only the unified
+// hierarchy is reported as one that cannot make hosts, which NewForTest skips on.
+func TestCgroupV2OnlyIsUnsupported(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "mountinfo")
+	if err := os.WriteFile(f, []byte("35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer func(old string) { mountinfo = old }(mountinfo)
+	mountinfo = f
+	if _, err := hierarchies(); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("hierarchies on a cgroup v2 machine: %v, want ErrUnsupported", err)
 	}
 }
 

@@ -25,8 +25,8 @@ func NewForTest(t testing.TB, n int, opts Options) *Set {
 	}
 	s, err := New(n, opts)
 	if err != nil {
-		if s == nil && strings.Contains(err.Error(), "setting up its namespaces") {
-			t.Skipf("this machine cannot make test hosts: %v", err)
+		if errors.Is(err, ErrUnsupported) {
+			t.Skip(err)
 		}
 		t.Fatal(err)
 	}
