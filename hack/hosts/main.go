@@ -7,6 +7,8 @@
 //	                                               ID) of a live run, in its namespaces and cgroup
 //	go run ./hack/hosts ls                         list the runs on this machine
 //	go run ./hack/hosts clean                      tear down what dead runs left behind
+//	go run ./hack/hosts images DIR [-pause REF]    write the pause image (named REF) and
+//	                                               the tiny test image as OCI archives
 //
 // It needs root. See docs/hosts.md.
 package main
@@ -32,7 +34,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: hosts up [-n N] [-names a,b] | ls | clean")
+		return fmt.Errorf("usage: hosts up [-n N] [-names a,b] | enter RUN HOST [CMD...] | ls | clean | images DIR [-pause REF]")
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	switch args[0] {
@@ -69,8 +71,22 @@ func run(args []string) error {
 		return hosts.List(os.Stdout)
 	case "clean":
 		return hosts.Clean(logf)
+	case "images":
+		fs := flag.NewFlagSet("images", flag.ContinueOnError)
+		pause := fs.String("pause", hosts.PauseImage, "the pause image's name")
+		if len(args) < 2 {
+			return fmt.Errorf("usage: hosts images DIR [-pause REF]")
+		}
+		if err := fs.Parse(args[2:]); err != nil {
+			return err
+		}
+		written, err := hosts.WriteImages(args[1], *pause)
+		for _, p := range written {
+			fmt.Println(p)
+		}
+		return err
 	default:
-		return fmt.Errorf("unknown command %q: up, ls or clean", args[0])
+		return fmt.Errorf("unknown command %q: up, enter, ls, clean or images", args[0])
 	}
 }
 

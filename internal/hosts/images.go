@@ -143,6 +143,16 @@ var tinyBuild struct {
 // Tiny builds ./tiny, statically, once per process and returns the binary.
 func Tiny(t testing.TB) []byte {
 	t.Helper()
+	bin, err := BuildTiny()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// BuildTiny is Tiny for programs: it builds ./tiny once per process, from the
+// repository the working directory is in.
+func BuildTiny() ([]byte, error) {
 	tinyBuild.once.Do(func() {
 		dir, err := os.MkdirTemp("", "drover-tiny-")
 		if err != nil {
@@ -164,34 +174,49 @@ func Tiny(t testing.TB) []byte {
 		}
 		tinyBuild.bin, tinyBuild.err = os.ReadFile(filepath.Join(dir, "tiny"))
 	})
-	if tinyBuild.err != nil {
-		t.Fatal(tinyBuild.err)
+	return tinyBuild.bin, tinyBuild.err
+}
+
+// WriteImages writes the pause image, named pauseRef (PauseImage when empty), and
+// TinyImage as OCI archives into dir, as pause.tar and tiny.tar, for an artifact
+// source or `ctr images import` by hand.
+func WriteImages(dir, pauseRef string) ([]string, error) {
+	if pauseRef == "" {
+		pauseRef = PauseImage
 	}
-	return tinyBuild.bin
+	bin, err := BuildTiny()
+	if err != nil {
+		return nil, err
+	}
+	var written []string
+	for _, img := range []struct {
+		file, ref  string
+		entrypoint []string
+	}{{"pause.tar", pauseRef, []string{"/tiny", "pause"}}, {"tiny.tar", TinyImage, []string{"/tiny"}}} {
+		archive, err := OCIArchive(img.ref, map[string][]byte{"tiny": bin}, img.entrypoint)
+		if err != nil {
+			return nil, err
+		}
+		p := filepath.Join(dir, img.file)
+		if err := os.WriteFile(p, archive, 0o644); err != nil {
+			return nil, err
+		}
+		written = append(written, p)
+	}
+	return written, nil
 }
 
 // ImportImages loads PauseImage and TinyImage into the containerd that listens on
 // address inside h (its CRI namespace, k8s.io), with `ctr images import`.
 func ImportImages(t testing.TB, h *Host, address string) {
 	t.Helper()
-	bin := Tiny(t)
-	for ref, entrypoint := range map[string][]string{PauseImage: {"/tiny", "pause"}, TinyImage: {"/tiny"}} {
-		archive, err := OCIArchive(ref, map[string][]byte{"tiny": bin}, entrypoint)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The host sees the machine's /tmp.
-		f, err := os.CreateTemp("", "drover-image-*.tar")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = f.Write(archive)
-		f.Close()
-		defer os.Remove(f.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := h.Run(t.Context(), "ctr", "--address", address, "--namespace", "k8s.io", "images", "import", f.Name()); err != nil {
+	// The host sees the machine's temporary directory.
+	files, err := WriteImages(t.TempDir(), PauseImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if _, err := h.Run(t.Context(), "ctr", "--address", address, "--namespace", "k8s.io", "images", "import", f); err != nil {
 			t.Fatal(err)
 		}
 	}
