@@ -21,19 +21,25 @@ import (
 )
 
 func main() {
-	args := os.Args[1:]
-	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-drover") {
-		// Installed as the kubectl plugin: `kubectl drover kubeconfig ...` runs
-		// `kubectl-drover kubeconfig ...`; it never runs the manager.
-		if len(args) == 0 || args[0] != "kubeconfig" {
-			fmt.Fprintln(os.Stderr, "Usage: kubectl drover kubeconfig [--cluster NAME ...]")
-			os.Exit(2)
-		}
+	args, ok := pluginArgs(os.Args[0], os.Args[1:])
+	if !ok {
+		fmt.Fprintln(os.Stderr, "Usage: kubectl drover kubeconfig [--cluster NAME ...]")
+		os.Exit(2)
 	}
 	if err := run(ctrl.SetupSignalHandler(), args); err != nil {
 		fmt.Fprintln(os.Stderr, "drover:", err)
 		os.Exit(1)
 	}
+}
+
+// pluginArgs checks the arguments of the binary installed as the kubectl plugin
+// kubectl-drover: `kubectl drover kubeconfig ...` runs `kubectl-drover kubeconfig
+// ...`, and under that name the binary runs nothing else (never the manager).
+func pluginArgs(argv0 string, args []string) ([]string, bool) {
+	if !strings.HasPrefix(filepath.Base(argv0), "kubectl-drover") {
+		return args, true
+	}
+	return args, len(args) > 0 && args[0] == "kubeconfig"
 }
 
 func run(ctx context.Context, args []string) error {

@@ -257,6 +257,15 @@ func TestProxy(t *testing.T) {
 		t.Logf("answered in %s", time.Since(start).Round(time.Millisecond))
 		g.Expect(code).To(Equal(http.StatusServiceUnavailable), body)
 		g.Expect(body).To(ContainSubstring("px-refused is not connected"))
+		// The same for a cluster whose agent went away: its tunnel closing is known
+		// at once.
+		stopAgent()
+		waitTunnelDisconnected(g, hub.c, "px-tunnel")
+		start = time.Now()
+		code, body = get(g, adminHC, proxyURL+"px-tunnel/api/v1/pods", nil)
+		t.Logf("answered in %s", time.Since(start).Round(time.Millisecond))
+		g.Expect(code).To(Equal(http.StatusServiceUnavailable), body)
+		g.Expect(body).To(ContainSubstring("px-tunnel is not connected: no agent tunnel is open"))
 		// Deleting the ManagedCluster closes its route.
 		g.Expect(targets[1].RestartAPIServer()).To(Succeed())
 		waitReady(g, hub.c, "px-refused")
