@@ -20,8 +20,9 @@ var (
 	latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "drover_proxy_request_duration_seconds",
 		Help: "Time from receiving a request through the authentication proxy to the end of its answer (watches, logs -f and exec last as long as they stream), by cluster and HTTP code.",
-		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
-			1800},
+		// Few buckets: one series each per cluster and code. Milliseconds (a GET) to
+		// minutes (watches, exec sessions).
+		Buckets: []float64{0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300},
 	}, []string{"cluster", "code"})
 )
 
