@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -120,10 +121,25 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// aptInstall installs pkgs. Test binaries that run side by side may all want
+// packages at once, and apt-get refuses to run twice: they take turns under a lock
+// of the harness's.
 func aptInstall(pkgs ...string) error {
 	if _, err := exec.LookPath("apt-get"); err != nil {
 		return errors.New("apt-get is not available")
 	}
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(stateDir, "apt.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
 	var updateErr error
 	aptUpdate.Do(func() {
 		updateErr = aptGet("update", "-q")
