@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -13,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -41,9 +43,10 @@ import (
 	"github.com/drover-io/drover/controlplane"
 )
 
-// TestProxyStreams proves exec, port-forward (each over SPDY and over websockets) and
-// logs -f end to end through the authentication proxy, to a cluster dialled directly
-// and to one behind the agent's tunnel. There is no kubelet yet: each target is a
+// TestProxyStreams proves exec, attach, port-forward (each over SPDY and over
+// websockets), logs -f, and plain kubectl's exec, cp and port-forward end to end
+// through the authentication proxy, to a cluster dialled directly and to one behind
+// the agent's tunnel. There is no kubelet yet: each target is a
 // real API server behind a front that serves the pod subresources the way
 // kube-apiserver does (websocket exec translated to SPDY, port-forward websockets
 // tunnelled) towards a kubelet stand-in built from the CRI streaming server.
@@ -95,8 +98,20 @@ func TestProxyStreams(t *testing.T) {
 	waitReady(g, hub.c, "st-tunnel")
 
 	// The hub's admin reaches both (hub permission on managedclusters/proxy); the
-	// fronts do not authorize pod subresources, they record who asked.
+	// fronts do not authorize pod subresources, they record who asked. In the targets
+	// it is only what an AccessBinding makes it (system:masters is never forwarded):
+	// cluster-admin, for kubectl's reads of the pod.
+	g.Expect(hub.c.Create(ctx, &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: "admin-everywhere"}, Spec: v1alpha1.AccessBindingSpec{
+		Subjects: []v1alpha1.Subject{{Kind: v1alpha1.SubjectUser, Name: "drover-admin"}},
+		RoleRef:  v1alpha1.RoleRef{Kind: v1alpha1.RoleRefClusterRole, Name: "cluster-admin"},
+		Clusters: &v1alpha1.ClusterSelection{Names: []string{"st-direct", "st-tunnel"}}}})).To(Succeed())
 	user := proxyConfig(g, hub, hub.cp.Kubeconfig(), "")
+	for _, name := range []string{"st-direct", "st-tunnel"} {
+		g.Eventually(func(g Gomega) {
+			_, err := clientFor(g, user, name).CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+			g.Expect(err).NotTo(HaveOccurred())
+		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	}
 	for _, tc := range []struct {
 		cluster string
 		front   *streamingFront
@@ -139,6 +154,61 @@ func TestProxyStreams(t *testing.T) {
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(runPortForward(dialer)).To(Equal("port 8080:hello"))
 		})
+		t.Run(tc.cluster+"/attach over SPDY and websockets", func(t *testing.T) {
+			g := NewWithT(t)
+			ex, err := remotecommand.NewSPDYExecutor(cfg, "POST", podURL("attach", "stdin=true&stdout=true&container=app"))
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(runExec(ex)).To(Equal("attached app\nping"))
+			ex, err = remotecommand.NewWebSocketExecutor(cfg, "GET", podURL("attach", "stdin=true&stdout=true&container=app").String())
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(runExec(ex)).To(Equal("attached app\nping"))
+		})
+		t.Run(tc.cluster+"/kubectl exec, cp and port-forward", func(t *testing.T) {
+			g := NewWithT(t)
+			if _, err := exec.LookPath("kubectl"); err != nil {
+				t.Skip("kubectl is not installed")
+			}
+			kc := writeProxyKubeconfig(t, g, cfg)
+			// kubectl reads the pod first: it exists (no kubelet runs it), Running.
+			pc := tc.front.client
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/web"}}}}
+			g.Expect(pc.Create(ctx, pod)).To(Succeed())
+			pod.Status.Phase = corev1.PodRunning
+			g.Expect(pc.Status().Update(ctx, pod)).To(Succeed())
+
+			cmd := exec.Command("kubectl", "--kubeconfig="+kc, "exec", "-i", "web", "-c", "app", "--", "echo", "hi")
+			cmd.Stdin = strings.NewReader("ping")
+			out, err := cmd.CombinedOutput()
+			g.Expect(err).NotTo(HaveOccurred(), string(out))
+			g.Expect(string(out)).To(Equal("exec echo hi\nping"))
+
+			dst := filepath.Join(t.TempDir(), "copied")
+			out, err = exec.Command("kubectl", "--kubeconfig="+kc, "cp", "-c", "app", "web:/tmp/data.txt", dst).CombinedOutput()
+			g.Expect(err).NotTo(HaveOccurred(), string(out))
+			copied, err := os.ReadFile(dst)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(string(copied)).To(Equal("copied from /tmp/data.txt\n"))
+
+			pf := exec.Command("kubectl", "--kubeconfig="+kc, "port-forward", "pod/web", ":8080")
+			stdout, err := pf.StdoutPipe()
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(pf.Start()).To(Succeed())
+			defer func() { _ = pf.Process.Kill(); _ = pf.Wait() }()
+			line, err := bufio.NewReader(stdout).ReadString('\n')
+			g.Expect(err).NotTo(HaveOccurred())
+			// "Forwarding from 127.0.0.1:41234 -> 8080"
+			local := strings.Fields(strings.TrimPrefix(line, "Forwarding from "))[0]
+			conn, err := net.DialTimeout("tcp", local, 5*time.Second)
+			g.Expect(err).NotTo(HaveOccurred())
+			defer func() { _ = conn.Close() }()
+			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+			_, err = conn.Write([]byte("hello"))
+			g.Expect(err).NotTo(HaveOccurred())
+			_ = conn.(*net.TCPConn).CloseWrite()
+			b, _ := io.ReadAll(conn)
+			g.Expect(string(b)).To(Equal("port 8080:hello"))
+		})
 		t.Run(tc.cluster+"/logs -f streams as written", func(t *testing.T) {
 			g := NewWithT(t)
 			hc, err := rest.HTTPClientFor(cfg)
@@ -157,6 +227,21 @@ func TestProxyStreams(t *testing.T) {
 			g.Expect(line).To(Equal("line 2\n"))
 		})
 	}
+}
+
+// writeProxyKubeconfig writes a kubeconfig for kubectl from a client configuration
+// through the proxy.
+func writeProxyKubeconfig(t *testing.T, g Gomega, cfg *rest.Config) string {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u", Namespace: "default"}
+	kc.CurrentContext = "c"
+	b, err := clientcmd.Write(*kc)
+	g.Expect(err).NotTo(HaveOccurred())
+	path := filepath.Join(t.TempDir(), "proxy.kubeconfig")
+	g.Expect(os.WriteFile(path, b, 0o600)).To(Succeed())
+	return path
 }
 
 func runExec(ex remotecommand.Executor) (string, error) {
@@ -214,6 +299,8 @@ type streamingFront struct {
 	srv   *httptest.Server
 	token string
 	next  chan struct{}
+	// client is an admin client of the API server behind the front.
+	client client.Client
 
 	mu   sync.Mutex
 	user string
@@ -237,7 +324,11 @@ func newStreamingFront(t *testing.T, cp *controlplane.ControlPlane) *streamingFr
 		Transport:     apiTransport,
 		FlushInterval: -1,
 	}
-	f := &streamingFront{token: "front-secret", next: make(chan struct{}, 1)}
+	admin, err := client.New(cp.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &streamingFront{token: "front-secret", next: make(chan struct{}, 1), client: admin}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v1/namespaces/{ns}/pods/{pod}/{sub}", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -248,7 +339,7 @@ func newStreamingFront(t *testing.T, cp *controlplane.ControlPlane) *streamingFr
 		loc.RawQuery = r.URL.RawQuery
 		upgrade := upgradeproxy.NewUpgradeAwareHandler(&loc, http.DefaultTransport, false, true, errorResponder{})
 		switch r.PathValue("sub") {
-		case "exec":
+		case "exec", "attach":
 			q := r.URL.Query()
 			opts := translator.Options{Stdin: q.Get("stdin") == "true", Stdout: q.Get("stdout") == "true",
 				Stderr: q.Get("stderr") == "true", Tty: q.Get("tty") == "true"}
@@ -323,6 +414,13 @@ func kubeletStandIn() http.Handler {
 		criexec.ServeExec(w, r, echoExec{}, "web", "", q.Get("container"), q["command"], opts,
 			time.Minute, 30*time.Second, criexec.SupportedStreamingProtocols)
 	})
+	mux.HandleFunc("/attach", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		opts := &criexec.Options{Stdin: q.Get("stdin") == "true", Stdout: q.Get("stdout") == "true",
+			Stderr: q.Get("stderr") == "true", TTY: q.Get("tty") == "true"}
+		criexec.ServeAttach(w, r, echoExec{}, "web", "", q.Get("container"), opts,
+			time.Minute, 30*time.Second, criexec.SupportedStreamingProtocols)
+	})
 	mux.HandleFunc("/portforward", func(w http.ResponseWriter, r *http.Request) {
 		crifwd.ServePortForward(w, r, echoForward{}, "web", "", nil, time.Minute, 30*time.Second, crifwd.SupportedProtocols)
 	})
@@ -331,8 +429,29 @@ func kubeletStandIn() http.Handler {
 
 type echoExec struct{}
 
+func (echoExec) AttachContainer(_ context.Context, _, _, container string, in io.Reader, out, _ io.WriteCloser,
+	_ bool, _ <-chan criexec.TerminalSize) error {
+	_, _ = fmt.Fprintf(out, "attached %s\n", container)
+	if in != nil {
+		_, _ = io.Copy(out, in)
+	}
+	return nil
+}
+
 func (echoExec) ExecInContainer(_ context.Context, _, _, _ string, cmd []string, in io.Reader, out, _ io.WriteCloser,
 	_ bool, _ <-chan criexec.TerminalSize, _ time.Duration) error {
+	if len(cmd) == 4 && cmd[0] == "tar" && cmd[1] == "cf" && cmd[2] == "-" {
+		// What `kubectl cp pod:/path` runs: the file, as a tar stream.
+		tw := tar.NewWriter(out)
+		body := "copied from " + cmd[3] + "\n"
+		if err := tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(cmd[3], "/"), Mode: 0o644, Size: int64(len(body))}); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tw, body); err != nil {
+			return err
+		}
+		return tw.Close()
+	}
 	_, _ = fmt.Fprintf(out, "exec %s\n", strings.Join(cmd, " "))
 	if in != nil {
 		_, _ = io.Copy(out, in)
