@@ -75,13 +75,14 @@ func (id Identity) Has(g string) bool {
 const bearerProtocolPrefix = "base64url.bearer.authorization.k8s.io."
 
 // stripCredentials removes everything from h that could carry the caller's
-// credentials or identity to the target: Authorization, every Impersonate-* header
-// and bearer tokens in websocket subprotocols.
+// credentials or identity to the target: Authorization, every Impersonate-* header,
+// the front-proxy identity headers (X-Remote-User, -Group, -Uid, -Extra-*) and bearer
+// tokens in websocket subprotocols.
 func stripCredentials(h http.Header) {
 	h.Del("Authorization")
 	h.Del("Proxy-Authorization")
 	for k := range h {
-		if strings.HasPrefix(strings.ToLower(k), "impersonate-") {
+		if l := strings.ToLower(k); strings.HasPrefix(l, "impersonate-") || strings.HasPrefix(l, "x-remote-") {
 			delete(h, k)
 		}
 	}

@@ -45,6 +45,8 @@ func TestHeaders(t *testing.T) {
 	h.Add("Impersonate-Group", "system:masters")
 	h.Set("Impersonate-Extra-Scopes", "x")
 	h.Set("Impersonate-Uid", "1")
+	h.Set("X-Remote-User", "admin")
+	h.Set("X-Remote-Extra-Scopes", "all")
 	h.Set("Sec-WebSocket-Protocol", "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.c2VjcmV0")
 	h.Set("Accept", "application/json")
 	stripCredentials(h)
