@@ -33,8 +33,6 @@ type decision struct {
 	// exists: the ManagedCluster exists (only meaningful when allowed).
 	exists  bool
 	allowed bool
-	// cluster is the ManagedCluster, when it exists and is allowed.
-	cluster *v1alpha1.ManagedCluster
 }
 
 // decide reads the cluster and the bindings. A caller that is not allowed learns
@@ -61,7 +59,7 @@ func (a *access) decide(ctx context.Context, u user.Info, id Identity, name stri
 	if !ok {
 		return decision{}, nil
 	}
-	return decision{exists: true, allowed: true, cluster: &mc}, nil
+	return decision{exists: true, allowed: true}, nil
 }
 
 // hubAllows asks the hub whether u may get managedclusters/proxy (name "" means
