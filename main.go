@@ -1,5 +1,6 @@
 // Command drover is Drover's one binary. With no subcommand it runs the manager on the
-// hub; `drover agent` runs the agent in a target cluster; `drover kubeconfig` prints a
+// hub; `drover agent` runs the agent in a target cluster; `drover node-agent` runs on a
+// host of a cluster Drover provisions; `drover kubeconfig` prints a
 // person's kubeconfig for the authentication proxy (also as the kubectl plugin
 // `kubectl drover kubeconfig`, when installed as kubectl-drover); `drover version` (or
 // `drover --version`) prints the version and commit it was built from.
@@ -15,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/drover-io/drover/agent"
+	"github.com/drover-io/drover/hostagent"
 	"github.com/drover-io/drover/manager"
 	"github.com/drover-io/drover/userkubeconfig"
 	"github.com/drover-io/drover/version"
@@ -45,6 +47,9 @@ func pluginArgs(argv0 string, args []string) ([]string, bool) {
 func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "agent" {
 		return agent.Main(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == "node-agent" {
+		return hostagent.Main(ctx, args[1:])
 	}
 	if len(args) > 0 && args[0] == "kubeconfig" {
 		return userkubeconfig.Main(ctx, args[1:], os.Stdout, os.Stderr)

@@ -72,6 +72,8 @@ func (r *ManagedClusterReconciler) SetupWithManager(ctx context.Context, mgr ctr
 		case mc.Spec.Registration != nil:
 			ref, _ := tokenRef(mc)
 			return []string{ref.Name}
+		case mc.Spec.Provisioning != nil:
+			return []string{ProvisionedKubeconfigSecretName(mc.Name)}
 		}
 		return nil
 	}); err != nil {

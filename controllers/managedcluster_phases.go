@@ -90,11 +90,13 @@ func (r *ManagedClusterReconciler) reconcileConnection(ctx context.Context, s *c
 	switch {
 	case mc.Spec.Registration != nil:
 		cl = r.tunnelConnection(ctx, s)
+	case mc.Spec.Provisioning != nil:
+		cl = r.provisionedConnection(ctx, s)
 	case mc.Spec.Kubeconfig == nil:
 		s.problem = &problem{v1alpha1.ReasonNoConnectionMode,
 			"set spec.kubeconfig.secretRef to a Secret in " + r.Namespace + " holding the cluster's kubeconfig", true}
 	default:
-		cl = r.kubeconfigConnection(ctx, s)
+		cl = r.kubeconfigConnection(ctx, s, mc.Spec.Kubeconfig.SecretRef)
 	}
 	if cl == nil {
 		return nil
@@ -143,10 +145,33 @@ func (r *ManagedClusterReconciler) tunnelConnection(ctx context.Context, s *clus
 	return cl
 }
 
-// kubeconfigConnection reads the kubeconfig Secret and gets the connection for it.
-func (r *ManagedClusterReconciler) kubeconfigConnection(ctx context.Context, s *clusterScope) *remote.Cluster {
+// provisionedConnection serves a cluster Drover builds: once the planner has planned
+// its API servers, the provisioning controller keeps the hub's kubeconfig for it in
+// Secret <name>-kubeconfig, and the cluster is reached like any kubeconfig cluster.
+func (r *ManagedClusterReconciler) provisionedConnection(ctx context.Context, s *clusterScope) *remote.Cluster {
 	mc := s.cluster
-	ref := mc.Spec.Kubeconfig.SecretRef
+	if r.HubURL == "" {
+		s.problem = &problem{v1alpha1.ReasonHubServerDisabled,
+			"spec.provisioning needs the hub server (nodes register there), which this manager runs without", true}
+		return nil
+	}
+	name := ProvisionedKubeconfigSecretName(mc.Name)
+	var secret corev1.Secret
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, &secret); apierrors.IsNotFound(err) {
+		msg := "Drover is building the cluster; its API server is not planned yet"
+		if p := mc.Status.Provisioning; p != nil && p.Waiting != "" {
+			msg += ": waiting for " + p.Waiting
+		}
+		s.problem = &problem{v1alpha1.ReasonProvisioning, msg + " (status.provisioning; kubectl get clusternodes)", false}
+		r.Remote.Disconnect(mc.Name)
+		return nil
+	}
+	return r.kubeconfigConnection(ctx, s, v1alpha1.SecretKeyReference{Name: name})
+}
+
+// kubeconfigConnection reads the kubeconfig Secret and gets the connection for it.
+func (r *ManagedClusterReconciler) kubeconfigConnection(ctx context.Context, s *clusterScope, ref v1alpha1.SecretKeyReference) *remote.Cluster {
+	mc := s.cluster
 	source := secretSource(r.Namespace, ref)
 	var secret corev1.Secret
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: ref.Name}, &secret); err != nil {

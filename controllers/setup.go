@@ -65,6 +65,13 @@ type Options struct {
 	Tunnels Tunnels
 	// Rejections receives the agents the tunnel server turned away.
 	Rejections *TunnelRejections
+	// NodeTokens maps node install ids to provisioned clusters, for the hub server;
+	// without it (no hub server) clusters with spec.provisioning are not built.
+	NodeTokens *registration.Registry
+	// Artifacts lists the artifact source the nodes' binaries come from.
+	Artifacts func() (map[string]string, error)
+	// HubCA returns the hub server's CA (PEM).
+	HubCA func() []byte
 	// HubID overrides the hub's ID (tests that run two hubs on one API server);
 	// by default it is read from, or created in, ConfigMap HubIdentityConfigMap.
 	HubID string
@@ -214,6 +221,13 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 	cpr := &ClusterProjectReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-clusterproject")}
 	if err := cpr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the ClusterProject controller: %w", err)
+	}
+	if o.NodeTokens != nil {
+		pr := &ProvisioningReconciler{Client: mgr.GetClient(), Namespace: o.Namespace, HubURL: o.HubURL, HubCA: o.HubCA,
+			Recorder: mgr.GetEventRecorder("drover-provisioning"), NodeTokens: o.NodeTokens, Artifacts: o.Artifacts}
+		if err := pr.SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("set up the provisioning controller: %w", err)
+		}
 	}
 	rtr := &RoleTemplateReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-roletemplate")}
 	if err := rtr.SetupWithManager(mgr); err != nil {

@@ -18,7 +18,7 @@ metadata:
   namespace: argocd
 data:
 HEADER
-	for kind in ManagedCluster RoleTemplate AccessBinding ClusterProject; do
+	for kind in ManagedCluster RoleTemplate AccessBinding ClusterProject ClusterNode; do
 		echo "  resource.customizations.health.management.drover.io_${kind}: |"
 		sed 's/^\(.\)/    \1/' "$lua"
 	done

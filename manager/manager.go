@@ -35,6 +35,7 @@ import (
 	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/hubserver"
 	"github.com/drover-io/drover/kubeconfig"
+	"github.com/drover-io/drover/nodes"
 	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/tunnel"
@@ -65,6 +66,10 @@ type Options struct {
 	PeerURL string
 	// Webhook configures the admission webhook.
 	Webhook admission.Options
+	// ArtifactsDir is the artifact source of provisioned nodes (--artifacts-dir).
+	ArtifactsDir string
+	// NodeAgentBinary is the drover binary hosts download (--node-agent-binary).
+	NodeAgentBinary string
 	// BuiltinRoleTemplates creates the built-in RoleTemplates that this hub has never
 	// held (package builtins): the installation manifests set it.
 	BuiltinRoleTemplates bool
@@ -90,6 +95,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	o.Hub.BindFlags(fs)
 	fs.DurationVar(&o.AgentCredentialTTL, "agent-credential-ttl", tunnel.DefaultCredentialTTL, "Lifetime of the credential an agent gets for its tunnel to the hub; agents renew it at two-thirds of its life.")
 	o.Webhook.BindFlags(fs)
+	fs.StringVar(&o.ArtifactsDir, "artifacts-dir", "", "Artifact source of the clusters Drover provisions, served at <hub-url>/v1/artifacts/: <kubernetesVersion>/<binary> (etcd, etcdctl, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet) and images/<name>.tar (the pause image), each checked by sha256 on the nodes. hack/artifacts.sh fills one from the Go module proxy.")
+	fs.StringVar(&o.NodeAgentBinary, "node-agent-binary", "", "The drover binary that hosts download at <hub-url>/v1/artifacts/drover to run the node agent. Default: the manager's own executable (one image serves all).")
 	fs.BoolVar(&o.BuiltinRoleTemplates, "install-builtin-roletemplates", false, "Create the built-in RoleTemplates (cluster-owner, cluster-member, project-owner, project-member, read-only) that this hub has never held. Create-only: an edited built-in is left as it is, a deleted one stays deleted (ConfigMap drover-builtin-roletemplates records them).")
 	fs.StringVar(&o.PeerURL, "hub-peer-url", "", "URL at which the other manager replicas reach this one's tunnel endpoint (with --leader-elect), e.g. wss://10.0.0.5:9443/v1/tunnel. Default: the address in $POD_IP, else 127.0.0.1, with the port of --hub-bind-address.")
 }
@@ -218,28 +225,31 @@ func Run(ctx context.Context, o Options) error {
 		hub.Handle("POST "+tunnel.CredentialPath, tun.CredentialHandler())
 		o.Controllers.Tunnels = tun
 
-		// The authentication proxy: people reach every cluster through the hub.
-		// A replica that does not lead dials the clusters it is asked for itself.
-		backends := &authproxy.Connections{Cache: connections.Load,
-			Follower: authproxy.FollowerOptions{Reader: mgr.GetCache(), Namespace: o.Namespace, Remote: o.Controllers.Remote, Tunnels: tun.Dialer}}
-		if o.LeaderElect {
-			backends.Leading = func() bool {
-				select {
-				case <-mgr.Elected():
-					return true
-				default:
-					return false
-				}
-			}
+		// Provisioned hosts: install script, registration, plans, status, artifacts.
+		nodeTokens := registration.NewRegistry(func(ctx context.Context, cluster string) (string, bool) {
+			return controllers.ProvisioningNodeToken(ctx, mgr.GetClient(), o.Namespace, cluster)
+		})
+		nodeServer := nodes.New(nodes.Options{Namespace: o.Namespace, Cache: mgr.GetCache(), Informers: mgr.GetCache(),
+			Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(),
+			TokenOf: func(ctx context.Context, cluster string) (string, bool) {
+				return controllers.ProvisioningNodeToken(ctx, mgr.GetClient(), o.Namespace, cluster)
+			},
+			ClusterOf: nodeTokens.Lookup, HubURL: hub.URL, HubCA: hub.CA, ArtifactsDir: o.ArtifactsDir, DroverBinary: o.NodeAgentBinary})
+		if err := mgr.Add(nodeServer); err != nil {
+			return err
 		}
-		px, err := authproxy.New(authproxy.Options{Hub: cfg, Reader: mgr.GetCache(), Backends: backends})
+		nodeServer.Register(hub.Handle)
+		o.Controllers.NodeTokens = nodeTokens
+		o.Controllers.Artifacts = nodeServer.Artifacts
+		o.Controllers.HubCA = hub.CA
+
+		// The authentication proxy: people reach every cluster through the hub.
+		px, err := authproxy.New(authproxy.Options{Hub: cfg, Reader: mgr.GetCache(),
+			Backends: &authproxy.Connections{Cache: connections.Load}})
 		if err != nil {
 			return err
 		}
 		if err := mgr.Add(px); err != nil {
-			return err
-		}
-		if err := mgr.Add(backends); err != nil {
 			return err
 		}
 		hub.Handle(authproxy.PathPrefix, px)

@@ -13,6 +13,8 @@ package nodeagent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +47,9 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// StopTimeout is how long a process gets between SIGTERM and SIGKILL (default 10 s).
 	StopTimeout time.Duration
+	// Fetch downloads an artifact of the plan from the artifact source into w. Plans
+	// with artifacts fail without it.
+	Fetch func(ctx context.Context, name string, w io.Writer) error
 	// Log receives the agent's log lines; never a file's content.
 	Log logr.Logger
 }
@@ -106,6 +111,7 @@ type Agent struct {
 	mu     sync.Mutex
 	status Status
 	done   map[string]bool // instruction keys that succeeded
+	files  []string        // the plan files this agent wrote (and so may remove)
 	procs  map[string]*supervised
 	probes map[string]*probeRunner
 	// changed is signalled whenever status changes.
@@ -145,10 +151,21 @@ func New(opts Options) (*Agent, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("node agent: %w", err)
 	}
+	if b, err := os.ReadFile(a.filesPath()); err == nil {
+		if err := json.Unmarshal(b, &a.files); err != nil {
+			return nil, fmt.Errorf("node agent: %s is corrupt (%w); remove it (files of earlier plans are then left in place)", a.filesPath(), err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("node agent: %w", err)
+	}
 	return a, nil
 }
 
 func (a *Agent) statePath() string { return filepath.Join(a.opts.DataDir, "instructions-done.json") }
+func (a *Agent) filesPath() string { return filepath.Join(a.opts.DataDir, "files-written.json") }
+
+// BinDir is where the agent keeps the plan's artifacts.
+func (a *Agent) BinDir() string { return filepath.Join(a.opts.DataDir, "bin") }
 
 // Status returns a copy of the current status.
 func (a *Agent) Status() Status {
@@ -243,11 +260,20 @@ func (a *Agent) setFailure(f *Failure) {
 
 // apply makes one attempt at a plan.
 func (a *Agent) apply(ctx context.Context, p *nodeplan.Plan) *Failure {
+	for i, art := range p.Artifacts {
+		if err := a.fetchArtifact(ctx, art); err != nil {
+			return &Failure{Step: fmt.Sprintf("artifacts[%d] (%s)", i, art.Name), Message: err.Error()}
+		}
+	}
 	for i, f := range p.Files {
 		if err := a.writeFile(f); err != nil {
 			return &Failure{Step: fmt.Sprintf("files[%d]", i), Message: err.Error()}
 		}
 	}
+	// Processes the plan drops or changes stop before the instructions run (an
+	// instruction may need them gone: a restore, a teardown), and the plan's
+	// processes start after them.
+	a.stopStale(p)
 	for i, in := range p.Instructions {
 		key := nodeplan.InstructionKey(in)
 		a.mu.Lock()
@@ -267,7 +293,108 @@ func (a *Agent) apply(ctx context.Context, p *nodeplan.Plan) *Failure {
 	}
 	a.reconcileProcesses(p)
 	a.reconcileProbes(ctx, p)
+	if err := a.removeDropped(p); err != nil {
+		return &Failure{Step: "files", Message: "removing files of an earlier plan: " + err.Error()}
+	}
 	return nil
+}
+
+// removeDropped removes the files an earlier plan had this agent write that the plan
+// in force no longer has, once the processes that used them are stopped.
+func (a *Agent) removeDropped(p *nodeplan.Plan) error {
+	keep := map[string]bool{}
+	var now []string
+	for _, f := range p.Files {
+		keep[f.Path] = true
+		now = append(now, f.Path)
+	}
+	for _, old := range a.files {
+		if keep[old] {
+			continue
+		}
+		full, err := a.target(old)
+		if err != nil {
+			continue
+		}
+		if err := os.Remove(full); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		// And the directories that held only such files.
+		root := filepath.Clean(a.opts.Root)
+		for dir := filepath.Dir(full); dir != root && dir != "/" && strings.HasPrefix(dir, root); dir = filepath.Dir(dir) {
+			if os.Remove(dir) != nil {
+				break // not empty, or not ours to remove
+			}
+		}
+	}
+	slices.Sort(now)
+	if slices.Equal(now, a.files) {
+		return nil
+	}
+	a.files = now
+	b, err := json.Marshal(now)
+	if err != nil {
+		return err
+	}
+	tmp := a.filesPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.filesPath())
+}
+
+// fetchArtifact puts an artifact into the bin directory, unless it is there with
+// the right digest already.
+func (a *Agent) fetchArtifact(ctx context.Context, art nodeplan.Artifact) error {
+	dst := filepath.Join(a.BinDir(), art.Name)
+	if sum, err := fileSHA256(dst); err == nil && sum == art.SHA256 {
+		return nil
+	}
+	if a.opts.Fetch == nil {
+		return errors.New("no artifact source to download it from")
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".download-*")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	h := sha256.New()
+	if err := a.opts.Fetch(ctx, art.Name, io.MultiWriter(tmp, h)); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("download: %w", err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != art.SHA256 {
+		_ = tmp.Close()
+		return fmt.Errorf("downloaded file has sha256 %s, the plan says %s; not installed", got, art.SHA256)
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return err
+	}
+	a.log.Info("Artifact installed", "artifact", art.Name, "sha256", art.SHA256)
+	return nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = f.Close() }()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // target maps a plan path onto the agent's root, refusing the agent's own data.

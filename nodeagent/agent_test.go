@@ -2,6 +2,10 @@ package nodeagent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -41,7 +45,15 @@ func newHost(t *testing.T) *host {
 func (h *host) start() {
 	h.t.Helper()
 	a, err := New(Options{DataDir: filepath.Join(h.root, "var/lib/drover"), Root: h.root, RetryMin: 50 * time.Millisecond,
-		RetryMax: 200 * time.Millisecond, StopTimeout: 2 * time.Second, Log: testr.New(h.t)})
+		RetryMax: 200 * time.Millisecond, StopTimeout: 2 * time.Second, Log: testr.New(h.t),
+		Fetch: func(_ context.Context, name string, w io.Writer) error {
+			content, ok := artifactSource[name]
+			if !ok {
+				return fmt.Errorf("%s: 404 Not Found", name)
+			}
+			_, err := w.Write([]byte(content))
+			return err
+		}})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -87,6 +99,60 @@ func (h *host) until(what string, pred func(Status) bool) Status {
 			h.t.Fatalf("%s: never; status %+v", what, s)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// artifactSource is what the tests' artifact source serves.
+var artifactSource = map[string]string{"hello": "#!/bin/sh\necho hello\n"}
+
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestArtifactsAndDroppedFiles(t *testing.T) {
+	h := newHost(t)
+	bin := h.path("/var/lib/drover/bin/hello")
+	p := &nodeplan.Plan{
+		Artifacts:    []nodeplan.Artifact{{Name: "hello", SHA256: digest(artifactSource["hello"])}},
+		Files:        []nodeplan.File{{Path: "/etc/a", Content: []byte("a")}, {Path: "/etc/b", Content: []byte("b")}},
+		Instructions: []nodeplan.Instruction{{Name: "run-it", Command: nodeplan.Command{Path: bin}}},
+	}
+	sum := h.send(p)
+	h.until("applied", func(s Status) bool { return s.AppliedChecksum == sum })
+	if st, err := os.Stat(bin); err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("artifact: %v %v", st, err)
+	}
+	// A digest that does not match what the source serves: refused, nothing replaced.
+	p.Artifacts[0].SHA256 = digest("something else")
+	sum = h.send(p)
+	s := h.until("refused", func(s Status) bool { return s.Failure != nil && s.Failure.Checksum == sum })
+	if s.Failure.Step != "artifacts[0] (hello)" || !strings.Contains(s.Failure.Message, "the plan says") {
+		t.Fatalf("failure %+v", s.Failure)
+	}
+	if b, _ := os.ReadFile(bin); string(b) != artifactSource["hello"] {
+		t.Fatal("the installed artifact was replaced")
+	}
+	// An artifact the source does not have.
+	p.Artifacts = []nodeplan.Artifact{{Name: "ghost", SHA256: digest("x")}}
+	sum = h.send(p)
+	s = h.until("refused", func(s Status) bool { return s.Failure != nil && s.Failure.Checksum == sum })
+	if !strings.Contains(s.Failure.Message, "ghost: 404 Not Found") {
+		t.Fatalf("failure %+v", s.Failure)
+	}
+	// Files a plan drops are removed; files the agent never wrote are not.
+	if err := os.WriteFile(h.path("/etc/mine"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum = h.send(&nodeplan.Plan{Files: []nodeplan.File{{Path: "/etc/a", Content: []byte("a")}}})
+	h.until("applied", func(s Status) bool { return s.AppliedChecksum == sum })
+	if _, err := os.Stat(h.path("/etc/b")); !os.IsNotExist(err) {
+		t.Fatalf("/etc/b: %v", err)
+	}
+	for _, f := range []string{"/etc/a", "/etc/mine"} {
+		if _, err := os.Stat(h.path(f)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

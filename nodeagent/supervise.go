@@ -57,6 +57,12 @@ func (s *supervised) set(running bool, lastExit string) {
 // reconcileProcesses stops the processes the plan no longer has, or has changed, and
 // starts the ones it adds. Only Run's goroutine calls it.
 func (a *Agent) reconcileProcesses(p *nodeplan.Plan) {
+	a.stopStale(p)
+	a.startMissing(p)
+}
+
+// stopStale stops the processes the plan no longer has, or has changed.
+func (a *Agent) stopStale(p *nodeplan.Plan) {
 	want := map[string]nodeplan.Process{}
 	for _, pr := range p.Processes {
 		want[pr.Name] = pr
@@ -74,6 +80,13 @@ func (a *Agent) reconcileProcesses(p *nodeplan.Plan) {
 		a.log.Info("Stopping process", "process", s.proc.Name)
 		s.stop()
 	}
+	if len(stop) > 0 {
+		a.notify()
+	}
+}
+
+// startMissing starts the plan's processes that are not running.
+func (a *Agent) startMissing(p *nodeplan.Plan) {
 	for _, pr := range p.Processes {
 		a.mu.Lock()
 		_, ok := a.procs[pr.Name]

@@ -41,6 +41,7 @@ import (
 const (
 	MaxPlanBytes     = 1 << 20
 	MaxFiles         = 256
+	MaxArtifacts     = 32
 	MaxInstructions  = 64
 	MaxProcesses     = 32
 	MaxProbes        = 32
@@ -56,6 +57,9 @@ const (
 
 // Plan is what one node must hold and run.
 type Plan struct {
+	// Artifacts are binaries the node agent downloads from the hub's artifact
+	// source into its own bin directory, checked by sha256, before anything else.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
 	// Files are written before anything runs.
 	Files []File `json:"files,omitempty"`
 	// Instructions run in order, each until it has succeeded once for its content.
@@ -64,6 +68,15 @@ type Plan struct {
 	Processes []Process `json:"processes,omitempty"`
 	// Probes are run periodically once the processes are started.
 	Probes []Probe `json:"probes,omitempty"`
+}
+
+// Artifact is a binary from the artifact source.
+type Artifact struct {
+	// Name is the file's path in the artifact source and in the agent's bin
+	// directory: a file name, optionally in one directory, e.g. v1.36.3/kubelet.
+	Name string `json:"name"`
+	// SHA256 is the hex digest the downloaded file must have.
+	SHA256 string `json:"sha256"`
 }
 
 // File is one file on the node.
@@ -224,7 +237,11 @@ func Decode(b []byte) (*Plan, error) {
 	return &p, nil
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	artifactRE = regexp.MustCompile(`^([A-Za-z0-9_][-A-Za-z0-9_.]{0,63}/)?[A-Za-z0-9_][-A-Za-z0-9_.]{0,127}$`)
+	sha256RE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
 
 // Validate says what is wrong with a plan, naming the field, or nil.
 func (p *Plan) Validate() error {
@@ -235,6 +252,22 @@ func (p *Plan) Validate() error {
 	if len(p.Files) > MaxFiles || len(p.Instructions) > MaxInstructions || len(p.Processes) > MaxProcesses || len(p.Probes) > MaxProbes {
 		bad("plan", "at most %d files, %d instructions, %d processes and %d probes", MaxFiles, MaxInstructions, MaxProcesses, MaxProbes)
 		return errors.Join(errs...)
+	}
+	if len(p.Artifacts) > MaxArtifacts {
+		bad("artifacts", "at most %d", MaxArtifacts)
+	}
+	arts := map[string]bool{}
+	for i, a := range p.Artifacts {
+		field := fmt.Sprintf("artifacts[%d]", i)
+		if !artifactRE.MatchString(a.Name) {
+			bad(field+".name", "%q must be a file name, optionally in one directory (letters, digits, '.', '_' and '-')", a.Name)
+		} else if arts[a.Name] {
+			bad(field+".name", "%q is listed twice", a.Name)
+		}
+		arts[a.Name] = true
+		if !sha256RE.MatchString(a.SHA256) {
+			bad(field+".sha256", "want 64 lowercase hex digits")
+		}
 	}
 	paths := map[string]bool{}
 	for i, f := range p.Files {

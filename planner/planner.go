@@ -67,6 +67,9 @@ const (
 // Cluster is what the planner needs of a provisioned cluster.
 type Cluster struct {
 	Name string
+	// KubernetesVersion of the components, e.g. v1.36.3: the directory of the
+	// artifact source that holds them.
+	KubernetesVersion string
 	// ControlPlaneEndpoint is host:port of a load balancer in front of the API
 	// servers; empty means the first control-plane node.
 	ControlPlaneEndpoint string
@@ -85,6 +88,8 @@ type Node struct {
 	AppliedChecksum string
 	// Healthy holds the probes the node reports healthy.
 	Healthy map[string]bool
+	// KubeletCgroupRoot is the cgroup kubelet puts pods under (empty: the root).
+	KubeletCgroupRoot string
 }
 
 func (n Node) has(r Role) bool { return slices.Contains(n.Roles, r) }
@@ -103,7 +108,9 @@ type Layout struct {
 }
 
 // DefaultLayout is where a provisioned host keeps Drover's components.
-var DefaultLayout = Layout{Bin: "/opt/drover/bin", Etc: "/etc/drover", Var: "/var/lib/drover-cluster", Run: "/run/drover"}
+// Bin is the node agent's own bin directory (its data directory is /var/lib/drover),
+// where it puts the artifacts it downloads.
+var DefaultLayout = Layout{Bin: "/var/lib/drover/bin", Etc: "/etc/drover", Var: "/var/lib/drover-cluster", Run: "/run/drover"}
 
 // Input is everything the planner decides from.
 type Input struct {
@@ -115,6 +122,10 @@ type Input struct {
 	Members []string
 	// LayoutOf returns a node's layout (DefaultLayout when nil).
 	LayoutOf func(node string) Layout
+	// Artifacts maps what the artifact source holds (<version>/<binary>) to its
+	// sha256. When set, every plan downloads the binaries it runs from the source,
+	// into Bin/<version>/; when nil, the binaries are taken to be in Bin already.
+	Artifacts map[string]string
 	// Now is the time certificates are checked and issued at.
 	Now time.Time
 }
@@ -180,6 +191,14 @@ func Plan(in Input) (*Output, error) {
 	}
 	if len(cps) == 0 {
 		out.Problems = append(out.Problems, "no node has the control-plane role")
+	}
+	if in.Artifacts != nil {
+		for _, name := range neededBinaries(etcd, cps, workers) {
+			if _, ok := in.Artifacts[in.Cluster.KubernetesVersion+"/"+name]; !ok {
+				out.Problems = append(out.Problems, fmt.Sprintf("the artifact source has no %s/%s: add Kubernetes %s's binaries to it, or choose a version it has",
+					in.Cluster.KubernetesVersion, name, in.Cluster.KubernetesVersion))
+			}
+		}
 	}
 	if len(out.Problems) > 0 {
 		return out, nil
@@ -297,6 +316,40 @@ func Plan(in Input) (*Output, error) {
 		}
 	}
 	return done, nil
+}
+
+// binariesOf lists the binaries a role runs from the artifact source (containerd and
+// ctr are the host's own, from its packages).
+var binariesOf = map[Role][]string{
+	RoleEtcd:         {"etcd", "etcdctl"},
+	RoleControlPlane: {"kube-apiserver", "kube-controller-manager", "kube-scheduler"},
+	RoleWorker:       {"kubelet", "kube-proxy"},
+}
+
+func neededBinaries(etcd, cps, workers []Node) []string {
+	var out []string
+	for role, nodes := range map[Role][]Node{RoleEtcd: etcd, RoleControlPlane: cps, RoleWorker: workers} {
+		if len(nodes) > 0 {
+			out = append(out, binariesOf[role]...)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// bin returns the path of a binary on a node, adding its download to the node's
+// plan when the binaries come from the artifact source.
+func (b *builder) bin(node, name string) string {
+	l := b.layout(node)
+	if b.in.Artifacts == nil {
+		return l.Bin + "/" + name
+	}
+	src := b.in.Cluster.KubernetesVersion + "/" + name
+	p := b.plans[node]
+	if !slices.ContainsFunc(p.Artifacts, func(a nodeplan.Artifact) bool { return a.Name == src }) {
+		p.Artifacts = append(p.Artifacts, nodeplan.Artifact{Name: src, SHA256: b.in.Artifacts[src]})
+	}
+	return l.Bin + "/" + src
 }
 
 // check reports node problems that stop planning.
@@ -437,8 +490,8 @@ func (b *builder) etcd(n Node, members []string) error {
 		for _, m := range members[:len(members)-1] {
 			endpoints = append(endpoints, "https://"+hostPort(b.byName[m].Address, 2379))
 		}
-		etcdctl := fmt.Sprintf("%s/etcdctl --endpoints=%s --cacert=%s --cert=%s --key=%s --command-timeout=10s",
-			l.Bin, strings.Join(endpoints, ","), pki+"/ca.crt", clientCrt, clientKey)
+		etcdctl := fmt.Sprintf("%s --endpoints=%s --cacert=%s --cert=%s --key=%s --command-timeout=10s",
+			b.bin(n.Name, "etcdctl"), strings.Join(endpoints, ","), pki+"/ca.crt", clientCrt, clientKey)
 		// Idempotent: a member already added (the instruction ran, then the node
 		// agent restarted before recording it) is not added twice. etcd refuses to
 		// add a member until the last one added has been connected for a few
@@ -448,7 +501,7 @@ func (b *builder) etcd(n Node, members []string) error {
 		p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-member-add",
 			Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}}, Timeout: nodeplan.Duration{Duration: time.Minute}})
 	}
-	p.Processes = append(p.Processes, nodeplan.Process{Name: "etcd", Command: nodeplan.Command{Path: l.Bin + "/etcd", Args: []string{
+	p.Processes = append(p.Processes, nodeplan.Process{Name: "etcd", Command: nodeplan.Command{Path: b.bin(n.Name, "etcd"), Args: []string{
 		"--name=" + n.Hostname,
 		"--data-dir=" + l.Var + "/etcd",
 		"--listen-client-urls=" + clientURL,
@@ -581,7 +634,7 @@ func (b *builder) controlPlane(n Node, etcdEndpoints []string) error {
 
 	p := b.plans[n.Name]
 	p.Processes = append(p.Processes,
-		nodeplan.Process{Name: "kube-apiserver", Command: nodeplan.Command{Path: l.Bin + "/kube-apiserver", Args: []string{
+		nodeplan.Process{Name: "kube-apiserver", Command: nodeplan.Command{Path: b.bin(n.Name, "kube-apiserver"), Args: []string{
 			"--advertise-address=" + n.Address,
 			"--bind-address=" + n.Address,
 			fmt.Sprintf("--secure-port=%d", APIServerPort),
@@ -604,7 +657,7 @@ func (b *builder) controlPlane(n Node, etcdEndpoints []string) error {
 			"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 			"--profiling=false",
 		}}},
-		nodeplan.Process{Name: "kube-controller-manager", Command: nodeplan.Command{Path: l.Bin + "/kube-controller-manager", Args: []string{
+		nodeplan.Process{Name: "kube-controller-manager", Command: nodeplan.Command{Path: b.bin(n.Name, "kube-controller-manager"), Args: []string{
 			"--kubeconfig=" + cmKubeconfig, "--authentication-kubeconfig=" + cmKubeconfig, "--authorization-kubeconfig=" + cmKubeconfig,
 			"--bind-address=" + n.Address,
 			"--client-ca-file=" + pki + "/ca.crt", "--requestheader-client-ca-file=" + pki + "/front-proxy-ca.crt",
@@ -618,7 +671,7 @@ func (b *builder) controlPlane(n Node, etcdEndpoints []string) error {
 			"--leader-elect=true",
 			"--profiling=false",
 		}}},
-		nodeplan.Process{Name: "kube-scheduler", Command: nodeplan.Command{Path: l.Bin + "/kube-scheduler", Args: []string{
+		nodeplan.Process{Name: "kube-scheduler", Command: nodeplan.Command{Path: b.bin(n.Name, "kube-scheduler"), Args: []string{
 			"--kubeconfig=" + schedKubeconfig, "--authentication-kubeconfig=" + schedKubeconfig, "--authorization-kubeconfig=" + schedKubeconfig,
 			"--bind-address=" + n.Address,
 			"--leader-elect=true",
@@ -666,6 +719,7 @@ func (b *builder) worker(n Node, server string) error {
 	b.file(n.Name, l.Etc+"/containerd/config.toml", []byte(fmt.Sprintf(`version = 2
 root = %q
 state = %q
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 
 [grpc]
   address = %q
@@ -747,19 +801,64 @@ clusterDNS: [%q]
 containerRuntimeEndpoint: %q
 rotateCertificates: false
 serializeImagePulls: false
-`, n.Address, pki+"/ca.crt", servCrt, servKey, dnsIP.String(), "unix://"+sock)), 0o644)
+evictionHard: {memory.available: 100Mi, nodefs.available: 5%%, imagefs.available: 5%%}
+%s`, n.Address, pki+"/ca.crt", servCrt, servKey, dnsIP.String(), "unix://"+sock, cgroupRoot(n.KubeletCgroupRoot))), 0o644)
+	// Images (the pause image, at least) come from the artifact source's images/
+	// directory, since no registry need be reachable; the instruction runs again
+	// when they change.
+	var images []string
+	for name, sum := range b.in.Artifacts {
+		if strings.HasPrefix(name, "images/") && strings.HasSuffix(name, ".tar") {
+			images = append(images, name+"@"+sum)
+			if !slices.ContainsFunc(p.Artifacts, func(a nodeplan.Artifact) bool { return a.Name == name }) {
+				p.Artifacts = append(p.Artifacts, nodeplan.Artifact{Name: name, SHA256: sum})
+			}
+		}
+	}
+	slices.Sort(images)
+	slices.SortFunc(p.Artifacts, func(x, y nodeplan.Artifact) int { return strings.Compare(x.Name, y.Name) })
 	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "import-images",
 		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", fmt.Sprintf(
-			"for f in %s/images/*.tar; do [ -e \"$f\" ] || continue; ctr --address=%s -n k8s.io images import --all-platforms \"$f\" || exit 1; done", l.Bin, sock)}},
+			"for f in %s/images/*.tar; do [ -e \"$f\" ] || continue; ctr --address=%s -n k8s.io images import --all-platforms \"$f\" || exit 1; done", l.Bin, sock)},
+			Env: []string{"DROVER_IMAGES=" + strings.Join(images, ",")}},
 		Timeout: nodeplan.Duration{Duration: 5 * time.Minute}})
-	p.Processes = append(p.Processes, nodeplan.Process{Name: "kubelet", Command: nodeplan.Command{Path: l.Bin + "/kubelet", Args: []string{
+	p.Processes = append(p.Processes, nodeplan.Process{Name: "kubelet", Command: nodeplan.Command{Path: b.bin(n.Name, "kubelet"), Args: []string{
 		"--config=" + config, "--kubeconfig=" + kubeletConf,
 		"--hostname-override=" + n.Hostname, "--node-ip=" + n.Address,
 		"--root-dir=" + l.Var + "/kubelet",
 	}}})
+	// kube-proxy, as user system:kube-proxy, whom Kubernetes' bootstrap policy
+	// grants what it needs. In a network namespace it may not size the machine's
+	// conntrack table: the zeros leave the kernel's settings alone.
+	proxy, err := b.pki.leaf("kube-proxy", certSpec{ca: KubernetesCA, commonName: "system:kube-proxy", client: true})
+	if err != nil {
+		return err
+	}
+	proxyConf, proxyConfig := l.Etc+"/kube-proxy.conf", l.Etc+"/kube-proxy.yaml"
+	b.file(n.Name, proxyConf, kubeconfig(c.Name, server, ca.Cert, "system:kube-proxy", proxy), 0o600)
+	b.file(n.Name, proxyConfig, []byte(fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: %q}
+hostnameOverride: %q
+mode: iptables
+clusterCIDR: %q
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+`, proxyConf, n.Hostname, c.PodCIDR)), 0o644)
+	p.Processes = append(p.Processes, nodeplan.Process{Name: "kube-proxy", Command: nodeplan.Command{Path: b.bin(n.Name, "kube-proxy"),
+		Args: []string{"--config=" + proxyConfig}}})
 	p.Probes = append(p.Probes, nodeplan.Probe{Name: ProbeKubelet, HTTPGet: &nodeplan.HTTPGet{URL: "http://127.0.0.1:10248/healthz"},
 		Period: nodeplan.Duration{Duration: 2 * time.Second}, FailureThreshold: 3})
 	return nil
+}
+
+// cgroupRoot is the kubelet configuration's cgroupRoot line, if one is set.
+func cgroupRoot(root string) string {
+	if root == "" {
+		return ""
+	}
+	return fmt.Sprintf("cgroupRoot: %q\n", root)
 }
 
 // nodePodCIDR is the /24 of the pod range for a node: its third octet is the last

@@ -50,9 +50,13 @@ func (s *sim) step() *Output {
 		if s.ignored[n.Name] {
 			continue
 		}
+		plan, ok := out.Plans[n.Name]
+		if !ok {
+			continue
+		}
 		n.AppliedChecksum = out.Checksums[n.Name]
 		n.Healthy = map[string]bool{}
-		for _, p := range out.Plans[n.Name].Probes {
+		for _, p := range plan.Probes {
 			n.Healthy[p.Name] = !s.sick[n.Name+"/"+p.Name]
 		}
 	}
@@ -144,7 +148,7 @@ func TestTiers(t *testing.T) {
 		t.Fatalf("%s: worker runs %v", out.Tier, processes(out.Plans["c1-w-1"]))
 	}
 	out = s.step() // then kubelet
-	if !slices.Equal(processes(out.Plans["c1-w-1"]), []string{"containerd", "kubelet"}) || out.Tier != TierWorkers {
+	if !slices.Equal(processes(out.Plans["c1-w-1"]), []string{"containerd", "kubelet", "kube-proxy"}) || out.Tier != TierWorkers {
 		t.Fatalf("%s: worker runs %v", out.Tier, processes(out.Plans["c1-w-1"]))
 	}
 	out = s.step()
@@ -206,7 +210,7 @@ func TestCombinedRolesAreStable(t *testing.T) {
 	if s.out.Tier != TierReady {
 		t.Fatalf("tier %s, waiting %q", s.out.Tier, s.out.Waiting)
 	}
-	if got := processes(s.out.Plans["c1-a"]); !slices.Equal(got, []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet"}) {
+	if got := processes(s.out.Plans["c1-a"]); !slices.Equal(got, []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet", "kube-proxy"}) {
 		t.Fatalf("c1-a runs %v", got)
 	}
 }
@@ -277,5 +281,41 @@ func TestNodePodCIDR(t *testing.T) {
 	}
 	if _, err := nodePodCIDR("10.244.0.0/24", "10.0.0.1"); err == nil {
 		t.Fatal("a /24 pod range accepted")
+	}
+}
+
+func TestArtifacts(t *testing.T) {
+	arts := map[string]string{}
+	for _, b := range []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
+		arts["v1.36.3/"+b] = strings.Repeat("a", 64)
+	}
+	arts["images/pause.tar"] = strings.Repeat("b", 64)
+	s := newSim(t, topology())
+	s.in.Cluster.KubernetesVersion, s.in.Artifacts = "v1.36.3", arts
+	for range 8 {
+		s.step()
+	}
+	if s.out.Tier != TierReady {
+		t.Fatalf("tier %s, waiting %q, problems %v", s.out.Tier, s.out.Waiting, s.out.Problems)
+	}
+	w := s.out.Plans["c1-w-1"]
+	var names []string
+	for _, a := range w.Artifacts {
+		names = append(names, a.Name)
+	}
+	if !slices.Equal(names, []string{"images/pause.tar", "v1.36.3/kubelet", "v1.36.3/kube-proxy"}) {
+		t.Fatalf("worker downloads %v", names)
+	}
+	if got := w.Processes[1].Path; got != "/var/lib/drover/bin/v1.36.3/kubelet" {
+		t.Fatalf("kubelet runs from %s", got)
+	}
+	// A version the source does not have: planning stops and says what is missing.
+	s.in.Cluster.KubernetesVersion = "v1.37.0"
+	out, err := Plan(s.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Problems) == 0 || !strings.Contains(out.Problems[0], "the artifact source has no v1.37.0/etcd") || len(out.Plans) != 0 {
+		t.Fatalf("problems %v", out.Problems)
 	}
 }

@@ -82,6 +82,9 @@ const (
 	// ReasonHubServerDisabled: spec.registration needs the hub server, which the
 	// manager runs without (--hub-bind-address=0).
 	ReasonHubServerDisabled = "HubServerDisabled"
+	// ReasonProvisioning: Drover is building the cluster (spec.provisioning) and its
+	// API server is not planned yet; status.provisioning says how far it is.
+	ReasonProvisioning = "Provisioning"
 	// ReasonIdentityUnknown: the cluster answers, but its identity (the UID of its
 	// kube-system namespace) cannot be read; nothing is synced until it can.
 	ReasonIdentityUnknown = "IdentityUnknown"

@@ -35,8 +35,9 @@ const (
 )
 
 // ManagedClusterSpec is how Drover reaches one target cluster and what it may do there.
-// At most one connection mode (kubeconfig, registration) may be set.
-// +kubebuilder:validation:XValidation:rule="!(has(self.kubeconfig) && has(self.registration))",message="set at most one connection mode: spec.kubeconfig or spec.registration"
+// At most one connection mode (kubeconfig, registration, provisioning) may be set.
+// +kubebuilder:validation:XValidation:rule="[has(self.kubeconfig), has(self.registration), has(self.provisioning)].filter(x, x).size() <= 1",message="set at most one connection mode: spec.kubeconfig, spec.registration or spec.provisioning"
+// +kubebuilder:validation:XValidation:rule="has(self.provisioning) == has(oldSelf.provisioning)",message="spec.provisioning cannot be added to or removed from an existing ManagedCluster: Drover either builds a cluster from the start or never does"
 type ManagedClusterSpec struct {
 	// displayName is a human-friendly name for the cluster.
 	// +optional
@@ -54,6 +55,12 @@ type ManagedClusterSpec struct {
 	// and publishes the command that installs the agent in status.registration.
 	// +optional
 	Registration *RegistrationSource `json:"registration,omitempty"`
+
+	// provisioning makes Drover build the cluster, RKE-style, on hosts that run its
+	// node agent; the hub then reaches it like a kubeconfig cluster, with a
+	// kubeconfig it keeps in Secret <name>-kubeconfig.
+	// +optional
+	Provisioning *ProvisioningSpec `json:"provisioning,omitempty"`
 
 	// paused stops all reconciliation for this cluster while true.
 	// +optional
@@ -208,6 +215,10 @@ type ManagedClusterStatus struct {
 	// registration says how to install the agent (spec.registration only).
 	// +optional
 	Registration *RegistrationStatus `json:"registration,omitempty"`
+
+	// provisioning says how building the cluster goes (spec.provisioning only).
+	// +optional
+	Provisioning *ProvisioningStatus `json:"provisioning,omitempty"`
 }
 
 // ManagedCluster is a target cluster that Drover manages: how to reach it, and what

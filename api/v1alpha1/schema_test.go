@@ -90,7 +90,50 @@ kind: ManagedCluster
 metadata: {name: two-modes}
 spec:
   kubeconfig: {secretRef: {name: k}}
-  registration: {}`, []string{"spec", "set at most one connection mode: spec.kubeconfig or spec.registration"}},
+  registration: {}`, []string{"spec", "set at most one connection mode: spec.kubeconfig, spec.registration or spec.provisioning"}},
+		{"managedcluster provisioning and kubeconfig", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: two-modes}
+spec:
+  kubeconfig: {secretRef: {name: k}}
+  provisioning: {kubernetesVersion: v1.36.3}`, []string{"set at most one connection mode"}},
+		{"provisioning without a version", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: no-version}
+spec: {provisioning: {}}`, []string{"spec.provisioning.kubernetesVersion: Required value"}},
+		{"provisioning bad version", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: bad-version}
+spec: {provisioning: {kubernetesVersion: "1.36"}}`, []string{"spec.provisioning.kubernetesVersion: Invalid value"}},
+		{"provisioning bad endpoint", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: bad-endpoint}
+spec: {provisioning: {kubernetesVersion: v1.36.3, controlPlaneEndpoint: "https://lb/"}}`, []string{"spec.provisioning.controlPlaneEndpoint: Invalid value"}},
+		{"provisioning bad worker concurrency", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: bad-concurrency}
+spec: {provisioning: {kubernetesVersion: v1.36.3, upgradeStrategy: {workerConcurrency: "150%"}}}`, []string{"spec.provisioning.upgradeStrategy.workerConcurrency", "a percentage from 1% to 100%"}},
+		{"ssh host with a bad role and no key", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: bad-ssh}
+spec: {provisioning: {kubernetesVersion: v1.36.3, sshHosts: [{address: 10.0.0.15, user: root, roles: [master]}]}}`, []string{`spec.provisioning.sshHosts[0].roles[0]: Unsupported value: "master"`, "spec.provisioning.sshHosts[0].sshKeySecretRef: Required value"}},
+		// ClusterNode
+		{"clusternode name", `
+apiVersion: management.drover.io/v1alpha1
+kind: ClusterNode
+metadata: {name: node-1}
+spec: {cluster: edge-1, hostname: node-1, roles: [etcd], address: 10.0.0.11}`, []string{"metadata.name must be <spec.cluster>-<spec.hostname>"}},
+		{"clusternode address and roles", `
+apiVersion: management.drover.io/v1alpha1
+kind: ClusterNode
+metadata: {name: edge-1-node-1}
+spec: {cluster: edge-1, hostname: node-1, roles: [], address: node-1.local}`, []string{"spec.address must be an IP address", "spec.roles: Invalid value"}},
 		{"managedcluster bad deletionPolicy", `
 apiVersion: management.drover.io/v1alpha1
 kind: ManagedCluster
@@ -467,7 +510,24 @@ spec:
   namespaceDefaultQuota: {hard: {requests.cpu: 2, requests.memory: 4Gi, pods: 10}}
   containerDefaults: {max: {cpu: "2"}}
   networkIsolation: false
-  namespaceDeletionPolicy: Delete`}
+  namespaceDeletionPolicy: Delete`, `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: edge-1}
+spec:
+  provisioning:
+    kubernetesVersion: v1.36.3
+    controlPlaneEndpoint: 10.0.0.10:6443
+    upgradeStrategy: {controlPlaneConcurrency: 1, workerConcurrency: "25%", drain: true}
+    sshHosts:
+    - {address: 10.0.0.15, user: root, sshKeySecretRef: {name: edge-1-ssh}, roles: [worker]}
+    etcdSnapshotCreate: {generation: 1}
+    etcdSnapshotRestore: {name: edge-1-20261201-0600, generation: 1}
+    rotateCertificates: {generation: 1}`, `
+apiVersion: management.drover.io/v1alpha1
+kind: ClusterNode
+metadata: {name: edge-1-node-1}
+spec: {cluster: edge-1, hostname: node-1, roles: [etcd, control-plane], address: "fd00::11"}`}
 	for _, doc := range docs {
 		for _, u := range objects(t, doc) {
 			t.Run(u.GetKind()+"/"+u.GetName()[:min(20, len(u.GetName()))], func(t *testing.T) {
@@ -523,6 +583,7 @@ func TestPrinterColumns(t *testing.T) {
 		"clusterprojects": {"Name", "Ready", "Clusters", "Namespaces", "Age"},
 		"accessbindings":  {"Name", "Role", "Project", "Ready", "Synced", "Age"},
 		"roletemplates":   {"Name", "Context", "Ready", "Installed", "Age"},
+		"clusternodes":    {"Name", "Cluster", "Roles", "State", "Version", "Age"},
 	}
 	cfg := rest.CopyConfig(hub.Config)
 	cfg.APIPath = "/apis"
@@ -563,4 +624,39 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestProvisioningModeIsFixed: a cluster Drover builds stays one, and no other becomes one.
+func TestProvisioningModeIsFixed(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ name, from, to string }{
+		{"add", `{registration: {}}`, `{provisioning: {kubernetesVersion: v1.36.3}}`},
+		{"remove", `{provisioning: {kubernetesVersion: v1.36.3}}`, `{registration: {}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := objects(t, "apiVersion: management.drover.io/v1alpha1\nkind: ManagedCluster\nmetadata: {name: mode-"+tc.name+"}\nspec: "+tc.from)[0]
+			if err := cl.Create(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cl.Delete(ctx, u) })
+			next := objects(t, "apiVersion: management.drover.io/v1alpha1\nkind: ManagedCluster\nmetadata: {name: mode-"+tc.name+"}\nspec: "+tc.to)[0]
+			next.SetResourceVersion(u.GetResourceVersion())
+			err := cl.Update(ctx, next)
+			if err == nil || !strings.Contains(err.Error(), "spec.provisioning cannot be added to or removed from an existing ManagedCluster") {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+	// The version may change (an upgrade).
+	u := objects(t, "apiVersion: management.drover.io/v1alpha1\nkind: ManagedCluster\nmetadata: {name: mode-upgrade}\nspec: {provisioning: {kubernetesVersion: v1.36.3}}")[0]
+	if err := cl.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Delete(ctx, u) })
+	if err := unstructured.SetNestedField(u.Object, "v1.37.0", "spec", "provisioning", "kubernetesVersion"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Update(ctx, u); err != nil {
+		t.Fatal(err)
+	}
 }

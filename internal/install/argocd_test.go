@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,6 +27,7 @@ func TestArgoCDHealth(t *testing.T) {
 		"AccessBinding": {"subjects": []any{map[string]any{"kind": "Group", "name": "devs"}},
 			"roleRef": map[string]any{"kind": "ClusterRole", "name": "view"}, "clusters": map[string]any{"names": []any{"prod-eu-1"}}},
 		"ClusterProject": {"clusters": map[string]any{"names": []any{"prod-eu-1"}}, "namespaces": []any{map[string]any{"name": "payments-api"}}},
+		"ClusterNode":    {"cluster": "edge-1", "roles": []any{"etcd"}, "address": "10.0.0.15"},
 	}
 	for kind := range specs {
 		if data["resource.customizations.health.management.drover.io_"+kind] == "" {
@@ -106,18 +108,28 @@ func TestArgoCDHealth(t *testing.T) {
 				continue
 			}
 			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				name := fmt.Sprintf("case-%d", i)
+				if kind == "ClusterNode" { // named <cluster>-<hostname>
+					spec = maps.Clone(spec)
+					spec["hostname"] = name
+					name = "edge-1-" + name
+				}
 				o := &unstructured.Unstructured{Object: map[string]any{
 					"apiVersion": "management.drover.io/v1alpha1", "kind": kind,
-					"metadata": map[string]any{"name": fmt.Sprintf("case-%d", i)}, "spec": spec}}
+					"metadata": map[string]any{"name": name}, "spec": spec}}
 				o, err := dyn.Resource(gvr).Create(ctx, o, metav1.CreateOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
+				var value any = "changed"
 				change := []string{"spec", "displayName"}
-				if kind == "AccessBinding" { // it has no displayName
+				switch kind { // kinds without a displayName
+				case "AccessBinding":
 					change = []string{"spec", "roleRef", "name"}
+				case "ClusterNode":
+					value, change = []any{"etcd", "worker"}, []string{"spec", "roles"}
 				}
-				if err := unstructured.SetNestedField(o.Object, "changed", change...); err != nil {
+				if err := unstructured.SetNestedField(o.Object, value, change...); err != nil {
 					t.Fatal(err)
 				}
 				if tc.paused {

@@ -67,7 +67,7 @@ func TestChartInstalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := kinds(objs)
-	for kind, want := range map[string]int{"CustomResourceDefinition": 4, "Deployment": 1, "ValidatingWebhookConfiguration": 1, "Service": 3, "ClusterRole": 1} {
+	for kind, want := range map[string]int{"CustomResourceDefinition": 5, "Deployment": 1, "ValidatingWebhookConfiguration": 1, "Service": 3, "ClusterRole": 1} {
 		if got[kind] != want {
 			t.Errorf("the chart renders %d %s, want %d", got[kind], kind, want)
 		}

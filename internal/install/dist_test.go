@@ -22,7 +22,7 @@ func TestInstallManifestAppliesInOnePass(t *testing.T) {
 	}
 	objs := decodeFiles(t, filepath.Join(root, "dist", "install.yaml"))
 	got := kinds(objs)
-	for kind, want := range map[string]int{"Namespace": 1, "CustomResourceDefinition": 4, "Deployment": 1, "ValidatingWebhookConfiguration": 1, "Service": 2} {
+	for kind, want := range map[string]int{"Namespace": 1, "CustomResourceDefinition": 5, "Deployment": 1, "ValidatingWebhookConfiguration": 1, "Service": 2} {
 		if got[kind] != want {
 			t.Errorf("dist/install.yaml holds %d %s, want %d (run make build-installer)", got[kind], kind, want)
 		}
