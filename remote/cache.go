@@ -602,13 +602,14 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial D
 	cfg.QPS, cfg.Burst = c.opts.QPS, c.opts.Burst
 	cfg.UserAgent = "drover-manager/" + name
 	cfg.Dial = dial
-	// Requests are counted by cluster name (drover_cluster_requests_total), not
-	// by the host client-go would label them with.
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{cluster: name, next: rt} })
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKubeconfig, "its TLS settings cannot be used")
 	}
+	// Requests are counted by cluster name (drover_cluster_requests_total), not by
+	// the host client-go would label them with. Only the shared HTTP client counts:
+	// Config stays as it was, for whoever builds other round trippers from it.
+	httpClient.Transport = &countingTransport{cluster: name, next: httpClient.Transport}
 	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	clientmetrics "k8s.io/client-go/tools/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -115,5 +116,9 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return resp, err
 }
 
-// WrappedRoundTripper lets client-go's transport cache tell wrapped transports apart.
+// WrappedRoundTripper lets client-go see through the wrapper.
 func (t *countingTransport) WrappedRoundTripper() http.RoundTripper { return t.next }
+
+// CloseIdleConnections closes the idle connections of the transport underneath, as
+// http.Client.CloseIdleConnections expects of its Transport.
+func (t *countingTransport) CloseIdleConnections() { utilnet.CloseIdleConnectionsFor(t.next) }
