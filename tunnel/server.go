@@ -244,6 +244,7 @@ func (s *Server) Close(cluster string) {
 	s.mu.Lock()
 	list := s.sessions[cluster]
 	delete(s.watched, cluster)
+	forgetMetrics(cluster)
 	s.mu.Unlock()
 	for _, ss := range list {
 		_ = ss.conn.Close()
@@ -312,6 +313,8 @@ func (s *Server) announce(id Identity, hw *hijackWriter) {
 	s.mu.Lock()
 	old := s.sessions[id.Cluster]
 	s.sessions[id.Cluster] = []*session{ss}
+	tunnelConnected.WithLabelValues(id.Cluster).Set(1)
+	tunnelOpened.WithLabelValues(id.Cluster).Inc()
 	s.mu.Unlock()
 	for _, o := range old {
 		_ = o.conn.Close()
@@ -337,6 +340,13 @@ func (s *Server) remove(cluster string, conn net.Conn) {
 	}
 	if len(list) == 0 {
 		delete(s.sessions, cluster)
+		if _, dialled := s.watched[cluster]; dialled {
+			tunnelConnected.WithLabelValues(cluster).Set(0)
+		} else {
+			// Not a cluster this replica dials (a follower's, or one deleted):
+			// no series rather than a stale one.
+			tunnelConnected.DeleteLabelValues(cluster)
+		}
 	} else {
 		s.sessions[cluster] = list
 	}
@@ -375,6 +385,7 @@ func (s *Server) authenticateAgent(r *http.Request) (Identity, int, string) {
 }
 
 func (s *Server) reject(cluster, reason, msg string) {
+	tunnelRejected.WithLabelValues(reason).Inc()
 	if s.opts.Reject != nil && validation.IsDNS1123Subdomain(cluster) == nil {
 		s.opts.Reject(cluster, reason, msg)
 	}
