@@ -78,6 +78,11 @@ type Options struct {
 	LeaseDuration time.Duration
 	// Version is the agent version recorded on the Lease; empty means version.Version.
 	Version string
+	// MetricsBindAddress serves Prometheus metrics (/metrics); "" or "0" turns it off.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz (ready while the Lease is
+	// held); "" or "0" turns it off.
+	HealthProbeBindAddress string
 }
 
 // HolderIdentity is the spec.holderIdentity the agent writes on its Lease.
@@ -109,6 +114,8 @@ func Main(ctx context.Context, args []string) error {
 	fs.StringVar(&o.LeaseName, "lease-name", DefaultLeaseName, "Name of the agent's heartbeat Lease.")
 	fs.DurationVar(&o.RenewInterval, "renew-interval", DefaultRenewInterval, "How often to renew the Lease; also the timeout of each renewal.")
 	fs.DurationVar(&o.LeaseDuration, "lease-duration", DefaultLeaseDuration, "Lease duration written to the Lease; must exceed --renew-interval.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "0", "Address the Prometheus metrics endpoint (/metrics) binds to, e.g. :8080; 0 disables it.")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", "0", "Address /healthz and /readyz (ready while the heartbeat Lease is held) bind to, e.g. :8081; 0 disables them.")
 	var kf kubeconfig.Flags
 	kf.BindFlags(fs)
 	var zo zap.Options
@@ -221,9 +228,18 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		opts:   o,
 		leases: cs.CoordinationV1().Leases(o.Namespace),
 		now:    time.Now,
+		health: &health{leaseDuration: o.LeaseDuration},
 	}
 	log := ctrl.LoggerFrom(ctx).WithName("agent").WithValues("cluster", o.ClusterName)
 	ctx = ctrl.LoggerInto(ctx, log)
+	agentInfo.WithLabelValues(o.Version, o.ClusterName).Set(1)
+	defer agentInfo.DeleteLabelValues(o.Version, o.ClusterName)
+	if err := serve(ctx, "metrics", o.MetricsBindAddress, metricsHandler()); err != nil {
+		return err
+	}
+	if err := serve(ctx, "health probes", o.HealthProbeBindAddress, h.health.probeHandler()); err != nil {
+		return err
+	}
 	log.Info("Starting agent", "version", o.Version, "namespace", o.Namespace, "lease", o.LeaseName,
 		"renewInterval", o.RenewInterval, "leaseDuration", o.LeaseDuration)
 	wait.UntilWithContext(ctx, h.tick, o.RenewInterval)
@@ -242,6 +258,8 @@ type heartbeat struct {
 	healthy bool
 	// waitingForNamespace is whether the last renewal found no namespace.
 	waitingForNamespace bool
+	// health feeds the probes and metrics; nil in tests that need neither.
+	health *health
 }
 
 // errNamespaceMissing reports that the Lease's namespace does not exist (yet).
@@ -253,6 +271,9 @@ func (h *heartbeat) tick(ctx context.Context) {
 	renewCtx, cancel := context.WithTimeout(ctx, h.opts.RenewInterval)
 	defer cancel()
 	err := h.renew(renewCtx)
+	if h.health != nil && (err == nil || ctx.Err() == nil) {
+		h.health.renewed(err == nil, h.now())
+	}
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// Shutting down; the interrupted renewal is no failure.

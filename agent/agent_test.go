@@ -2,6 +2,9 @@ package agent_test
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -121,9 +124,27 @@ func TestAgentRenewsLease(t *testing.T) {
 		RenewInterval: 200 * time.Millisecond,
 		LeaseDuration: 3 * time.Second,
 		Version:       "v1.2.3-test",
+		// As the Deployment the hub installs runs it.
+		MetricsBindAddress:     freeAddr(t),
+		HealthProbeBindAddress: freeAddr(t),
 	}
 	done := make(chan error, 1)
 	go func() { done <- agent.Run(agentCtx, cp.Config, o) }()
+	get := func(g Gomega, addr, path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path) //nolint:noctx // a test against a local endpoint
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = resp.Body.Close() }()
+		body, err := io.ReadAll(resp.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		return resp.StatusCode, string(body)
+	}
+	// Live at once; not ready while the Lease cannot be held.
+	g.Eventually(func(g Gomega) {
+		code, _ := get(g, o.HealthProbeBindAddress, "/healthz")
+		g.Expect(code).To(Equal(http.StatusOK))
+		code, body := get(g, o.HealthProbeBindAddress, "/readyz")
+		g.Expect(code).To(Equal(http.StatusServiceUnavailable), body)
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 
 	// Without its namespace the agent waits, and does not create the namespace itself.
 	g.Consistently(func() bool {
@@ -151,6 +172,16 @@ func TestAgentRenewsLease(t *testing.T) {
 		g.Expect(lease.Spec.RenewTime).NotTo(BeNil())
 		first = lease
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	// Ready once the Lease is held, and the metrics say so.
+	g.Eventually(func(g Gomega) {
+		code, body := get(g, o.HealthProbeBindAddress, "/readyz")
+		g.Expect(code).To(Equal(http.StatusOK), body)
+		_, metrics := get(g, o.MetricsBindAddress, "/metrics")
+		g.Expect(metrics).To(ContainSubstring(`drover_agent_info{cluster="target-1",version="v1.2.3-test"} 1`))
+		g.Expect(metrics).To(MatchRegexp(`drover_agent_lease_renewals_total\{result="success"\} [1-9]`))
+		g.Expect(metrics).To(ContainSubstring("drover_agent_last_renewal_timestamp_seconds"))
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 
 	// renewTime advances with every renewal.
 	g.Eventually(func(g Gomega) {
@@ -187,4 +218,14 @@ func TestAgentRenewsLease(t *testing.T) {
 	// The agent stops cleanly once its context is done.
 	stopAgent()
 	g.Eventually(done, 5*time.Second).Should(Receive(BeNil()))
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
 }

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"fmt"
 	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -8,6 +9,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -28,6 +30,10 @@ const (
 	AgentTunnelBindingName = "drover:agent-tunnel"
 	// AgentCredentialSecretName holds the agent's tunnel credential (tunnel mode).
 	AgentCredentialSecretName = "drover-agent-credential"
+	// AgentMetricsPort serves the agent's Prometheus metrics (port name metrics).
+	AgentMetricsPort = 8080
+	// AgentProbePort serves the agent's /healthz and /readyz (port name probes).
+	AgentProbePort = 8081
 )
 
 // Agent renders what a target holds for its agent: the namespace, a ServiceAccount,
@@ -58,12 +64,15 @@ func Agent(cluster, image string, tunnel bool) []client.Object {
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"drover-agent-hub"}, Verbs: []string{"get"}},
 	}
 	if tunnel {
-		// No flags: the agent reads everything from Secret drover-agent-hub.
+		// No hub flags: the agent reads everything from Secret drover-agent-hub.
 		args = []string{"agent", "--namespace=" + AgentNamespace}
 		roleRules = append(roleRules,
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{AgentCredentialSecretName}, Verbs: []string{"get", "update"}})
 	}
+	// Metrics for a Prometheus in the target, and probes that say whether the
+	// heartbeat Lease is held (docs/observability.md).
+	args = append(args, fmt.Sprintf("--metrics-bind-address=:%d", AgentMetricsPort), fmt.Sprintf("--health-probe-bind-address=:%d", AgentProbePort))
 	objs := []client.Object{
 		&corev1.Namespace{
 			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
@@ -113,6 +122,16 @@ func Agent(cluster, image string, tunnel bool) []client.Object {
 							Name:  "agent",
 							Image: image,
 							Args:  args,
+							Ports: []corev1.ContainerPort{
+								{Name: "metrics", ContainerPort: AgentMetricsPort, Protocol: corev1.ProtocolTCP},
+								{Name: "probes", ContainerPort: AgentProbePort, Protocol: corev1.ProtocolTCP},
+							},
+							LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("probes")}},
+								PeriodSeconds: 20},
+							// Ready while the heartbeat Lease is held: a pod that is not Ready
+							// is an agent the hub sees as dead (AgentReady False).
+							ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("probes")}},
+								PeriodSeconds: 10},
 							Resources: corev1.ResourceRequirements{
 								Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 								Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
