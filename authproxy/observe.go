@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/drover-io/drover/remote"
 )
 
 var (
@@ -28,6 +30,11 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(requests, latency)
+	// A deleted cluster's series go with it.
+	remote.OnForgetMetrics(func(cluster string) {
+		requests.DeletePartialMatch(prometheus.Labels{"cluster": cluster})
+		latency.DeletePartialMatch(prometheus.Labels{"cluster": cluster})
+	})
 }
 
 // auditRecord is what the audit line says about one request. It never holds a

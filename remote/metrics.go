@@ -42,12 +42,23 @@ func init() {
 	clientmetrics.RequestResult = &hubOnlyResults{next: clientmetrics.RequestResult}
 }
 
-// ForgetMetrics drops a deleted cluster's series.
+// ForgetMetrics drops a deleted cluster's series, here and in the packages that
+// registered with OnForgetMetrics.
 func ForgetMetrics(cluster string) {
 	probeDuration.DeleteLabelValues(cluster)
 	requests.DeletePartialMatch(prometheus.Labels{"cluster": cluster})
 	requestDuration.DeleteLabelValues(cluster)
+	for _, f := range forgetters {
+		f(cluster)
+	}
 }
+
+// forgetters drop the per-cluster series of other packages.
+var forgetters []func(cluster string)
+
+// OnForgetMetrics registers f to drop a deleted cluster's series of another package
+// (the authentication proxy's, say). Call it from an init function.
+func OnForgetMetrics(f func(cluster string)) { forgetters = append(forgetters, f) }
 
 // targetHosts counts the open connections per target host (host:port), so that
 // client-go's counter leaves them out.

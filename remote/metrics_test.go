@@ -74,3 +74,13 @@ func seriesCount(c prometheus.Collector) int {
 	close(ch)
 	return len(ch)
 }
+
+func TestForgetMetricsReachesOtherPackages(t *testing.T) {
+	var forgot []string
+	OnForgetMetrics(func(cluster string) { forgot = append(forgot, cluster) })
+	defer func() { forgetters = forgetters[:len(forgetters)-1] }()
+	ForgetMetrics("gone")
+	if len(forgot) != 1 || forgot[0] != "gone" {
+		t.Errorf("forgot %v", forgot)
+	}
+}
