@@ -3,9 +3,18 @@ package manager
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -166,13 +175,20 @@ func TestProxy(t *testing.T) {
 		code, body := get(g, anon, proxyURL+"px-allowed/api/v1/pods", http.Header{"Authorization": {"Bearer forged.token.here"}})
 		g.Expect(code).To(Equal(http.StatusUnauthorized), "forged token")
 		g.Expect(body).NotTo(ContainSubstring("forged.token.here"))
-		// An expired token.
-		expired, err := hubCS.CoreV1().ServiceAccounts("ci").CreateToken(ctx, "deployer",
+		// An expired token: signed with the hub's own ServiceAccount key, for the
+		// deployer, but an hour past its expiry.
+		var sa corev1.ServiceAccount
+		g.Expect(hub.c.Get(ctx, client.ObjectKey{Namespace: "ci", Name: "deployer"}, &sa)).To(Succeed())
+		code, body = get(g, anon, proxyURL+"px-allowed/api/v1/pods", http.Header{"Authorization": {"Bearer " + expiredToken(t, g, hub, &sa)}})
+		g.Expect(code).To(Equal(http.StatusUnauthorized), "expired token")
+		g.Expect(strings.ToLower(body)).To(ContainSubstring("expired"))
+		// The token of a ServiceAccount that was deleted (revoked).
+		revoked, err := hubCS.CoreV1().ServiceAccounts("ci").CreateToken(ctx, "deployer",
 			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(600))}}, metav1.CreateOptions{})
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(hubCS.CoreV1().ServiceAccounts("ci").Delete(ctx, "deployer", metav1.DeleteOptions{})).To(Succeed())
 		g.Eventually(func() int {
-			code, _ := get(g, anon, proxyURL+"px-allowed/api/v1/pods", http.Header{"Authorization": {"Bearer " + expired.Status.Token}})
+			code, _ := get(g, anon, proxyURL+"px-allowed/api/v1/pods", http.Header{"Authorization": {"Bearer " + revoked.Status.Token}})
 			return code
 		}, 20*time.Second, 200*time.Millisecond).Should(Equal(http.StatusUnauthorized), "token of a deleted ServiceAccount")
 		// A client certificate from another CA (a target's).
@@ -277,6 +293,54 @@ func TestProxy(t *testing.T) {
 			return code
 		}, 60*time.Second, 200*time.Millisecond).Should(Equal(http.StatusNotFound))
 	})
+}
+
+// expiredToken signs, with the hub's ServiceAccount signing key, a token for sa that
+// expired an hour ago.
+func expiredToken(t *testing.T, g Gomega, hub *hubEnv, sa *corev1.ServiceAccount) string {
+	t.Helper()
+	keyPEM, err := os.ReadFile(filepath.Join(hub.cp.Dir(), "apiserver", "sa-signer.key"))
+	g.Expect(err).NotTo(HaveOccurred())
+	block, _ := pem.Decode(keyPEM)
+	g.Expect(block).NotTo(BeNil())
+	var key crypto.Signer
+	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		key = k
+	} else if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		key = k
+	} else {
+		k8, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		g.Expect(err).NotTo(HaveOccurred())
+		key = k8.(crypto.Signer)
+	}
+	issuer := hub.cp.Config.Host
+	now := time.Now()
+	claims, err := json.Marshal(map[string]any{
+		"iss": issuer, "aud": []string{issuer}, "sub": "system:serviceaccount:" + sa.Namespace + ":" + sa.Name,
+		"iat": now.Add(-2 * time.Hour).Unix(), "nbf": now.Add(-2 * time.Hour).Unix(), "exp": now.Add(-time.Hour).Unix(),
+		"kubernetes.io": map[string]any{"namespace": sa.Namespace, "serviceaccount": map[string]any{"name": sa.Name, "uid": string(sa.UID)}},
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	enc := base64.RawURLEncoding
+	alg := "RS256"
+	if _, ok := key.(*ecdsa.PrivateKey); ok {
+		alg = "ES256"
+	}
+	signed := enc.EncodeToString([]byte(`{"alg":"`+alg+`","typ":"JWT"}`)) + "." + enc.EncodeToString(claims)
+	sum := sha256.Sum256([]byte(signed))
+	var sig []byte
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		sig, err = rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, sum[:])
+	case *ecdsa.PrivateKey:
+		var r, s *big.Int
+		r, s, err = ecdsa.Sign(rand.Reader, k, sum[:])
+		sig = append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+	default:
+		t.Fatalf("the ServiceAccount signing key is a %T", key)
+	}
+	g.Expect(err).NotTo(HaveOccurred())
+	return signed + "." + enc.EncodeToString(sig)
 }
 
 // registerDirect registers a target by kubeconfig Secret.
