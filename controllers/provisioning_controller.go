@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/nodeplan"
@@ -76,12 +77,17 @@ type ProvisioningReconciler struct {
 	// Artifacts lists the artifact source (nodes.Server.Artifacts).
 	Artifacts func() (map[string]string, error)
 	Now       func() time.Time
+
+	ssh *sshInstaller
 }
 
 // SetupWithManager registers the controller.
 func (r *ProvisioningReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
+	}
+	if r.ssh == nil {
+		r.ssh = newSSHInstaller()
 	}
 	byCluster := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		if c := o.GetLabels()[render.ClusterLabel]; c != "" {
@@ -96,6 +102,7 @@ func (r *ProvisioningReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return ok && mc.Spec.Provisioning != nil
 		}))).
 		Watches(&v1alpha1.ClusterNode{}, byCluster).
+		WatchesRawSource(source.Channel(r.ssh.events, &handler.EnqueueRequestForObject{})).
 		Watches(&corev1.Secret{}, byCluster, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == r.Namespace && o.GetLabels()["app.kubernetes.io/component"] == ComponentProvisioning
 		}))).
@@ -108,6 +115,7 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if err := r.Client.Get(ctx, req.NamespacedName, &mc); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.NodeTokens.Remove(req.Name)
+			r.ssh.forget(req.Name)
 		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
@@ -142,9 +150,37 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	status.RegistrationCommand = nodes.Command(r.HubURL, token, ca)
 
+	// Hosts reached over SSH get the same command, unless registered already.
+	var nodeList v1alpha1.ClusterNodeList
+	if err := r.Client.List(ctx, &nodeList, client.MatchingLabels{render.ClusterLabel: mc.Name}); err != nil {
+		return reconcile.Result{}, err
+	}
+	registered := map[string]bool{}
+	for _, n := range nodeList.Items {
+		registered[n.Spec.Address] = true
+	}
+	sshProblems := r.reconcileSSH(ctx, &mc, status, registered)
+
 	out, err := r.plan(ctx, &mc, status)
 	if err != nil {
 		return reconcile.Result{}, err
+	}
+	// The cluster is not Ready while a host it names in sshHosts has not joined.
+	for i, h := range mc.Spec.Provisioning.SSHHosts {
+		if !registered[h.Address] && out.Tier == planner.TierReady {
+			out.Tier, out.Waiting = planner.TierWorkers, fmt.Sprintf("host %s (spec.provisioning.sshHosts[%d]) to register", h.Address, i)
+		}
+	}
+	if len(sshProblems) > 0 {
+		out.Problems = append(out.Problems, sshProblems...)
+		if len(out.Checksums) > 0 {
+			// The others go on: only what SSH could not do is reported.
+			out.Problems = nil
+			if out.Waiting != "" {
+				out.Waiting += "; "
+			}
+			out.Waiting += strings.Join(sshProblems, "; ")
+		}
 	}
 	if len(out.Problems) > 0 {
 		msg := strings.Join(out.Problems, "; ")
@@ -372,6 +408,7 @@ func (r *ProvisioningReconciler) teardown(ctx context.Context, mc *v1alpha1.Mana
 		return reconcile.Result{}, nil // the cluster is still being cleaned up through its API
 	}
 	r.NodeTokens.Remove(mc.Name)
+	r.ssh.forget(mc.Name)
 	var list v1alpha1.ClusterNodeList
 	if err := r.Client.List(ctx, &list, client.MatchingLabels{render.ClusterLabel: mc.Name}); err != nil {
 		return reconcile.Result{}, err
@@ -418,5 +455,5 @@ func (r *ProvisioningReconciler) teardown(ctx context.Context, mc *v1alpha1.Mana
 	}
 	before := mc.DeepCopy()
 	controllerutil.RemoveFinalizer(mc, ProvisioningFinalizer)
-	return reconcile.Result{}, r.Client.Patch(ctx, mc, client.MergeFrom(before))
+	return reconcile.Result{}, client.IgnoreNotFound(r.Client.Patch(ctx, mc, client.MergeFrom(before)))
 }

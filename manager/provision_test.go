@@ -2,6 +2,9 @@ package manager
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"golang.org/x/crypto/ssh"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,7 +60,7 @@ func TestProvision(t *testing.T) {
 		t.Skip("builds a 7-node cluster")
 	}
 	hosts.RequireRoot(t)
-	hosts.Require(t, "containerd", "ctr", "runc", "cni", "iptables")
+	hosts.Require(t, "containerd", "ctr", "runc", "cni", "iptables", "sshd")
 	if _, err := exec.LookPath("curl"); err != nil {
 		// The install script fetches drover with curl, as on a real host.
 		if out, err := exec.Command("apt-get", "install", "-y", "curl").CombinedOutput(); err != nil {
@@ -86,10 +90,18 @@ func TestProvision(t *testing.T) {
 	hubAddr := ln.Addr().String()
 	_ = ln.Close()
 	e := &hubEnv{cp: hub, c: hc}
-	e.startManager(t, hubAddr, "--artifacts-dir="+artifacts, "--node-agent-binary="+drover)
+	e.startManager(t, hubAddr, "--artifacts-dir="+artifacts, "--node-agent-binary="+drover, "--zap-log-level=info")
 
+	// worker-1 is reached over SSH: Drover installs its node agent (sshd runs in the
+	// host, root's key in a Secret, the host key recorded on first use).
+	sshHost := set.Hosts[6]
+	clientKey := startSSHD(t, sshHost)
+	g.Expect(hc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace, Name: "edge-1-ssh"},
+		Data: map[string][]byte{"value": clientKey}})).To(Succeed())
 	mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "edge-1"}, Spec: v1alpha1.ManagedClusterSpec{
-		Provisioning: &v1alpha1.ProvisioningSpec{KubernetesVersion: provisionVersion}}}
+		Provisioning: &v1alpha1.ProvisioningSpec{KubernetesVersion: provisionVersion, SSHHosts: []v1alpha1.SSHHost{{
+			Address: sshHost.IP.String(), User: "root", SSHKeySecretRef: v1alpha1.SecretKeyReference{Name: "edge-1-ssh"},
+			Roles: []v1alpha1.NodeRole{v1alpha1.NodeRoleWorker}, NodeAgentArgs: []string{"--kubelet-cgroup-root=" + sshHost.Cgroup()}}}}}}
 	g.Expect(hc.Create(ctx, mc)).To(Succeed())
 	applied := time.Now()
 	var command string
@@ -105,7 +117,7 @@ func TestProvision(t *testing.T) {
 	// the hosts, so the script runs the node agent in the foreground.
 	install := strings.Replace(command, "--roles etcd,control-plane,worker", "", 1)
 	agents := map[string]*hosts.Process{}
-	for _, h := range set.Hosts {
+	for _, h := range set.Hosts[:6] {
 		role := roles[strings.SplitN(h.Name, "-", 2)[0]]
 		cmd := h.Command(ctx, "sh", "-c", install+" --roles "+role+" --kubelet-cgroup-root "+h.Cgroup())
 		cmd.Dir = t.TempDir() // where the command writes drover-hub-ca.crt
@@ -134,8 +146,14 @@ func TestProvision(t *testing.T) {
 			t.Logf("%5.1fs after apply: waiting for %s", time.Since(applied).Seconds(), p.Waiting)
 		}
 		g.Expect(p.Tier).To(Equal(string(planner.TierReady)), "waiting for %s", p.Waiting)
-	}, 6*time.Minute, time.Second).Should(Succeed(), func() string { return nodeReport(ctx, hc) })
+	}, 6*time.Minute, time.Second).Should(Succeed(), func() string {
+		installLog, _ := os.ReadFile(sshHost.Path("/var/log/drover-node-agent-install.log"))
+		return nodeReport(ctx, hc) + "\nSSH host's install log:\n" + string(installLog)
+	})
 	t.Logf("provisioned 3 etcd + 2 control-plane + 2 worker nodes in %s after kubectl apply", time.Since(applied).Round(100*time.Millisecond))
+	g.Expect(mc.Status.Provisioning.SSHHostKeys).To(HaveLen(1), "the SSH host's key is recorded; events: %v; status: %+v",
+		eventReasons(g, hc, "edge-1"), mc.Status.Provisioning)
+	g.Expect(mc.Status.Provisioning.SSHHostKeys[0].Key).To(HavePrefix("ssh-ed25519 "))
 
 	// The hub's kubeconfig for the cluster, as the ManagedCluster controller uses it.
 	var kc corev1.Secret
@@ -343,4 +361,56 @@ func buildDrover(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, b)
 	}
 	return out
+}
+
+// startSSHD runs Debian's sshd in h, with its configuration, host key and root's
+// authorized key in the host's own /etc (the machine's stay untouched), and returns
+// the client's private key (PEM).
+func startSSHD(t *testing.T, h *hosts.Host) []byte {
+	t.Helper()
+	_, hostKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, clientKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPEM, err := ssh.MarshalPrivateKey(hostKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPEM, err := ssh.MarshalPrivateKey(clientKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(`ListenAddress %s:22
+HostKey /etc/ssh/drover_host_ed25519_key
+AuthorizedKeysFile /etc/ssh/drover_authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PidFile /run/sshd.pid
+`, h.IP)
+	for p, b := range map[string][]byte{
+		"/etc/ssh/drover_host_ed25519_key": pem.EncodeToMemory(hostPEM),
+		"/etc/ssh/drover_authorized_keys":  ssh.MarshalAuthorizedKey(signer.PublicKey()),
+		"/etc/ssh/drover_sshd_config":      []byte(config),
+	} {
+		if err := h.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := h.Run(context.Background(), "mkdir", "-p", "-m", "0755", "/run/sshd"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if _, err := h.Start("/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/drover_sshd_config"); err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(clientPEM)
 }

@@ -120,6 +120,14 @@ type SSHHost struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=3
 	Roles []NodeRole `json:"roles"`
+	// nodeAgentArgs are further flags of drover node-agent on this host, e.g.
+	// --hostname=edge-7 or --kubelet-cgroup-root=/drover.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^--[a-z][-a-z]*(=.*)?$`
+	NodeAgentArgs []string `json:"nodeAgentArgs,omitempty"`
 }
 
 // ActionGeneration triggers a day-2 action once per generation.
