@@ -68,7 +68,7 @@ kubebin-node: ## Build (once) and cache what provisioned hosts run: kubelet, kub
 	$(KUBEBIN) node
 
 # Packages whose tests need no API server; they also run under the race detector.
-UNIT_PKGS = ./render/ ./admission/ ./targetsync/ ./remote/ ./selfcert/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/ ./nodeplan/ ./nodeagent/ ./nodes/
+UNIT_PKGS = ./render/ ./authproxy/ ./userkubeconfig/ ./admission/ ./targetsync/ ./remote/ ./selfcert/ ./hubserver/ ./registration/ ./tunnel/ ./clusterfacts/ ./kubeconfig/ ./version/ ./nodeplan/ ./nodeagent/ ./nodes/
 
 .PHONY: test
 test: manifests generate vet chart ## Run unit tests (with the race detector) and integration tests against real API servers.

@@ -244,12 +244,27 @@ func Run(ctx context.Context, o Options) error {
 		o.Controllers.HubCA = hub.CA
 
 		// The authentication proxy: people reach every cluster through the hub.
-		px, err := authproxy.New(authproxy.Options{Hub: cfg, Reader: mgr.GetCache(),
-			Backends: &authproxy.Connections{Cache: connections.Load}})
+		// A replica that does not lead dials the clusters it is asked for itself.
+		backends := &authproxy.Connections{Cache: connections.Load,
+			Follower: authproxy.FollowerOptions{Reader: mgr.GetCache(), Namespace: o.Namespace, Remote: o.Controllers.Remote, Tunnels: tun.Dialer}}
+		if o.LeaderElect {
+			backends.Leading = func() bool {
+				select {
+				case <-mgr.Elected():
+					return true
+				default:
+					return false
+				}
+			}
+		}
+		px, err := authproxy.New(authproxy.Options{Hub: cfg, Reader: mgr.GetCache(), Backends: backends})
 		if err != nil {
 			return err
 		}
 		if err := mgr.Add(px); err != nil {
+			return err
+		}
+		if err := mgr.Add(backends); err != nil {
 			return err
 		}
 		hub.Handle(authproxy.PathPrefix, px)
