@@ -197,12 +197,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(rec, http.StatusForbidden, metav1.StatusReasonForbidden, forbidden(u, name))
 		return
 	}
-	a.cluster = name
 	if !d.exists {
 		writeStatus(rec, http.StatusNotFound, metav1.StatusReasonNotFound,
 			fmt.Sprintf("managedclusters.management.drover.io %q not found", name))
 		return
 	}
+	// Only names of clusters that exist become label values.
+	a.cluster = name
 	b, err := p.backends.Backend(name)
 	if err != nil {
 		writeStatus(rec, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, err.Error())
