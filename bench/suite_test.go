@@ -351,12 +351,22 @@ type managerProc struct {
 // stopped when the benchmark ends.
 func (e *env) startManager(b *testing.B) *managerProc {
 	b.Helper()
+	return e.startManagerWith(b, "")
+}
+
+// startManagerWith starts a manager whose hub server listens on hubAddr (a free
+// loopback port when empty), with extra flags.
+func (e *env) startManagerWith(b *testing.B, hubAddr string, extra ...string) *managerProc {
+	b.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	e.managers++
-	metricsAddr, healthAddr, memAddr, hubAddr, webhookAddr := freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b)
+	metricsAddr, healthAddr, memAddr, webhookAddr := freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b)
+	if hubAddr == "" {
+		hubAddr = freeAddr(b)
+	}
 	p := &managerProc{
 		done:        make(chan struct{}),
 		hubAddr:     hubAddr,
@@ -383,6 +393,7 @@ func (e *env) startManager(b *testing.B) *managerProc {
 		// through it.
 		"--webhook-bind-address="+webhookAddr,
 	)
+	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Env = append(os.Environ(), roleEnv+"=manager", memstatsAddrEnv+"="+memAddr)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	// The manager must never outlive the benchmark.

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -73,8 +72,8 @@ func TestProvision(t *testing.T) {
 	names := []string{"etcd-0", "etcd-1", "etcd-2", "cp-0", "cp-1", "worker-0", "worker-1"}
 	roles := map[string]string{"etcd": "etcd", "cp": "control-plane", "worker": "worker"}
 	set := hosts.NewForTest(t, len(names), hosts.Options{Names: names})
-	artifacts := artifactSource(t)
-	drover := buildDrover(t)
+	artifacts := hosts.ArtifactSource(t, provisionVersion, planner.PauseImage)
+	drover := hosts.BuildDrover(t)
 	t.Logf("%5.1fs hosts, artifact source and drover ready", time.Since(start).Seconds())
 
 	// The hub, its server on the bridge's address so that the hosts reach it.
@@ -294,73 +293,6 @@ func nodeReport(ctx context.Context, c client.Client) string {
 		b.WriteString("\n")
 	}
 	return b.String()
-}
-
-// artifactSource makes an artifact source as `--artifacts-dir` wants it: the binaries
-// of provisionVersion (hard links to hack/kubebin.sh node's) and the images.
-func artifactSource(t *testing.T) string {
-	t.Helper()
-	bin := hosts.NodeBinDir(t)
-	dir := t.TempDir()
-	vdir := filepath.Join(dir, provisionVersion)
-	if err := os.MkdirAll(vdir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
-		if err := linkOrCopy(filepath.Join(bin, name), filepath.Join(vdir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tiny := hosts.Tiny(t)
-	for file, img := range map[string]struct {
-		ref        string
-		entrypoint []string
-	}{"pause.tar": {planner.PauseImage, []string{"/tiny", "pause"}}, "tiny.tar": {hosts.TinyImage, []string{"/tiny"}}} {
-		archive, err := hosts.OCIArchive(img.ref, map[string][]byte{"tiny": tiny}, img.entrypoint)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "images", file), archive, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-func linkOrCopy(src, dst string) error {
-	if os.Link(src, dst) == nil {
-		return nil
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = in.Close() }()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		_ = out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// buildDrover builds the drover binary the hosts download from the hub.
-func buildDrover(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "drover")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	return out
 }
 
 // startSSHD runs Debian's sshd in h, with its configuration, host key and root's
