@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,8 @@ type env struct {
 	c   client.Client
 	s   *Server
 	mux *http.ServeMux
+	// token is the cluster's current node token.
+	token atomic.Pointer[string]
 }
 
 func newEnv(t *testing.T, objs ...client.Object) *env {
@@ -63,10 +66,15 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 	if err := os.WriteFile(filepath.Join(arts, "v1.36.3", "kubelet"), []byte("kubelet"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	e := &env{t: t, c: c}
+	tok := testToken
+	e.token.Store(&tok)
 	s := New(Options{Namespace: "drover-system", Cache: c, Reader: c, Writer: c, ArtifactsDir: arts,
-		TokenOf: func(_ context.Context, cluster string) (string, bool) { return testToken, cluster == "edge-1" },
+		TokenOf: func(_ context.Context, cluster string) (string, bool) { return *e.token.Load(), cluster == "edge-1" },
+		// As the registry does: the id of the token seen last, and of the one before
+		// until the controller notices the change (the token itself is checked anyway).
 		ClusterOf: func(id string) (string, bool) {
-			if id == ID(testToken) {
+			if id == ID(testToken) || id == ID(*e.token.Load()) {
 				return "edge-1", true
 			}
 			return "", false
@@ -81,7 +89,8 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 	}
 	mux := http.NewServeMux()
 	s.Register(func(p string, h http.Handler) { mux.Handle(p, h) })
-	return &env{t: t, c: c, s: s, mux: mux}
+	e.s, e.mux = s, mux
+	return e
 }
 
 func (e *env) do(method, path string, body any, cert *x509.Certificate) *httptest.ResponseRecorder {
@@ -184,6 +193,23 @@ func TestRegister(t *testing.T) {
 	if err := e.c.Get(context.Background(), client.ObjectKey{Name: "edge-1-etcd-0"}, &node); err != nil || len(node.Spec.Roles) != 1 {
 		t.Fatalf("roles %v %v", node.Spec.Roles, err)
 	}
+	// The token is rotated: the old one no longer registers anything, at once, and
+	// its install script is gone.
+	rotated := testToken + "-rotated"
+	e.token.Store(&rotated)
+	if rec := e.do(http.MethodPost, RegisterPath, registerReq(t, "etcd-9", "10.0.0.19", "etcd"), nil); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("the old token after rotation: %d %s", rec.Code, rec.Body)
+	}
+	if rec := e.do(http.MethodGet, PathPrefix+ID(testToken)+"/install.sh", nil, nil); rec.Code != http.StatusNotFound {
+		t.Fatalf("the old install script after rotation: %d", rec.Code)
+	}
+	fresh := registerReq(t, "etcd-9", "10.0.0.19", "etcd")
+	fresh.Token = rotated
+	if rec := e.do(http.MethodPost, RegisterPath, fresh, nil); rec.Code != http.StatusOK {
+		t.Fatalf("the new token: %d %s", rec.Code, rec.Body)
+	}
+	// Nodes registered before keep their credentials.
+
 	// Renewal with the credential, no token.
 	renew := registerReq(t, "etcd-0", "10.0.0.11", "etcd")
 	renew.Token = ""
