@@ -178,6 +178,9 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			r.Results.set(req.Name, clusterResult{}, false)
 			r.backoff().Forget(req.Name)
 			r.forgetFailure(req.Name)
+			// The ManagedCluster controller drops the cluster's series too; this
+			// drops those a sync that ended after it may have written.
+			forgetSyncMetrics(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err

@@ -89,6 +89,11 @@ func forgetClusterMetrics(name string) {
 	for _, v := range []*prometheus.GaugeVec{clusterReady, clusterConnected, clusterAgentReady, clusterSynced, clusterStalled} {
 		v.DeleteLabelValues(name)
 	}
+	forgetSyncMetrics(name)
+}
+
+// forgetSyncMetrics drops the series the cluster syncer writes for a cluster.
+func forgetSyncMetrics(name string) {
 	reconcileErrors.DeleteLabelValues(name)
 	syncDuration.DeleteLabelValues(name)
 	syncErrors.DeletePartialMatch(prometheus.Labels{"cluster": name})
