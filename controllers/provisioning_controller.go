@@ -78,7 +78,8 @@ type ProvisioningReconciler struct {
 	Artifacts func() (map[string]string, error)
 	Now       func() time.Time
 
-	ssh *sshInstaller
+	ssh     *sshInstaller
+	mirrors *mirrors
 }
 
 // SetupWithManager registers the controller.
@@ -88,6 +89,9 @@ func (r *ProvisioningReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.ssh == nil {
 		r.ssh = newSSHInstaller()
+	}
+	if r.mirrors == nil {
+		r.mirrors = newMirrors()
 	}
 	byCluster := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		if c := o.GetLabels()[render.ClusterLabel]; c != "" {
@@ -252,7 +256,13 @@ func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedC
 	case !apierrors.IsNotFound(err):
 		return nil, err
 	}
-	if r.Artifacts != nil {
+	if url := mc.Spec.Provisioning.ArtifactsURL; url != "" {
+		arts, err := r.mirrors.checksums(ctx, url)
+		if err != nil {
+			return &planner.Output{Problems: []string{err.Error()}}, nil
+		}
+		in.Artifacts, in.ArtifactsURL = arts, url
+	} else if r.Artifacts != nil {
 		arts, err := r.Artifacts()
 		if err != nil {
 			return &planner.Output{Problems: []string{err.Error()}}, nil

@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/drover-io/drover/nodeagent"
+	"github.com/drover-io/drover/nodeplan"
 	"github.com/drover-io/drover/nodes"
 	"github.com/drover-io/drover/selfcert"
 	"github.com/drover-io/drover/version"
@@ -502,13 +503,18 @@ func (a *agent) send(ctx context.Context, body []byte) error {
 	return nil
 }
 
-// fetch downloads an artifact from the hub.
-func (a *agent) fetch(ctx context.Context, name string, w io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url(nodes.ArtifactsPrefix+name), nil)
+// fetch downloads an artifact: from its mirror, with the host's trusted CAs (the
+// sha256 in the plan is what makes it safe), or from the hub.
+func (a *agent) fetch(ctx context.Context, art nodeplan.Artifact, w io.Writer) error {
+	name, c, u := art.Name, a.client, a.url(nodes.ArtifactsPrefix+art.Name)
+	if art.URL != "" {
+		c, u = http.DefaultClient, art.URL
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := a.client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}

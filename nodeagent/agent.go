@@ -47,9 +47,10 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// StopTimeout is how long a process gets between SIGTERM and SIGKILL (default 10 s).
 	StopTimeout time.Duration
-	// Fetch downloads an artifact of the plan from the artifact source into w. Plans
-	// with artifacts fail without it.
-	Fetch func(ctx context.Context, name string, w io.Writer) error
+	// Fetch downloads an artifact of the plan into w: from its URL (a mirror) when
+	// it has one, else from the hub's artifact source. Plans with artifacts fail
+	// without it.
+	Fetch func(ctx context.Context, art nodeplan.Artifact, w io.Writer) error
 	// Log receives the agent's log lines; never a file's content.
 	Log logr.Logger
 }
@@ -362,7 +363,7 @@ func (a *Agent) fetchArtifact(ctx context.Context, art nodeplan.Artifact) error 
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }()
 	h := sha256.New()
-	if err := a.opts.Fetch(ctx, art.Name, io.MultiWriter(tmp, h)); err != nil {
+	if err := a.opts.Fetch(ctx, art, io.MultiWriter(tmp, h)); err != nil {
 		_ = tmp.Close()
 		return fmt.Errorf("download: %w", err)
 	}

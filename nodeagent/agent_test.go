@@ -46,10 +46,10 @@ func (h *host) start() {
 	h.t.Helper()
 	a, err := New(Options{DataDir: filepath.Join(h.root, "var/lib/drover"), Root: h.root, RetryMin: 50 * time.Millisecond,
 		RetryMax: 200 * time.Millisecond, StopTimeout: 2 * time.Second, Log: testr.New(h.t),
-		Fetch: func(_ context.Context, name string, w io.Writer) error {
-			content, ok := artifactSource[name]
+		Fetch: func(_ context.Context, art nodeplan.Artifact, w io.Writer) error {
+			content, ok := artifactSource[art.Name]
 			if !ok {
-				return fmt.Errorf("%s: 404 Not Found", name)
+				return fmt.Errorf("%s: 404 Not Found", art.Name)
 			}
 			_, err := w.Write([]byte(content))
 			return err

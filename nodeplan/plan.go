@@ -77,6 +77,9 @@ type Artifact struct {
 	Name string `json:"name"`
 	// SHA256 is the hex digest the downloaded file must have.
 	SHA256 string `json:"sha256"`
+	// URL, when set, is where to download it (a mirror); else the hub's artifact
+	// source serves it.
+	URL string `json:"url,omitempty"`
 }
 
 // File is one file on the node.
@@ -267,6 +270,9 @@ func (p *Plan) Validate() error {
 		arts[a.Name] = true
 		if !sha256RE.MatchString(a.SHA256) {
 			bad(field+".sha256", "want 64 lowercase hex digits")
+		}
+		if a.URL != "" && !strings.HasPrefix(a.URL, "https://") && !strings.HasPrefix(a.URL, "http://") {
+			bad(field+".url", "%q must be http:// or https://", a.URL)
 		}
 	}
 	paths := map[string]bool{}

@@ -126,6 +126,9 @@ type Input struct {
 	// sha256. When set, every plan downloads the binaries it runs from the source,
 	// into Bin/<version>/; when nil, the binaries are taken to be in Bin already.
 	Artifacts map[string]string
+	// ArtifactsURL, when set, is a mirror the nodes download from (URL/<name>);
+	// else the hub serves the artifacts.
+	ArtifactsURL string
 	// Now is the time certificates are checked and issued at.
 	Now time.Time
 }
@@ -347,9 +350,17 @@ func (b *builder) bin(node, name string) string {
 	src := b.in.Cluster.KubernetesVersion + "/" + name
 	p := b.plans[node]
 	if !slices.ContainsFunc(p.Artifacts, func(a nodeplan.Artifact) bool { return a.Name == src }) {
-		p.Artifacts = append(p.Artifacts, nodeplan.Artifact{Name: src, SHA256: b.in.Artifacts[src]})
+		p.Artifacts = append(p.Artifacts, nodeplan.Artifact{Name: src, SHA256: b.in.Artifacts[src], URL: b.artifactURL(src)})
 	}
 	return l.Bin + "/" + src
+}
+
+// artifactURL is where a node downloads an artifact from a mirror, or "" for the hub.
+func (b *builder) artifactURL(name string) string {
+	if b.in.ArtifactsURL == "" {
+		return ""
+	}
+	return strings.TrimSuffix(b.in.ArtifactsURL, "/") + "/" + name
 }
 
 // check reports node problems that stop planning.
@@ -811,7 +822,7 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 5%%, imagefs.available
 		if strings.HasPrefix(name, "images/") && strings.HasSuffix(name, ".tar") {
 			images = append(images, name+"@"+sum)
 			if !slices.ContainsFunc(p.Artifacts, func(a nodeplan.Artifact) bool { return a.Name == name }) {
-				p.Artifacts = append(p.Artifacts, nodeplan.Artifact{Name: name, SHA256: sum})
+				p.Artifacts = append(p.Artifacts, nodeplan.Artifact{Name: name, SHA256: sum, URL: b.artifactURL(name)})
 			}
 		}
 	}

@@ -319,3 +319,18 @@ func TestArtifacts(t *testing.T) {
 		t.Fatalf("problems %v", out.Problems)
 	}
 }
+
+// With a mirror, each artifact carries its URL there; the sha256 stays what decides.
+func TestArtifactsFromAMirror(t *testing.T) {
+	arts := map[string]string{}
+	for _, b := range []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
+		arts["v1.36.3/"+b] = strings.Repeat("a", 64)
+	}
+	s := newSim(t, topology())
+	s.in.Cluster.KubernetesVersion, s.in.Artifacts, s.in.ArtifactsURL = "v1.36.3", arts, "https://mirror.example/drover/"
+	s.step()
+	a := s.out.Plans["c1-etcd-1"].Artifacts
+	if len(a) == 0 || a[0].URL != "https://mirror.example/drover/v1.36.3/etcd" {
+		t.Fatalf("artifacts %+v", a)
+	}
+}

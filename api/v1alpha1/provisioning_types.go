@@ -47,6 +47,16 @@ type ProvisioningSpec struct {
 	// +kubebuilder:validation:MaxItems=100
 	SSHHosts []SSHHost `json:"sshHosts,omitempty"`
 
+	// artifactsURL points at a mirror of the artifact source (the layout of the
+	// manager's --artifacts-dir: <kubernetesVersion>/<binary>, images/<name>.tar) with
+	// a SHA256SUMS file at its root (sha256sum's output for every file). The nodes
+	// download from it directly, and install only what matches SHA256SUMS. Default:
+	// the hub's own artifact source.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	ArtifactsURL string `json:"artifactsURL,omitempty"`
+
 	// nodeTokenSecretRef names the Secret, in the operator namespace, holding the
 	// token hosts present when they register (key defaults to "token"). Without it
 	// the hub creates Secret <cluster>-node-token. Changing the token stops hosts

@@ -108,6 +108,11 @@ apiVersion: management.drover.io/v1alpha1
 kind: ManagedCluster
 metadata: {name: bad-version}
 spec: {provisioning: {kubernetesVersion: "1.36"}}`, []string{"spec.provisioning.kubernetesVersion: Invalid value"}},
+		{"provisioning bad mirror", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: bad-mirror}
+spec: {provisioning: {kubernetesVersion: v1.36.3, artifactsURL: "ftp://mirror/x"}}`, []string{"spec.provisioning.artifactsURL: Invalid value"}},
 		{"provisioning bad endpoint", `
 apiVersion: management.drover.io/v1alpha1
 kind: ManagedCluster
@@ -518,6 +523,7 @@ spec:
   provisioning:
     kubernetesVersion: v1.36.3
     controlPlaneEndpoint: 10.0.0.10:6443
+    artifactsURL: https://mirror.example.com/drover
     upgradeStrategy: {controlPlaneConcurrency: 1, workerConcurrency: "25%", drain: true}
     sshHosts:
     - {address: 10.0.0.15, user: root, sshKeySecretRef: {name: edge-1-ssh}, roles: [worker]}
