@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/tunnel"
 )
@@ -53,9 +54,16 @@ func (c *Connections) follow(name string) (*remote.Cluster, error) {
 	c.mu.Unlock()
 	var cl *remote.Cluster
 	var err error
+	var ref *v1alpha1.SecretKeyReference
 	switch {
 	case mc.Spec.Kubeconfig != nil:
-		ref := mc.Spec.Kubeconfig.SecretRef
+		ref = &mc.Spec.Kubeconfig.SecretRef
+	case mc.Spec.Provisioning != nil:
+		// The provisioning controller keeps the hub's kubeconfig for a cluster it builds.
+		ref = &v1alpha1.SecretKeyReference{Name: controllers.ProvisionedKubeconfigSecretName(name)}
+	}
+	switch {
+	case ref != nil:
 		var secret corev1.Secret
 		if err := o.Reader.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: ref.Name}, &secret); err != nil {
 			return nil, fmt.Errorf("cluster %s is not connected: cannot read its kubeconfig Secret %s/%s", name, o.Namespace, ref.Name)

@@ -70,15 +70,32 @@ func TestTunnelThroughPeer(t *testing.T) {
 	// The authentication proxy answers on both replicas: the leader reaches the
 	// cluster through its controllers' connection (through the follower's tunnel), the
 	// follower with a connection of its own.
+	// A cluster registered with a kubeconfig is reached the same way.
+	direct, err := controlplane.Start(controlplane.Options{Name: "replicas-direct", ControllerManager: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = direct.Stop() })
+	dc, err := client.New(direct.Config, client.Options{Scheme: scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	registerDirect(g, hub.c, "direct-1", direct)
+	waitReady(g, hub.c, "direct-1")
+	g.Expect(hub.c.Create(ctx, &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: "direct-viewers"}, Spec: v1alpha1.AccessBindingSpec{
+		Subjects: []v1alpha1.Subject{{Kind: v1alpha1.SubjectUser, Name: "alice@example.com"}},
+		RoleRef:  v1alpha1.RoleRef{Kind: v1alpha1.RoleRefClusterRole, Name: "view"},
+		Clusters: &v1alpha1.ClusterSelection{Names: []string{"direct-1"}}}})).To(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(can(g, dc, "alice@example.com", "list", "pods")).To(BeTrue()) }, 30*time.Second, 50*time.Millisecond).Should(Succeed())
 	aliceKubeconfig, err := hub.cp.AddUser("alice@example.com")
 	g.Expect(err).NotTo(HaveOccurred())
 	for _, addr := range []string{hub.addr, follower} {
 		cfg := proxyConfig(g, hub, aliceKubeconfig, "")
 		cfg.Host = "https://" + addr
-		g.Eventually(func(g Gomega) {
-			_, err := clientFor(g, cfg, "edge-7").CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
-			g.Expect(err).NotTo(HaveOccurred())
-		}, 20*time.Second, 200*time.Millisecond).Should(Succeed(), "through the replica at %s", addr)
+		for _, cluster := range []string{"edge-7", "direct-1"} {
+			g.Eventually(func(g Gomega) {
+				_, err := clientFor(g, cfg, cluster).CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+				g.Expect(err).NotTo(HaveOccurred())
+			}, 20*time.Second, 200*time.Millisecond).Should(Succeed(), "%s through the replica at %s", cluster, addr)
+		}
 	}
 
 	// The tunnel closing at the follower is seen by the leader.
