@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -183,10 +184,11 @@ func TestProxy(t *testing.T) {
 		g.Expect(code).To(Equal(http.StatusUnauthorized), "expired token")
 		g.Expect(strings.ToLower(body)).To(ContainSubstring("expired"))
 		// The token of a ServiceAccount that was deleted (revoked).
-		revoked, err := hubCS.CoreV1().ServiceAccounts("ci").CreateToken(ctx, "deployer",
+		g.Expect(hub.c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "temp", Namespace: "ci"}})).To(Succeed())
+		revoked, err := hubCS.CoreV1().ServiceAccounts("ci").CreateToken(ctx, "temp",
 			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(600))}}, metav1.CreateOptions{})
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(hubCS.CoreV1().ServiceAccounts("ci").Delete(ctx, "deployer", metav1.DeleteOptions{})).To(Succeed())
+		g.Expect(hubCS.CoreV1().ServiceAccounts("ci").Delete(ctx, "temp", metav1.DeleteOptions{})).To(Succeed())
 		g.Eventually(func() int {
 			code, _ := get(g, anon, proxyURL+"px-allowed/api/v1/pods", http.Header{"Authorization": {"Bearer " + revoked.Status.Token}})
 			return code
@@ -237,6 +239,28 @@ func TestProxy(t *testing.T) {
 			res = kubectl(t, kc, "--context="+name, "auth", "can-i", "create", "pods")
 			g.Expect(strings.TrimSpace(res.out)).To(HavePrefix("no"))
 		}
+		// The ServiceAccount, with a token in its hub kubeconfig: one cluster, where it may edit.
+		tokenKC := clientcmdapi.NewConfig()
+		tokenKC.Clusters["hub"] = &clientcmdapi.Cluster{Server: hub.cp.Config.Host, CertificateAuthorityData: hub.cp.Config.CAData}
+		tokenKC.AuthInfos["deployer"] = &clientcmdapi.AuthInfo{Token: saToken}
+		tokenKC.Contexts["hub"] = &clientcmdapi.Context{Cluster: "hub", AuthInfo: "deployer"}
+		tokenKC.CurrentContext = "hub"
+		deployerHub := filepath.Join(dir, "deployer-hub.kubeconfig")
+		g.Expect(clientcmd.WriteToFile(*tokenKC, deployerHub)).To(Succeed())
+		out.Reset()
+		errOut.Reset()
+		g.Expect(userkubeconfig.Main(ctx, []string{"--kubeconfig=" + deployerHub}, &out, &errOut)).To(Succeed(), errOut.String())
+		deployerKC := filepath.Join(dir, "deployer.kubeconfig")
+		g.Expect(os.WriteFile(deployerKC, out.Bytes(), 0o600)).To(Succeed())
+		parsed, err = clientcmd.Load(out.Bytes())
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(parsed.Contexts).To(HaveLen(1))
+		g.Expect(parsed.CurrentContext).To(Equal("px-allowed"))
+		res := kubectl(t, deployerKC, "create", "configmap", "from-kubectl", "-n", "default", "--from-literal=k=v")
+		g.Expect(res.err).NotTo(HaveOccurred(), res.out)
+		res = kubectl(t, deployerKC, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+		g.Expect(res.out).To(Equal(saUser))
+
 		// A cluster named explicitly that the user may not reach: a warning, and
 		// kubectl is refused.
 		out.Reset()
@@ -244,18 +268,30 @@ func TestProxy(t *testing.T) {
 		g.Expect(userkubeconfig.Main(ctx, []string{"--kubeconfig=" + hubKC, "--cluster=px-refused"}, &out, &errOut)).To(Succeed())
 		g.Expect(errOut.String()).To(ContainSubstring("px-refused"))
 		g.Expect(os.WriteFile(kc, out.Bytes(), 0o600)).To(Succeed())
-		res := kubectl(t, kc, "get", "pods")
+		res = kubectl(t, kc, "get", "pods")
 		g.Expect(res.err).To(HaveOccurred())
 		g.Expect(res.out).To(ContainSubstring("Forbidden"))
 	})
 
 	t.Run("revoked as soon as the binding is deleted", func(t *testing.T) {
 		g := NewWithT(t)
-		g.Expect(hub.c.Delete(ctx, &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: "alice-view"}})).To(Succeed())
-		g.Eventually(func() int {
-			code, _ := get(g, aliceHC, proxyURL+"px-allowed/api/v1/namespaces/default/pods", nil)
-			return code
-		}, 10*time.Second, 50*time.Millisecond).Should(Equal(http.StatusForbidden))
+		deployerHC := httpClient(g, deployerCfg)
+		code, _ := get(g, deployerHC, proxyURL+"px-allowed/api/v1/namespaces/default/configmaps", nil)
+		g.Expect(code).To(Equal(http.StatusOK))
+		for _, name := range []string{"alice-view", "deployer-edit"} {
+			g.Expect(hub.c.Delete(ctx, &v1alpha1.AccessBinding{ObjectMeta: metav1.ObjectMeta{Name: name}})).To(Succeed())
+		}
+		for _, hc := range []*http.Client{aliceHC, deployerHC} {
+			g.Eventually(func() int {
+				code, _ := get(g, hc, proxyURL+"px-allowed/api/v1/namespaces/default/pods", nil)
+				return code
+			}, 10*time.Second, 50*time.Millisecond).Should(Equal(http.StatusForbidden))
+		}
+		// The targets' RBAC has lost them too.
+		g.Eventually(func(g Gomega) {
+			g.Expect(can(g, allowedC, "alice@example.com", "list", "pods")).To(BeFalse())
+			g.Expect(can(g, allowedC, saUser, "create", "configmaps")).To(BeFalse())
+		}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
 	})
 
 	t.Run("a stopped target: 503 at once", func(t *testing.T) {
