@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/controlplane"
@@ -132,10 +133,12 @@ func TestMetrics(t *testing.T) {
 		g.Expect(byHost(after)).To(Equal(before), "the manager's requests to the target are counted by host")
 	})
 
-	t.Run("every metric the Grafana dashboard queries exists", func(t *testing.T) {
+	t.Run("every metric the Grafana dashboard and the alerts query exists", func(t *testing.T) {
 		g := NewWithT(t)
 		g.Expect(registered("drover_no_such_metric")).To(BeFalse())
-		for _, name := range dashboardMetrics(t, filepath.Join("..", "config", "grafana", "drover-dashboard.json")) {
+		queried := append(dashboardMetrics(t, filepath.Join("..", "config", "grafana", "drover-dashboard.json")),
+			alertMetrics(t, filepath.Join("..", "config", "prometheus", "alerts.yaml"))...)
+		for _, name := range queried {
 			base := name
 			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
 				if trimmed, ok := strings.CutSuffix(name, suffix); ok && families[trimmed] != nil {
@@ -243,6 +246,38 @@ func registered(name string) bool {
 	return false
 }
 
+// alertMetrics lists the metric names the PrometheusRule's expressions use.
+func alertMetrics(t *testing.T, path string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rule struct {
+		Spec struct {
+			Groups []struct {
+				Rules []struct {
+					Alert string `json:"alert"`
+					Expr  string `json:"expr"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(raw, &rule); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var exprs []string
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || r.Expr == "" {
+				t.Errorf("%s: a rule without alert or expr: %+v", path, r)
+			}
+			exprs = append(exprs, r.Expr)
+		}
+	}
+	return metricNames(t, path, exprs)
+}
+
 // dashboardMetrics lists the metric names the dashboard's queries use.
 func dashboardMetrics(t *testing.T, path string) []string {
 	t.Helper()
@@ -260,13 +295,23 @@ func dashboardMetrics(t *testing.T, path string) []string {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("%s is not valid JSON: %v", path, err)
 	}
-	name := regexp.MustCompile(`\b(drover_|controller_runtime_|workqueue_|rest_client_)[a-zA-Z0-9_]+`)
-	seen := map[string]bool{}
+	var exprs []string
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
-			for _, n := range name.FindAllString(tg.Expr, -1) {
-				seen[n] = true
-			}
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	return metricNames(t, path, exprs)
+}
+
+// metricNames lists the metric names in PromQL expressions.
+func metricNames(t *testing.T, path string, exprs []string) []string {
+	t.Helper()
+	name := regexp.MustCompile(`\b(drover_|controller_runtime_|workqueue_|rest_client_)[a-zA-Z0-9_]+`)
+	seen := map[string]bool{}
+	for _, e := range exprs {
+		for _, n := range name.FindAllString(e, -1) {
+			seen[n] = true
 		}
 	}
 	if len(seen) == 0 {
