@@ -1,11 +1,13 @@
 package authproxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -296,6 +298,54 @@ func TestProxy(t *testing.T) {
 		e.b.mu.Unlock()
 		g.Eventually(ended, 5*time.Second).Should(BeClosed())
 	})
+}
+
+// TestUpgradeEndsWithTheConnection: an upgraded stream (exec, port-forward) through
+// the proxy is closed when the cluster's connection closes (the ManagedCluster was
+// deleted), and the target sees the caller's identity, never its credentials.
+func TestUpgradeEndsWithTheConnection(t *testing.T) {
+	g := NewWithT(t)
+	e := newEnv(t)
+	seen := make(chan http.Header, 1)
+	e.upstream(t, "allowed", func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		conn, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer func() { _ = conn.Close() }()
+		_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test-stream\r\n\r\nhello\n")
+		_ = rw.Flush()
+		_, _ = io.Copy(io.Discard, conn) // held open until the other side closes
+	})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL, "http://"))
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = conn.Close() }()
+	_, err = io.WriteString(conn, "POST /clusters/allowed/api/v1/namespaces/default/pods/web/exec?command=sh HTTP/1.1\r\n"+
+		"Host: hub\r\nAuthorization: Bearer alice-token\r\nImpersonate-User: admin\r\nConnection: Upgrade\r\nUpgrade: test-stream\r\n\r\n")
+	g.Expect(err).NotTo(HaveOccurred())
+	r := bufio.NewReader(conn)
+	status, err := r.ReadString('\n')
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(status).To(HavePrefix("HTTP/1.1 101"))
+	var h http.Header
+	g.Eventually(seen).Should(Receive(&h))
+	g.Expect(h.Get("Authorization")).To(BeEmpty())
+	g.Expect(h.Get("Impersonate-User")).To(Equal("alice@example.com"))
+	for {
+		line, err := r.ReadString('\n')
+		g.Expect(err).NotTo(HaveOccurred())
+		if line == "hello\n" {
+			break
+		}
+	}
+	e.b.mu.Lock()
+	close(e.b.done["allowed"])
+	e.b.mu.Unlock()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = r.ReadByte()
+	g.Expect(err).To(MatchError(io.EOF), "the stream outlived its cluster's connection")
+	g.Eventually(func() string { return e.logged() }).Should(ContainSubstring(`"verb"="create" "path"="/clusters/allowed/api/v1/namespaces/default/pods/web/exec" "code"=101`))
 }
 
 // TestLargeResponse streams 1 GiB through the proxy; the proxy's memory stays
