@@ -41,6 +41,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/drover-io/drover/controlplane"
+	"github.com/drover-io/drover/internal/hosts"
 )
 
 func main() {
@@ -62,6 +63,7 @@ type options struct {
 	tunnelled    int
 	nodes        []int
 	manager      bool
+	provision    bool
 	verbose      bool
 	readyTimeout time.Duration
 }
@@ -75,6 +77,7 @@ func parseFlags() (options, error) {
 	fs.IntVar(&o.tunnelled, "tunnel-targets", 1, "Number of further target clusters registered through spec.registration and the agent's tunnel (edge-1, ...); the hub never gets their kubeconfig.")
 	nodes := fs.String("nodes", "3,2", "Simulated nodes per target, comma-separated, in the order target-1, target-2, ..., edge-1, ...; the last number repeats for further targets.")
 	fs.BoolVar(&o.manager, "manager", true, "Run the manager. With --manager=false, run your own against .dev/hub.kubeconfig (e.g. from a debugger).")
+	fs.BoolVar(&o.provision, "provision", false, "Also build a cluster, "+provisionedName+", on two hosts made of namespaces of this machine (one etcd and control-plane node, one worker), from the registration command as a user runs it. Needs root.")
 	fs.BoolVar(&o.verbose, "v", false, "Also print the control planes' and kwok's logs, which otherwise only go to .dev/logs.")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 3*time.Minute, "How long to wait for the ManagedClusters to become Ready before reporting them as stuck.")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -124,6 +127,9 @@ type dev struct {
 	metricsAddr, probesAddr, hubAddr, webhookAddr string
 	// proxyLines show the authentication proxy in the banner (proxy.go).
 	proxyLines []string
+	// hostSet and artifacts serve --provision (provision.go).
+	hostSet   *hosts.Set
+	artifacts string
 	// logs are the control planes' log files, closed once they have stopped.
 	logs []*os.File
 
@@ -407,6 +413,11 @@ func (d *dev) up(ctx context.Context) error {
 		}
 	}
 
+	if d.opts.provision {
+		if err := d.startHosts(); err != nil {
+			return err
+		}
+	}
 	if d.opts.manager {
 		if err := d.startManager(); err != nil {
 			return err
@@ -445,6 +456,14 @@ func (d *dev) up(ctx context.Context) error {
 		}
 	}
 
+	if d.opts.provision {
+		if err := d.provision(ctx, hubc); err != nil {
+			return err
+		}
+		names = append(names, provisionedName)
+		go d.provisionProgress(ctx, hubc)
+	}
+
 	files, err = kustomizationFiles(filepath.Join(d.root, "config", "samples"))
 	if err != nil {
 		return err
@@ -457,7 +476,7 @@ func (d *dev) up(ctx context.Context) error {
 	d.con.printf("applied config/samples: %s (skipped %s: make dev registers its own clusters)",
 		strings.Join(applied, ", "), strings.Join(skipped, ", "))
 
-	how := map[string]string{}
+	how := map[string]string{provisionedName: "provisioned on hosts"}
 	for _, t := range d.targets {
 		how[t.name] = t.how()
 	}
@@ -494,7 +513,11 @@ func (d *dev) readySummary() string {
 			kube++
 		}
 	}
-	return fmt.Sprintf("%d through kubeconfig Secrets, %d through the agent tunnel", kube, tun)
+	s := fmt.Sprintf("%d through kubeconfig Secrets, %d through the agent tunnel", kube, tun)
+	if d.opts.provision {
+		s += ", 1 provisioned on hosts"
+	}
+	return s
 }
 
 func labelString(l map[string]string) string {
@@ -617,27 +640,34 @@ func (d *dev) startManager() error {
 	if d.probesAddr, err = freeAddr(); err != nil {
 		return err
 	}
-	if d.hubAddr, err = freeAddr(); err != nil {
-		return err
+	if d.hubAddr == "" {
+		if d.hubAddr, err = freeAddr(); err != nil {
+			return err
+		}
 	}
 	if d.webhookAddr, err = freeAddr(); err != nil {
 		return err
 	}
+	var extra []string
+	if d.opts.provision {
+		extra = append(extra, "--artifacts-dir="+d.artifacts, "--node-agent-binary="+d.drover)
+	}
 	d.manager, err = startProc("manager", d.logFile("manager"), d.con.writer("manager", colorManager), d.exited,
-		d.drover,
-		"--kubeconfig="+d.kubeconfigPath("hub"),
-		"--namespace="+namespace,
-		"--metrics-bind-address="+d.metricsAddr,
-		"--health-probe-bind-address="+d.probesAddr,
-		"--hub-bind-address="+d.hubAddr,
-		"--hub-url=https://"+d.hubAddr,
-		// Outside a cluster the manager registers its own admission webhook
-		// (ValidatingWebhookConfiguration drover-validating-webhook) at this URL.
-		"--webhook-bind-address="+d.webhookAddr,
-		"--webhook-url=https://"+d.webhookAddr,
-		"--zap-encoder=console",
-		"--zap-time-encoding=iso8601",
-		"--zap-stacktrace-level=panic",
+		d.drover, append([]string{
+			"--kubeconfig=" + d.kubeconfigPath("hub"),
+			"--namespace=" + namespace,
+			"--metrics-bind-address=" + d.metricsAddr,
+			"--health-probe-bind-address=" + d.probesAddr,
+			"--hub-bind-address=" + d.hubAddr,
+			"--hub-url=https://" + d.hubAddr,
+			// Outside a cluster the manager registers its own admission webhook
+			// (ValidatingWebhookConfiguration drover-validating-webhook) at this URL.
+			"--webhook-bind-address=" + d.webhookAddr,
+			"--webhook-url=https://" + d.webhookAddr,
+			"--zap-encoder=console",
+			"--zap-time-encoding=iso8601",
+			"--zap-stacktrace-level=panic",
+		}, extra...)...,
 	)
 	return err
 }
@@ -694,6 +724,12 @@ func (d *dev) down() {
 		procs = append(procs, d.manager)
 	}
 	stopAll(procs, 10*time.Second)
+	if d.hostSet != nil {
+		// Everything in the hosts goes with them: node agents, etcd, kubelet, pods.
+		if err := d.hostSet.Close(); err != nil {
+			d.con.tagf(provisionedName, colorWarn, "tearing the hosts down: %v", err)
+		}
+	}
 	stopAll(d.kwoks, 5*time.Second)
 	var wg sync.WaitGroup
 	cps := []*controlplane.ControlPlane{d.hub}

@@ -12,29 +12,35 @@ import (
 var NodeBinaries = []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
 
 // ArtifactSource makes an artifact source as `drover --artifacts-dir` wants it, in a
-// temporary directory: version/<binary> (hard links to NodeBinDir's, or copies) and
-// images/pause.tar (named pauseRef) and images/tiny.tar (TinyImage).
+// temporary directory: see WriteArtifactSource.
 func ArtifactSource(t testing.TB, version, pauseRef string) string {
 	t.Helper()
-	bin := NodeBinDir(t)
 	dir := t.TempDir()
-	vdir := filepath.Join(dir, version)
-	if err := os.MkdirAll(vdir, 0o755); err != nil {
+	if err := WriteArtifactSource(dir, NodeBinDir(t), version, pauseRef); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// WriteArtifactSource fills dir as an artifact source: version/<binary> (hard links
+// to binDir's, which `hack/kubebin.sh node` fills, or copies) and images/pause.tar
+// (named pauseRef) and images/tiny.tar (TinyImage).
+func WriteArtifactSource(dir, binDir, version, pauseRef string) error {
+	vdir := filepath.Join(dir, version)
+	if err := os.MkdirAll(vdir, 0o755); err != nil {
+		return err
+	}
 	for _, name := range NodeBinaries {
-		if err := linkOrCopy(filepath.Join(bin, name), filepath.Join(vdir, name)); err != nil {
-			t.Fatal(err)
+		if err := linkOrCopy(filepath.Join(binDir, name), filepath.Join(vdir, name)); err != nil {
+			return err
 		}
 	}
 	images := filepath.Join(dir, "images")
 	if err := os.MkdirAll(images, 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if _, err := WriteImages(images, pauseRef); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	_, err := WriteImages(images, pauseRef)
+	return err
 }
 
 func linkOrCopy(src, dst string) error {
