@@ -137,7 +137,7 @@ func TestMetrics(t *testing.T) {
 		g := NewWithT(t)
 		g.Expect(registered("drover_no_such_metric")).To(BeFalse())
 		queried := append(dashboardMetrics(t, filepath.Join("..", "config", "grafana", "drover-dashboard.json")),
-			alertMetrics(t, filepath.Join("..", "config", "prometheus", "alerts.yaml"))...)
+			alertMetrics(t, filepath.Join("..", "config", "prometheus", "alerts", "alerts.yaml"))...)
 		for _, name := range queried {
 			base := name
 			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
