@@ -2,9 +2,6 @@ package manager
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +12,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	"golang.org/x/crypto/ssh"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,7 +90,7 @@ func TestProvision(t *testing.T) {
 	// worker-1 is reached over SSH: Drover installs its node agent (sshd runs in the
 	// host, root's key in a Secret, the host key recorded on first use).
 	sshHost := set.Hosts[6]
-	clientKey := startSSHD(t, sshHost)
+	clientKey := hosts.StartSSHD(t, sshHost).ClientKey
 	g.Expect(hc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace, Name: "edge-1-ssh"},
 		Data: map[string][]byte{"value": clientKey}})).To(Succeed())
 	mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "edge-1"}, Spec: v1alpha1.ManagedClusterSpec{
@@ -293,56 +289,4 @@ func nodeReport(ctx context.Context, c client.Client) string {
 		b.WriteString("\n")
 	}
 	return b.String()
-}
-
-// startSSHD runs Debian's sshd in h, with its configuration, host key and root's
-// authorized key in the host's own /etc (the machine's stay untouched), and returns
-// the client's private key (PEM).
-func startSSHD(t *testing.T, h *hosts.Host) []byte {
-	t.Helper()
-	_, hostKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, clientKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostPEM, err := ssh.MarshalPrivateKey(hostKey, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientPEM, err := ssh.MarshalPrivateKey(clientKey, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(clientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config := fmt.Sprintf(`ListenAddress %s:22
-HostKey /etc/ssh/drover_host_ed25519_key
-AuthorizedKeysFile /etc/ssh/drover_authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-PidFile /run/sshd.pid
-`, h.IP)
-	for p, b := range map[string][]byte{
-		"/etc/ssh/drover_host_ed25519_key": pem.EncodeToMemory(hostPEM),
-		"/etc/ssh/drover_authorized_keys":  ssh.MarshalAuthorizedKey(signer.PublicKey()),
-		"/etc/ssh/drover_sshd_config":      []byte(config),
-	} {
-		if err := h.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if out, err := h.Run(context.Background(), "mkdir", "-p", "-m", "0755", "/run/sshd"); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	if _, err := h.Start("/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/drover_sshd_config"); err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(clientPEM)
 }

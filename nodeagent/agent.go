@@ -348,7 +348,7 @@ func (a *Agent) removeDropped(p *nodeplan.Plan) error {
 // the right digest already.
 func (a *Agent) fetchArtifact(ctx context.Context, art nodeplan.Artifact) error {
 	dst := filepath.Join(a.BinDir(), art.Name)
-	if sum, err := fileSHA256(dst); err == nil && sum == art.SHA256 {
+	if sum, err := FileSHA256(dst); err == nil && sum == art.SHA256 {
 		return nil
 	}
 	if a.opts.Fetch == nil {
@@ -385,7 +385,8 @@ func (a *Agent) fetchArtifact(ctx context.Context, art nodeplan.Artifact) error 
 	return nil
 }
 
-func fileSHA256(path string) (string, error) {
+// FileSHA256 is the hex sha256 of a file's content.
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

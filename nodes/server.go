@@ -2,9 +2,7 @@ package nodes
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -570,7 +568,7 @@ func (a *artifactIndex) list() (map[string]string, error) {
 				out[rel] = c.sum
 				continue
 			}
-			sum, err := sha256File(filepath.Join(a.dir, rel))
+			sum, err := nodeagent.FileSHA256(filepath.Join(a.dir, rel))
 			if err != nil {
 				return nil, err
 			}
@@ -579,19 +577,6 @@ func (a *artifactIndex) list() (map[string]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func sha256File(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = f.Close() }()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request) {

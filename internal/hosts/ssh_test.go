@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"strings"
@@ -22,55 +21,10 @@ func TestSSHIntoHost(t *testing.T) {
 	s := NewForTest(t, 1, Options{Names: []string{"ssh-0"}})
 	h := s.Hosts[0]
 
-	hostPub, hostKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, clientKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(hostKey, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(clientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pinned, err := ssh.NewPublicKey(hostPub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Everything goes into the host's own /etc and /run; the machine's sshd
-	// configuration and root's ~/.ssh stay untouched.
-	config := fmt.Sprintf(`ListenAddress %s:22
-HostKey /etc/ssh/drover_host_ed25519_key
-AuthorizedKeysFile /etc/ssh/drover_authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-PidFile /run/sshd.pid
-`, h.IP)
-	files := map[string][]byte{
-		"/etc/ssh/drover_host_ed25519_key": pem.EncodeToMemory(block),
-		"/etc/ssh/drover_authorized_keys":  ssh.MarshalAuthorizedKey(signer.PublicKey()),
-		"/etc/ssh/drover_sshd_config":      []byte(config),
-	}
-	for p, b := range files {
-		if err := h.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sshd := StartSSHD(t, h)
+	signer, pinned := sshd.Signer, sshd.HostKey
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := h.Run(ctx, "mkdir", "-p", "-m", "0755", "/run/sshd"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.Start("/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/drover_sshd_config"); err != nil {
-		t.Fatal(err)
-	}
 
 	addr := net.JoinHostPort(h.IP.String(), "22")
 	dial := func(hostKey ssh.PublicKey) (*ssh.Client, error) {
