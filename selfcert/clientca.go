@@ -54,9 +54,14 @@ func LoadClientCA(ctx context.Context, reader client.Reader, writer client.Clien
 	if err != nil {
 		return nil, false, fmt.Errorf("secret %s does not hold a usable CA: %w", key, err)
 	}
+	return NewClientCA(cert, caKey), created, nil
+}
+
+// NewClientCA is a ClientCA for a CA already loaded.
+func NewClientCA(cert *x509.Certificate, key *ecdsa.PrivateKey) *ClientCA {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &ClientCA{cert: cert, key: caKey, pool: pool}, created, nil
+	return &ClientCA{cert: cert, key: key, pool: pool}
 }
 
 // Sign issues a client certificate for the public key of a PEM certificate request,

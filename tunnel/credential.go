@@ -6,13 +6,10 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"strings"
 	"time"
 
@@ -108,47 +105,14 @@ func loadSigner(ctx context.Context, reader client.Reader, writer client.Client,
 
 // sign issues a client certificate for the public key in csrPEM, naming id.
 func (s *signer) sign(csrPEM []byte, id Identity, ttl time.Duration, now time.Time) ([]byte, time.Time, error) {
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, time.Time{}, errors.New("csr is not a PEM certificate request")
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("csr cannot be parsed: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, time.Time{}, fmt.Errorf("csr signature is invalid: %w", err)
-	}
-	u, err := url.Parse(credentialURIPrefix + id.Cluster + ":" + id.UID + ":" + id.ClusterID)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	notAfter := now.Add(ttl)
-	if notAfter.After(s.cert.NotAfter) {
-		notAfter = s.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: selfcert.Serial(),
-		Subject:      pkix.Name{CommonName: "drover-agent:" + id.Cluster},
-		// Tolerate clocks a little behind the hub's.
-		NotBefore:   now.Add(-5 * time.Minute),
-		NotAfter:    notAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs:        []*url.URL{u},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.cert, csr.PublicKey, s.key)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	return selfcert.PEM("CERTIFICATE", der), notAfter, nil
+	return selfcert.NewClientCA(s.cert, s.key).Sign(csrPEM, "drover-agent:"+id.Cluster,
+		credentialURIPrefix+id.Cluster+":"+id.UID+":"+id.ClusterID, ttl, now)
 }
 
 // verify checks that cert was issued by this CA for client authentication and has
 // not expired, and returns whom it names.
 func (s *signer) verify(cert *x509.Certificate, now time.Time) (Identity, error) {
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: s.pool, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := selfcert.NewClientCA(s.cert, s.key).Verify(cert, now); err != nil {
 		return Identity{}, fmt.Errorf("the client certificate is not a valid agent credential: %w", err)
 	}
 	return identityOf(cert)
