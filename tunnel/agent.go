@@ -251,22 +251,28 @@ func (a *Agent) connect(ctx context.Context, opened func()) error {
 	}
 	defer func() { _ = ws.Close() }()
 	session := remotedialer.NewClientSessionWithDialer(allowDial, ws, local)
-	defer session.Close()
 	opened()
 	done := make(chan error, 1)
 	go func() {
 		_, err := session.Serve(ctx)
 		done <- err
 	}()
+	var result error
 	select {
 	case <-ctx.Done():
-		return nil
+		// Closing the websocket ends Serve; the session is closed only after that.
+		_ = ws.Close()
+		<-done
 	case err := <-done:
 		if err == nil {
 			err = errors.New("the hub closed the tunnel")
 		}
-		return err
+		result = err
 	}
+	// Only once Serve has returned: in remotedialer v0.4.1, Close racing with
+	// Serve's start (startPings) is a data race (upstream #254).
+	session.Close()
+	return result
 }
 
 // refusedError: the hub answered the tunnel request with an error status.
