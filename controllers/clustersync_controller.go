@@ -282,6 +282,7 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	before, _ := r.Results.get(mc.Name)
 	if outcome.Synced {
+		carryHeld(before, &outcome)
 		outcome.Since = start
 		if before.Synced && !before.Since.IsZero() {
 			outcome.Since = before.Since

@@ -76,6 +76,24 @@ func (l *changeLog) handler(kind string, next handler.EventHandler) handler.Even
 	}
 }
 
+// carryHeld sets each item's HeldGeneration: its generation when the cluster holds
+// it, else what the cluster's previous result said.
+func carryHeld(before clusterResult, after *clusterResult) {
+	for _, m := range []struct{ before, after map[string]itemResult }{
+		{before.Bindings, after.Bindings}, {before.Templates, after.Templates}, {before.Projects, after.Projects},
+	} {
+		for name, it := range m.after {
+			switch prev, ok := m.before[name]; {
+			case it.OK:
+				it.HeldGeneration = it.Generation
+			case ok:
+				it.HeldGeneration = prev.HeldGeneration
+			}
+			m.after[name] = it
+		}
+	}
+}
+
 // observe measures, for one cluster's completed sync, every intent change that this
 // sync is the first to make hold there: an item now held at the generation the hub
 // last saw, which the cluster's previous result did not hold at that generation, or
@@ -105,8 +123,8 @@ func (l *changeLog) observe(cluster string, before, after clusterResult, now tim
 			if !ok || c.deleted || c.generation != it.Generation || !c.at.After(before.Since) {
 				continue
 			}
-			if prev, had := kind.before[name]; had && prev.OK && prev.Generation == it.Generation {
-				continue // already held before this sync
+			if prev, had := kind.before[name]; had && prev.HeldGeneration == it.Generation {
+				continue // held before this sync (a repair of drift is no propagation)
 			}
 			propagationSeconds.WithLabelValues(cluster).Observe(now.Sub(c.at).Seconds())
 		}

@@ -36,44 +36,63 @@ func counterValue(t *testing.T, v *prometheus.CounterVec, labels ...string) floa
 }
 
 // A change is measured once per cluster, when the first sync that holds it completes,
-// and only in a cluster that was in sync before the change.
+// and only in a cluster that was in sync before the change; repairing drift is not
+// propagation.
 func TestPropagation(t *testing.T) {
 	const cluster = "propagation-test"
 	defer forgetClusterMetrics(cluster)
 	l := newChangeLog()
 	synced := time.Now()
-	held := func(gen int64) clusterResult {
-		return clusterResult{Synced: true, Since: synced, Bindings: map[string]itemResult{"b": {Generation: gen, OK: true}}}
+	result := func(gen int64, ok bool) clusterResult {
+		it := itemResult{Generation: gen, OK: ok}
+		if !ok {
+			it.Reason = v1alpha1.ReasonApplyFailed
+		}
+		return clusterResult{Synced: true, Since: synced, Bindings: map[string]itemResult{"b": it}}
+	}
+	// sync records a result as the syncer does, after the one before it.
+	cur := result(1, true)
+	carryHeld(clusterResult{}, &cur)
+	sync := func(next clusterResult) {
+		carryHeld(cur, &next)
+		l.observe(cluster, cur, next, time.Now())
+		cur = next
 	}
 	count := func() uint64 { return histogramCount(t, propagationSeconds, cluster) }
 
 	time.Sleep(time.Millisecond)
 	l.record(kindAccessBinding, "b", 2, false)
-	l.observe(cluster, held(1), clusterResult{Synced: true, Since: synced, Bindings: map[string]itemResult{"b": {Generation: 2, Reason: v1alpha1.ReasonApplyFailed}}}, time.Now())
+	sync(result(2, false))
 	if got := count(); got != 0 {
 		t.Fatalf("a failed item was measured: %d", got)
 	}
-	l.observe(cluster, held(1), held(2), time.Now())
+	sync(result(2, true))
 	if got := count(); got != 1 {
 		t.Fatalf("the change was measured %d times, want 1", got)
 	}
-	l.observe(cluster, held(2), held(2), time.Now())
+	sync(result(2, true))
 	if got := count(); got != 1 {
 		t.Fatalf("an item already held was measured again: %d", got)
+	}
+	// Drift whose repair fails once, then holds: no second sample.
+	sync(result(2, false))
+	sync(result(2, true))
+	if got := count(); got != 1 {
+		t.Fatalf("a repair of drift was measured: %d", got)
 	}
 	// A cluster that was not in sync when the change came measures its outage, not
 	// propagation.
 	l.record(kindAccessBinding, "b", 3, false)
-	l.observe(cluster, clusterResult{Reason: v1alpha1.ReasonDisconnected}, held(3), time.Now())
-	later := held(2)
+	l.observe(cluster, clusterResult{Reason: v1alpha1.ReasonDisconnected}, result(3, true), time.Now())
+	later := result(2, true)
 	later.Since = time.Now()
-	l.observe(cluster, later, held(3), time.Now())
+	l.observe(cluster, later, result(3, true), time.Now())
 	if got := count(); got != 1 {
 		t.Fatalf("a cluster synced after the change was measured: %d", got)
 	}
 	// A deletion is measured when the item leaves the cluster's result.
 	l.record(kindAccessBinding, "b", 3, true)
-	l.observe(cluster, held(3), clusterResult{Synced: true, Since: synced}, time.Now())
+	l.observe(cluster, result(3, true), clusterResult{Synced: true, Since: synced}, time.Now())
 	if got := count(); got != 2 {
 		t.Fatalf("the deletion was not measured: %d", got)
 	}

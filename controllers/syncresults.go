@@ -29,6 +29,9 @@ type itemResult struct {
 	Message string
 	// Used and Hard sum a project's namespace quotas in the cluster (projects only).
 	Used, Hard corev1.ResourceList
+	// HeldGeneration is the last generation the cluster held, kept through syncs
+	// that fail the item, so that propagation is measured once per change.
+	HeldGeneration int64
 }
 
 // clusterResult is the outcome of the last sync of one cluster.
