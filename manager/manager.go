@@ -76,6 +76,9 @@ type Options struct {
 
 	// several: more than one manager runs in this process (tests of replicas).
 	several bool
+	// shutdownTimeout, when set, replaces controller-runtime's 30 s for runnables to
+	// stop (tests, on a machine shared with other suites).
+	shutdownTimeout time.Duration
 }
 
 // BindFlags registers the manager's flags.
@@ -174,6 +177,7 @@ func Run(ctx context.Context, o Options) error {
 		LeaderElectionReleaseOnCancel: true,
 		Controller:                    config.Controller{RecoverPanic: ptr.To(true), SkipNameValidation: ptr.To(o.several)},
 		Cache:                         cacheOptions,
+		GracefulShutdownTimeout:       gracefulShutdown(o.shutdownTimeout),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -313,6 +317,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("Starting manager", "version", version.Version, "commit", version.Info().Commit, "namespace", o.Namespace)
 	return mgr.Start(ctx)
+}
+
+func gracefulShutdown(d time.Duration) *time.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return &d
 }
 
 // everyReplica is a runnable that runs on every replica, leader or not.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -97,6 +98,9 @@ func (e *hubEnv) startManager(t *testing.T, addr string, extraArgs ...string) fu
 		t.Fatal(err)
 	}
 	o.several = true
+	// Two cores are shared with other suites: give the runnables time to stop, and
+	// say who was slow (runUntilStopped dumps the goroutines past 20 s).
+	o.shutdownTimeout = 2 * time.Minute
 	setLogger.Do(func() { ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.Log))) })
 	return runUntilStopped(t, "manager", func(ctx context.Context) error { return Run(ctx, o) })
 }
@@ -124,12 +128,34 @@ func runUntilStopped(t *testing.T, what string, run func(context.Context) error)
 		}
 		stopped = true
 		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s: %v", what, err)
+			}
+			return
+		case <-time.After(20 * time.Second):
+		}
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+		t.Logf("%s is still stopping after 20 s; its goroutines:\n%s", what, droverFrames(b.String()))
 		if err := <-done; err != nil {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// droverFrames keeps the goroutine profile's stacks that pass through Drover's code.
+func droverFrames(profile string) string {
+	var out []string
+	for _, g := range strings.Split(profile, "\n\n") {
+		if strings.Contains(g, "drover-io/drover/") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
 
 func (e *hubEnv) addrOr(addr string) string {
