@@ -262,7 +262,9 @@ func (a *Agent) connect(ctx context.Context, opened func()) error {
 	case <-ctx.Done():
 		// Closing the websocket ends Serve; the session is closed only after that.
 		_ = ws.Close()
-		<-done
+		if err := <-done; err != nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("Tunnel closed on stop", "error", err.Error())
+		}
 	case err := <-done:
 		if err == nil {
 			err = errors.New("the hub closed the tunnel")
