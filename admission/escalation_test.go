@@ -345,27 +345,7 @@ func TestAccessBindingEscalation(t *testing.T) {
 			a := &authz{allowed: tc.allowed}
 			v := AccessBindingValidator{Readers: Readers{Cache: hubReader(t), Live: hubReader(t)}, Authorizer: a}
 			_, err := v.ValidateCreate(tc.ctx, &tc.binding)
-			if (len(a.asked) > 0) != tc.asked {
-				t.Errorf("asked the hub %v; want asked=%v", a.asked, tc.asked)
-			}
-			if len(tc.refused) == 0 {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("allowed; want refused with %q", tc.refused)
-			}
-			st := statusOf(t, err)
-			if st.Code != http.StatusForbidden {
-				t.Errorf("code %d; want 403", st.Code)
-			}
-			for _, w := range tc.refused {
-				if !strings.Contains(st.Message, w) {
-					t.Errorf("message %q lacks %q", st.Message, w)
-				}
-			}
+			expectVerdict(t, a, err, tc.asked, tc.refused)
 		})
 	}
 }
@@ -463,27 +443,7 @@ func TestRoleTemplateEscalation(t *testing.T) {
 			a := &authz{allowed: tc.allowed}
 			v := RoleTemplateValidator{Readers: Readers{Cache: hubReader(t)}, Authorizer: a}
 			_, err := v.ValidateUpdate(tc.ctx, tc.old, tc.new)
-			if (len(a.asked) > 0) != tc.asked {
-				t.Errorf("asked the hub %v; want asked=%v", a.asked, tc.asked)
-			}
-			if len(tc.refused) == 0 {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("allowed; want refused with %q", tc.refused)
-			}
-			st := statusOf(t, err)
-			if st.Code != http.StatusForbidden {
-				t.Errorf("code %d; want 403", st.Code)
-			}
-			for _, w := range tc.refused {
-				if !strings.Contains(st.Message, w) {
-					t.Errorf("message %q lacks %q", st.Message, w)
-				}
-			}
+			expectVerdict(t, a, err, tc.asked, tc.refused)
 		})
 	}
 }
@@ -503,6 +463,33 @@ func TestRoleTemplateCreateForWaitingBindings(t *testing.T) {
 	v = RoleTemplateValidator{Readers: Readers{Cache: hubReader(t, &waiting, &dev)}, Authorizer: &authz{}}
 	if _, err := v.ValidateCreate(as("dora"), &later); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// expectVerdict checks a validator's answer: whether it asked the hub (a), and that
+// it allowed the request, or refused it with 403 and a message holding refused.
+func expectVerdict(t *testing.T, a *authz, err error, asked bool, refused []string) {
+	t.Helper()
+	if (len(a.asked) > 0) != asked {
+		t.Errorf("asked the hub %v; want asked=%v", a.asked, asked)
+	}
+	if len(refused) == 0 {
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("allowed; want refused with %q", refused)
+	}
+	st := statusOf(t, err)
+	if st.Code != http.StatusForbidden {
+		t.Errorf("code %d; want 403", st.Code)
+	}
+	for _, w := range refused {
+		if !strings.Contains(st.Message, w) {
+			t.Errorf("message %q lacks %q", st.Message, w)
+		}
 	}
 }
 

@@ -334,21 +334,9 @@ func (a *agent) register(ctx context.Context, token string) error {
 	}
 	body, _ := json.Marshal(nodes.RegisterRequest{Token: token, Hostname: a.o.Hostname, Address: a.o.Address, Roles: roles,
 		CSR: string(selfcert.PEM("CERTIFICATE REQUEST", csr)), AgentVersion: version.Version, KubeletCgroupRoot: a.o.KubeletCgroupRoot})
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url(nodes.RegisterPath), bytes.NewReader(body))
+	data, err := a.call(ctx, http.MethodPost, nodes.RegisterPath, body)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return &statusError{code: resp.StatusCode, msg: strings.TrimSpace(string(data))}
 	}
 	var out nodes.RegisterResponse
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -484,23 +472,30 @@ func (a *agent) report(ctx context.Context, engine *nodeagent.Agent) {
 }
 
 func (a *agent) send(ctx context.Context, body []byte) error {
+	_, err := a.call(ctx, http.MethodPut, nodes.StatusPath, body)
+	return err
+}
+
+// call sends a JSON body to the hub with the node's credential, within 30 s, and
+// returns the answer's body; an answer other than 200 or 204 is a *statusError.
+func (a *agent) call(ctx context.Context, method, path string, body []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, a.url(nodes.StatusPath), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, a.url(path), bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return &statusError{code: resp.StatusCode, msg: strings.TrimSpace(string(data))}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		return nil, &statusError{code: resp.StatusCode, msg: strings.TrimSpace(string(data))}
 	}
-	return nil
+	return data, nil
 }
 
 // fetch downloads an artifact: from its mirror, with the host's trusted CAs (the

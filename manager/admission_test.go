@@ -15,6 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -40,16 +41,7 @@ func TestAdmission(t *testing.T) {
 	}
 	g := NewWithT(t)
 	ctx := context.Background()
-	hub, err := controlplane.Start(controlplane.Options{Name: "admission-hub", CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hub.Stop() })
-	scheme, err := Scheme()
-	g.Expect(err).NotTo(HaveOccurred())
-	admin, err := client.New(hub.Config, client.Options{Scheme: scheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opsNamespace}})).To(Succeed())
+	hub, scheme, admin := startBareHub(t, "admission-hub", opsNamespace)
 
 	// alice may write Drover's kinds, and nothing else.
 	g.Expect(admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "drover-editor"},
@@ -201,6 +193,29 @@ func TestAdmission(t *testing.T) {
 			}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 		})
 	}
+}
+
+// startBareHub starts a hub API server with Drover's CRDs and the operator namespace,
+// and no manager, and returns it with an admin client.
+func startBareHub(t *testing.T, name, namespace string) (*controlplane.ControlPlane, *runtime.Scheme, client.Client) {
+	t.Helper()
+	hub, err := controlplane.Start(controlplane.Options{Name: name, CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hub.Stop() })
+	scheme, err := Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := client.New(hub.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		t.Fatal(err)
+	}
+	return hub, scheme, admin
 }
 
 // update reads obj, changes it with change and writes it, again while the write

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,16 +38,7 @@ func TestEscalation(t *testing.T) {
 	}
 	g := NewWithT(t)
 	ctx := context.Background()
-	hub, err := controlplane.Start(controlplane.Options{Name: "escalation-hub", CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hub.Stop() })
-	scheme, err := Scheme()
-	g.Expect(err).NotTo(HaveOccurred())
-	admin, err := client.New(hub.Config, client.Options{Scheme: scheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "drover-system"}})).To(Succeed())
+	hub, scheme, admin := startBareHub(t, "escalation-hub", "drover-system")
 
 	// What a platform team installs: the built-in templates and the personas.
 	for _, dir := range []string{"roletemplates", "personas"} {
