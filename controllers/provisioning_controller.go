@@ -165,7 +165,7 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	sshProblems := r.reconcileSSH(ctx, &mc, status, registered)
 
-	out, err := r.plan(ctx, &mc, status)
+	out, err := r.plan(ctx, &mc, status, nodeList.Items)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -219,19 +219,15 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 }
 
 // plan runs the planner over the cluster's ClusterNodes.
-func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedCluster, status *v1alpha1.ProvisioningStatus) (*planner.Output, error) {
-	var list v1alpha1.ClusterNodeList
-	if err := r.Client.List(ctx, &list, client.MatchingLabels{render.ClusterLabel: mc.Name}); err != nil {
-		return nil, err
-	}
+func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedCluster, status *v1alpha1.ProvisioningStatus, clusterNodes []v1alpha1.ClusterNode) (*planner.Output, error) {
 	in := planner.Input{
 		Cluster: planner.Cluster{Name: mc.Name, KubernetesVersion: mc.Spec.Provisioning.KubernetesVersion,
 			ControlPlaneEndpoint: mc.Spec.Provisioning.ControlPlaneEndpoint},
 		Members: status.EtcdMembers,
 		Now:     r.Now(),
 	}
-	for i := range list.Items {
-		n := &list.Items[i]
+	for i := range clusterNodes {
+		n := &clusterNodes[i]
 		if n.Spec.Cluster != mc.Name || !n.DeletionTimestamp.IsZero() {
 			continue
 		}
@@ -278,14 +274,7 @@ func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedC
 // nodeToken returns the cluster's node token, creating Secret <cluster>-node-token
 // when no other is named; or a problem a person must fix.
 func (r *ProvisioningReconciler) nodeToken(ctx context.Context, mc *v1alpha1.ManagedCluster) (string, string, error) {
-	ref := v1alpha1.SecretKeyReference{Name: NodeTokenSecretName(mc.Name), Key: v1alpha1.DefaultTokenKey}
-	own := true
-	if mc.Spec.Provisioning.NodeTokenSecretRef != nil {
-		ref, own = *mc.Spec.Provisioning.NodeTokenSecretRef, false
-		if ref.Key == "" {
-			ref.Key = v1alpha1.DefaultTokenKey
-		}
-	}
+	ref, own := nodeTokenRef(mc)
 	var sec corev1.Secret
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: ref.Name}, &sec)
 	switch {
@@ -313,6 +302,19 @@ func (r *ProvisioningReconciler) nodeToken(ctx context.Context, mc *v1alpha1.Man
 	return tok, "", nil
 }
 
+// nodeTokenRef is where a provisioned cluster's node token is, and whether Drover
+// owns (creates) that Secret.
+func nodeTokenRef(mc *v1alpha1.ManagedCluster) (v1alpha1.SecretKeyReference, bool) {
+	if r := mc.Spec.Provisioning.NodeTokenSecretRef; r != nil {
+		ref := *r
+		if ref.Key == "" {
+			ref.Key = v1alpha1.DefaultTokenKey
+		}
+		return ref, false
+	}
+	return v1alpha1.SecretKeyReference{Name: NodeTokenSecretName(mc.Name), Key: v1alpha1.DefaultTokenKey}, true
+}
+
 // ProvisioningNodeToken reads the current node token of a provisioned cluster, for
 // the hub server (which checks it again on every request, so that a rotated token is
 // refused at once).
@@ -321,13 +323,7 @@ func ProvisioningNodeToken(ctx context.Context, c client.Reader, namespace, clus
 	if err := c.Get(ctx, client.ObjectKey{Name: cluster}, mc); err != nil || mc.Spec.Provisioning == nil || !mc.DeletionTimestamp.IsZero() {
 		return "", false
 	}
-	ref := v1alpha1.SecretKeyReference{Name: NodeTokenSecretName(cluster), Key: v1alpha1.DefaultTokenKey}
-	if r := mc.Spec.Provisioning.NodeTokenSecretRef; r != nil {
-		ref = *r
-		if ref.Key == "" {
-			ref.Key = v1alpha1.DefaultTokenKey
-		}
-	}
+	ref, _ := nodeTokenRef(mc)
 	var sec corev1.Secret
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &sec); err != nil {
 		return "", false
@@ -368,10 +364,6 @@ func (r *ProvisioningReconciler) writePlan(ctx context.Context, mc *v1alpha1.Man
 	labels := r.labels(mc)
 	labels["app.kubernetes.io/component"] = nodes.ComponentPlan
 	labels[nodes.NodeLabel] = node
-	var sec corev1.Secret
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: nodes.PlanSecretName(node)}, &sec); err == nil && string(sec.Data[nodes.ChecksumKey]) == sum {
-		return nil
-	}
 	return r.writeSecretLabelled(ctx, nodes.PlanSecretName(node), labels, map[string][]byte{nodes.PlanKey: plan, nodes.ChecksumKey: []byte(sum)})
 }
 
