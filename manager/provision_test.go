@@ -73,13 +73,7 @@ func TestProvision(t *testing.T) {
 	t.Logf("%5.1fs hosts, artifact source and drover ready", time.Since(start).Seconds())
 
 	// The hub, its server on the bridge's address so that the hosts reach it.
-	hub, err := controlplane.Start(controlplane.Options{Name: "provision-hub", CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}})
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { _ = hub.Stop() })
-	scheme, _ := Scheme()
-	hc, err := client.New(hub.Config, client.Options{Scheme: scheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(hc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DefaultNamespace}})).To(Succeed())
+	hub, _, hc := startBareHub(t, "provision-hub", DefaultNamespace)
 	ln, err := net.Listen("tcp", net.JoinHostPort(set.Gateway.String(), "0"))
 	g.Expect(err).NotTo(HaveOccurred())
 	hubAddr := ln.Addr().String()

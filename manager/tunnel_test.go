@@ -58,22 +58,7 @@ var setLogger sync.Once
 // startHub starts a hub API server and a manager with the hub server on a free port.
 func startHub(t *testing.T, name string, extraArgs ...string) *hubEnv {
 	t.Helper()
-	hub, err := controlplane.Start(controlplane.Options{Name: name, CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hub.Stop() })
-	scheme, err := Scheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(hub.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DefaultNamespace}}); err != nil {
-		t.Fatal(err)
-	}
+	hub, _, c := startBareHub(t, name, DefaultNamespace)
 	e := &hubEnv{cp: hub, c: c, addr: freeAddr(t)}
 	e.cancel = e.startManager(t, e.addr, extraArgs...)
 	e.ca = e.waitCA(t)
