@@ -158,11 +158,10 @@ func (r *ManagedClusterReconciler) provisionedConnection(ctx context.Context, s 
 	name := ProvisionedKubeconfigSecretName(mc.Name)
 	var secret corev1.Secret
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, &secret); apierrors.IsNotFound(err) {
-		msg := "Drover is building the cluster; its API server is not planned yet"
-		if p := mc.Status.Provisioning; p != nil && p.Waiting != "" {
-			msg += ": waiting for " + p.Waiting
-		}
-		s.problem = &problem{v1alpha1.ReasonProvisioning, msg + " (status.provisioning; kubectl get clusternodes)", false}
+		// Static: this controller is not woken by status.provisioning, so a copy of
+		// its "waiting" here would go stale.
+		s.problem = &problem{v1alpha1.ReasonProvisioning,
+			"Drover is building the cluster and its API server is not planned yet; status.provisioning.tier and .waiting say how far it is, kubectl get clusternodes shows each node", false}
 		r.Remote.Disconnect(mc.Name)
 		return nil
 	}
