@@ -43,8 +43,9 @@ type Backends interface {
 type Connections struct {
 	// Cache returns the connection cache, or nil before the controllers started.
 	Cache func() *remote.Cache
-	// Leading tells whether this replica runs the controllers; nil means it does.
-	Leading func() bool
+	// Controls tells whether this replica's controllers hold a cluster's connection:
+	// it leads, or holds the cluster's shard. nil means they hold every cluster.
+	Controls func(cluster string) bool
 	// Follower configures the connections of a replica that does not lead.
 	Follower FollowerOptions
 
@@ -58,7 +59,7 @@ type Connections struct {
 // never waited for.
 func (c *Connections) Backend(name string) (*Backend, error) {
 	var cl *remote.Cluster
-	if c.Leading == nil || c.Leading() {
+	if c.Controls == nil || c.Controls(name) {
 		var rc *remote.Cache
 		if c.Cache != nil {
 			rc = c.Cache()

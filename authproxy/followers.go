@@ -127,9 +127,8 @@ func (c *Connections) sweep(ctx context.Context) {
 	if own == nil {
 		return
 	}
-	leading := c.Leading == nil || c.Leading()
 	for _, n := range names {
-		if !leading {
+		if c.Controls != nil && !c.Controls(n) {
 			var mc v1alpha1.ManagedCluster
 			err := c.Follower.Reader.Get(ctx, client.ObjectKey{Name: n}, &mc)
 			if err == nil || !apierrors.IsNotFound(err) {

@@ -7,7 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	clusterv1patch "sigs.k8s.io/cluster-api/util/patch"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,6 +20,7 @@ import (
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/sharding"
 )
 
 // intentConditions are the conditions the status controllers own.
@@ -35,6 +35,8 @@ type AccessBindingReconciler struct {
 	Reader   client.Reader
 	Results  *syncResults
 	Recorder events.EventRecorder
+	// Shards are the shards this replica holds; nil when the hub is not sharded.
+	Shards *sharding.Shards
 }
 
 // SetupWithManager registers the controller.
@@ -47,6 +49,8 @@ func (r *AccessBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.RoleTemplate{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.ClusterProject{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(r.Results.Source(kindAccessBinding)).
+		Watches(&v1alpha1.AccessBinding{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(shardEntriesChanged())).
+		WatchesRawSource(shardChanges(r.Shards, r.Client, func() client.ObjectList { return &v1alpha1.AccessBindingList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
@@ -58,11 +62,11 @@ func (r *AccessBindingReconciler) allBindings(ctx context.Context, _ client.Obje
 // Reconcile computes one binding's status.
 func (r *AccessBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	b := &v1alpha1.AccessBinding{}
-	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, kindAccessBinding, req.NamespacedName, b, func() (rowSummary, error) { return r.setStatus(ctx, b) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, r.Shards, kindAccessBinding, req.NamespacedName, b, func(p *shardPass) (rowSummary, error) { return r.setStatus(ctx, b, p) })
 }
 
 // setStatus computes the status of b from the hub's cache and the sync results.
-func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.AccessBinding) (rowSummary, error) {
+func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.AccessBinding, p *shardPass) (rowSummary, error) {
 	var rts v1alpha1.RoleTemplateList
 	var cps v1alpha1.ClusterProjectList
 	var mcs v1alpha1.ManagedClusterList
@@ -91,11 +95,15 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 	prev := previousOf(b.Generation, b.Status.ObservedGeneration, b.Status.Failures)
 	if problem == nil && placement != nil {
 		for _, mc := range mcs.Items {
-			if ok, _ := render.Selects(*placement, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok {
+			if ok, _ := render.Selects(*placement, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok || p.elsewhere(&mc) {
 				continue
 			}
-			rows = append(rows, r.row(&mc, b.Name, b.Generation, prev))
+			row := r.row(&mc, b.Name, b.Generation, prev)
+			p.add(&mc, row)
+			rows = append(rows, row)
 		}
+		remote, _ := p.remoteRows(b.Status.Shards)
+		rows = append(rows, remote...)
 		rows = append(rows, missingRows(placement, mcs.Items, whose)...)
 	}
 	setIntentStatus(b, problem, rows, "selected")
@@ -118,12 +126,15 @@ func (r *AccessBindingReconciler) row(mc *v1alpha1.ManagedCluster, name string, 
 // reconcileIntentStatus is the skeleton the status controllers share: get the
 // object, skip it while it is being deleted, let set compute its status, and write
 // what changed through a patch helper that owns the kstatus conditions, with an
-// event for each transition.
+// event for each transition. In a sharded hub (intent_shards.go) it first writes the
+// entries of the shards this replica holds, and writes the rest only on the replica
+// that holds shard 0.
 //
 // The object is read from the API server, not the cache: the patch is computed
 // against what it holds, so a write that the cache has not seen yet is never undone
 // or left half-applied (a Ready=True status still listing a Pending failure, say).
-func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.Reader, rec events.EventRecorder, kind string, key client.ObjectKey, obj intentObject, set func() (rowSummary, error)) (_ ctrl.Result, retErr error) {
+func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.Reader, rec events.EventRecorder, shards *sharding.Shards,
+	kind string, key client.ObjectKey, obj intentObject, set func(*shardPass) (rowSummary, error)) (_ ctrl.Result, retErr error) {
 	if err := reader.Get(ctx, key, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetIntentMetrics(kind, key.Name)
@@ -138,17 +149,25 @@ func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.R
 		return ctrl.Result{}, err
 	}
 	before := obj.DeepCopyObject().(intentObject)
-	var summary rowSummary
-	defer func() {
-		if err := helper.Patch(ctx, obj, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !isNotFound(err) {
-			retErr = kerrors.NewAggregate([]error{retErr, err})
-			return
+	pass := newShardPass(shards, obj.GetGeneration())
+	summary, err := set(pass)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if pass != nil {
+		if err := writeShardEntries(ctx, c, kind, obj, shardsOf(before), pass.entries()); err != nil && !isNotFound(err) {
+			return ctrl.Result{}, err
 		}
-		recordIntentTransitions(rec, before, obj)
-		recordIntentMetrics(kind, obj, summary)
-	}()
-	summary, err = set()
-	return ctrl.Result{}, err
+		if !aggregates(shards) {
+			return ctrl.Result{}, nil
+		}
+	}
+	if err := helper.Patch(ctx, obj, clusterv1patch.WithOwnedConditions{Conditions: intentConditions}); err != nil && !isNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	recordIntentTransitions(rec, before, obj)
+	recordIntentMetrics(kind, obj, summary)
+	return ctrl.Result{}, nil
 }
 
 // intentObject is an AccessBinding, a RoleTemplate or a ClusterProject.

@@ -20,6 +20,7 @@ import (
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/sharding"
 )
 
 // maxProjectClusters bounds status.clusters of a ClusterProject.
@@ -35,6 +36,8 @@ type ClusterProjectReconciler struct {
 	Reader   client.Reader
 	Results  *syncResults
 	Recorder events.EventRecorder
+	// Shards are the shards this replica holds; nil when the hub is not sharded.
+	Shards *sharding.Shards
 }
 
 // SetupWithManager registers the controller.
@@ -47,6 +50,8 @@ func (r *ClusterProjectReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.ClusterProject{}, all, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, createDeleteOnly()))).
 		Watches(&v1alpha1.ManagedCluster{}, all, builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate(), createDeleteOnly()))).
 		WatchesRawSource(r.Results.Source(kindClusterProject)).
+		Watches(&v1alpha1.ClusterProject{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(shardEntriesChanged())).
+		WatchesRawSource(shardChanges(r.Shards, r.Client, func() client.ObjectList { return &v1alpha1.ClusterProjectList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
@@ -58,11 +63,11 @@ func (r *ClusterProjectReconciler) allProjects(ctx context.Context, _ client.Obj
 // Reconcile computes one project's status.
 func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &v1alpha1.ClusterProject{}
-	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, kindClusterProject, req.NamespacedName, p, func() (rowSummary, error) { return r.setStatus(ctx, p) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, r.Shards, kindClusterProject, req.NamespacedName, p, func(sp *shardPass) (rowSummary, error) { return r.setStatus(ctx, p, sp) })
 }
 
 // setStatus computes the status of p from the hub's cache and the sync results.
-func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.ClusterProject) (rowSummary, error) {
+func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.ClusterProject, sp *shardPass) (rowSummary, error) {
 	var mcs v1alpha1.ManagedClusterList
 	if err := r.Client.List(ctx, &mcs); err != nil {
 		return rowSummary{}, err
@@ -87,7 +92,7 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 		if problem != nil && problem.Reason == render.ReasonInvalidSelector {
 			break
 		}
-		if ok, _ := render.Selects(p.Spec.Clusters, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok {
+		if ok, _ := render.Selects(p.Spec.Clusters, render.Cluster{Name: mc.Name, Labels: mc.Labels}); !ok || sp.elsewhere(&mc) {
 			continue
 		}
 		var it itemResult
@@ -97,9 +102,11 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 			return i, ok
 		})
 		rows = append(rows, row)
+		sp.add(&mc, row)
 		if pc, ok := prevClusters[mc.Name]; row.previous && ok {
 			// Not synced since the manager started: keep what status said.
 			clusters = append(clusters, pc)
+			sp.addProject(pc)
 			if pc.Synced && pc.Message != "" {
 				notes = append(notes, mc.Name+": "+pc.Message)
 			}
@@ -120,6 +127,28 @@ func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.Cl
 			cs.Hard = v1alpha1.ResourceList(it.Hard)
 		}
 		clusters = append(clusters, cs)
+		sp.addProject(cs)
+	}
+	if sp != nil {
+		// The clusters of the shards this replica does not hold: from their entries.
+		remote, valid := sp.remoteRows(p.Status.Shards)
+		rows = append(rows, remote...)
+		for k, names := range sp.remote {
+			e, ok := valid[k]
+			if !ok {
+				for _, n := range names {
+					clusters = append(clusters, v1alpha1.ProjectClusterStatus{Cluster: n, Reason: v1alpha1.ReasonPending,
+						Message: fmt.Sprintf("shard %d has not reported generation %d yet", k, p.Generation)})
+				}
+				continue
+			}
+			for _, cs := range e.ProjectClusters {
+				clusters = append(clusters, cs)
+				if cs.Synced && cs.Message != "" {
+					notes = append(notes, cs.Cluster+": "+cs.Message)
+				}
+			}
+		}
 	}
 	if problem == nil || problem.Reason != render.ReasonInvalidSelector {
 		for _, row := range missingRows(&p.Spec.Clusters, mcs.Items, "spec.clusters.names") {

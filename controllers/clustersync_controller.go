@@ -34,6 +34,7 @@ import (
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/sharding"
 	"github.com/drover-io/drover/targetsync"
 )
 
@@ -63,6 +64,9 @@ type ClusterSyncReconciler struct {
 	Workers int
 	// DeletionTimeout bounds how long deletion waits for an unreachable target.
 	DeletionTimeout time.Duration
+	// Shards are the shards this replica holds; nil when the hub is not sharded.
+	// Only the replica that holds a cluster's shard writes into it.
+	Shards *sharding.Shards
 
 	controller controller.Controller
 	// rev counts intent changes; a sync stops between writes when it moves, so that
@@ -93,6 +97,7 @@ func (r *ClusterSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.AccessBinding{}, r.changes().handler(kindAccessBinding, allClusters), intentChanged).
 		Watches(&v1alpha1.ClusterProject{}, r.changes().handler(kindClusterProject, allClusters), intentChanged).
 		WatchesRawSource(r.Remote.Source()).
+		WatchesRawSource(shardChanges(r.Shards, r.Client, func() client.ObjectList { return &v1alpha1.ManagedClusterList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
 		Build(r)
 	if err != nil {
@@ -184,6 +189,17 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
+	}
+	if !owns(r.Shards, mc) {
+		// Another replica's shard: it syncs the cluster, and reports its results
+		// in the intents' shard entries. Drop what this replica held of it.
+		if _, ok := r.Results.get(mc.Name); ok {
+			r.Results.set(mc.Name, clusterResult{}, false)
+		}
+		r.backoff().Forget(mc.Name)
+		r.forgetFailure(mc.Name)
+		forgetSyncMetrics(mc.Name)
+		return ctrl.Result{}, nil
 	}
 	if !mc.DeletionTimestamp.IsZero() {
 		r.Results.set(mc.Name, clusterResult{Reason: v1alpha1.ReasonClusterDeleting, Message: "the cluster is being deleted"}, true)

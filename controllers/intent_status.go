@@ -33,6 +33,10 @@ type clusterRow struct {
 	// previous: taken from the intent's status, as the cluster has not been synced
 	// since the manager started.
 	previous bool
+	// hidden: a row of another shard's cluster that its entry counts but does not
+	// name (intent_shards.go); class is its class. It is counted, never described.
+	hidden bool
+	class  rowClass
 }
 
 // rowClass is what one cluster's row means for the intent's readiness.
@@ -57,6 +61,9 @@ const (
 func classify(r clusterRow) rowClass {
 	if r.synced {
 		return rowHolds
+	}
+	if r.hidden {
+		return r.class
 	}
 	switch r.reason {
 	case v1alpha1.ReasonPending:
@@ -86,18 +93,18 @@ func rowFor(results *syncResults, mc *v1alpha1.ManagedCluster, gen int64, prev p
 		}
 		return clusterRow{cluster: cluster, synced: true, previous: true}
 	case !ok:
-		return clusterRow{cluster, false, v1alpha1.ReasonPending, "not synced yet", false}
+		return clusterRow{cluster: cluster, reason: v1alpha1.ReasonPending, message: "not synced yet"}
 	case !res.Synced:
-		return clusterRow{cluster, false, res.Reason, res.Message, false}
+		return clusterRow{cluster: cluster, reason: res.Reason, message: res.Message}
 	}
 	it, ok := pick(res)
 	switch {
 	case !ok:
-		return clusterRow{cluster, false, v1alpha1.ReasonPending, "not synced yet", false}
+		return clusterRow{cluster: cluster, reason: v1alpha1.ReasonPending, message: "not synced yet"}
 	case it.Generation != gen:
-		return clusterRow{cluster, false, v1alpha1.ReasonPending, fmt.Sprintf("generation %d not synced yet", gen), false}
+		return clusterRow{cluster: cluster, reason: v1alpha1.ReasonPending, message: fmt.Sprintf("generation %d not synced yet", gen)}
 	case !it.OK:
-		return clusterRow{cluster, false, it.Reason, it.Message, false}
+		return clusterRow{cluster: cluster, reason: it.Reason, message: it.Message}
 	}
 	return clusterRow{cluster: cluster, synced: true}
 }
@@ -159,7 +166,7 @@ func summarizeRows(rows []clusterRow) rowSummary {
 			s.synced++
 			continue
 		}
-		if len(s.failures) < v1alpha1.MaxReportedFailures {
+		if !r.hidden && len(s.failures) < v1alpha1.MaxReportedFailures {
 			s.failures = append(s.failures, v1alpha1.ClusterFailure{Cluster: r.cluster, Reason: r.reason, Message: truncate(r.message, 1024)})
 		}
 	}
@@ -236,7 +243,7 @@ func describeRows(rows []clusterRow, class rowClass) string {
 			continue
 		}
 		n++
-		if len(parts) == limit {
+		if len(parts) == limit || r.hidden {
 			continue
 		}
 		p := r.cluster + ": " + r.reason
@@ -256,7 +263,7 @@ func describeRows(rows []clusterRow, class rowClass) string {
 func commonReason(rows []clusterRow, class rowClass) string {
 	reason := ""
 	for _, r := range rows {
-		if classify(r) != class {
+		if classify(r) != class || r.hidden {
 			continue
 		}
 		if reason != "" && r.reason != reason {

@@ -24,6 +24,7 @@ import (
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/sharding"
 )
 
 // ManagedClusterFinalizer holds a ManagedCluster until Drover has cleaned up after it
@@ -58,6 +59,10 @@ type ManagedClusterReconciler struct {
 	Tunnels Tunnels
 	// Rejections says why agents were turned away; nil without the hub server.
 	Rejections *TunnelRejections
+	// Shards are the shards this replica holds; nil when the hub is not sharded.
+	// Only the replica that holds a cluster's shard connects to it and writes its
+	// status.
+	Shards *sharding.Shards
 
 	controller controller.Controller
 }
@@ -87,6 +92,7 @@ func (r *ManagedClusterReconciler) SetupWithManager(ctx context.Context, mgr ctr
 		Watches(&v1alpha1.ManagedCluster{}, duplicatePeers(r.Client)).
 		WatchesRawSource(r.Remote.Source()).
 		WatchesRawSource(r.Results.Source(kindManagedCluster)).
+		WatchesRawSource(shardChanges(r.Shards, r.Client, func() client.ObjectList { return &v1alpha1.ManagedClusterList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
 		Named("managedcluster").
 		Build(r)
@@ -132,6 +138,19 @@ func (r *ManagedClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
+	}
+	if !owns(r.Shards, mc) {
+		// Another replica's shard: it connects, and writes status. This replica
+		// only serves the cluster's agent manifest, as any replica may be asked.
+		r.release(mc.Name)
+		if mc.Spec.Registration != nil && mc.DeletionTimestamp.IsZero() {
+			if token, ok := RegistrationToken(ctx, r.Client, r.Namespace, mc.Name); ok {
+				r.Registrations.Set(mc.Name, registration.ID(token))
+			} else {
+				r.Registrations.Remove(mc.Name)
+			}
+		}
+		return ctrl.Result{}, nil
 	}
 	helper, err := clusterv1patch.NewHelper(mc, r.Client)
 	if err != nil {
@@ -247,6 +266,18 @@ func (r *ManagedClusterReconciler) forget(name string) {
 		r.Tunnels.Close(name)
 	}
 	r.Rejections.forget(name)
+	remote.ForgetMetrics(name)
+	forgetClusterMetrics(name)
+}
+
+// release drops the connection and the metrics of a cluster that another replica
+// owns (sharding). Its tunnel, if it lands on this replica, stays open: the owner
+// reaches the cluster through it.
+func (r *ManagedClusterReconciler) release(name string) {
+	if r.Remote.Get(name) != nil {
+		ctrl.Log.WithName("sharding").Info("Releasing a cluster of a shard this replica no longer holds", "ManagedCluster", name)
+	}
+	r.Remote.Forget(name)
 	remote.ForgetMetrics(name)
 	forgetClusterMetrics(name)
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/drover-io/drover/planner"
 	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/sharding"
 )
 
 // The provisioning controller writes plan, certificate, kubeconfig and token Secrets
@@ -77,6 +78,8 @@ type ProvisioningReconciler struct {
 	// Artifacts lists the artifact source (nodes.Server.Artifacts).
 	Artifacts func() (map[string]string, error)
 	Now       func() time.Time
+	// Shards are the shards this replica holds; nil when the hub is not sharded.
+	Shards *sharding.Shards
 
 	ssh     *sshInstaller
 	mirrors *mirrors
@@ -110,6 +113,7 @@ func (r *ProvisioningReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, byCluster, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == r.Namespace && o.GetLabels()["app.kubernetes.io/component"] == ComponentProvisioning
 		}))).
+		WatchesRawSource(shardChanges(r.Shards, r.Client, func() client.ObjectList { return &v1alpha1.ManagedClusterList{} })).
 		Complete(r)
 }
 
@@ -124,6 +128,16 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if mc.Spec.Provisioning == nil {
+		return reconcile.Result{}, nil
+	}
+	if !owns(r.Shards, &mc) {
+		// Another replica's shard plans this cluster (sharding). This replica only
+		// answers its nodes, as any replica may be asked.
+		if token, ok := ProvisioningNodeToken(ctx, r.Client, r.Namespace, mc.Name); ok && mc.DeletionTimestamp.IsZero() {
+			r.NodeTokens.Set(mc.Name, nodes.ID(token))
+		} else {
+			r.NodeTokens.Remove(mc.Name)
+		}
 		return reconcile.Result{}, nil
 	}
 	if !mc.DeletionTimestamp.IsZero() {

@@ -15,6 +15,7 @@ import (
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/sharding"
 )
 
 // RoleTemplateReconciler writes RoleTemplate status: in how many clusters its
@@ -26,6 +27,8 @@ type RoleTemplateReconciler struct {
 	Reader   client.Reader
 	Results  *syncResults
 	Recorder events.EventRecorder
+	// Shards are the shards this replica holds; nil when the hub is not sharded.
+	Shards *sharding.Shards
 }
 
 // SetupWithManager registers the controller.
@@ -38,6 +41,9 @@ func (r *RoleTemplateReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.RoleTemplate{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.ManagedCluster{}, all, builder.WithPredicates(predicate.Or(deletionPredicate(), createDeleteOnly()))).
 		WatchesRawSource(r.Results.Source(kindRoleTemplate)).
+		Watches(&v1alpha1.RoleTemplate{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(shardEntriesChanged())).
+		Watches(&v1alpha1.ManagedCluster{}, all, builder.WithPredicates(shardLabelChanged())).
+		WatchesRawSource(shardChanges(r.Shards, r.Client, func() client.ObjectList { return &v1alpha1.RoleTemplateList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
@@ -49,11 +55,11 @@ func (r *RoleTemplateReconciler) allTemplates(ctx context.Context, _ client.Obje
 // Reconcile computes one template's status.
 func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	t := &v1alpha1.RoleTemplate{}
-	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, kindRoleTemplate, req.NamespacedName, t, func() (rowSummary, error) { return r.setStatus(ctx, t) })
+	return reconcileIntentStatus(ctx, r.Client, r.Reader, r.Recorder, r.Shards, kindRoleTemplate, req.NamespacedName, t, func(p *shardPass) (rowSummary, error) { return r.setStatus(ctx, t, p) })
 }
 
 // setStatus computes the status of t from the hub's cache and the sync results.
-func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.RoleTemplate) (rowSummary, error) {
+func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.RoleTemplate, p *shardPass) (rowSummary, error) {
 	var rts v1alpha1.RoleTemplateList
 	var mcs v1alpha1.ManagedClusterList
 	for _, l := range []client.ObjectList{&rts, &mcs} {
@@ -69,15 +75,19 @@ func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.Role
 	prev := previousOf(t.Generation, t.Status.ObservedGeneration, t.Status.Failures)
 	if problem == nil {
 		for _, mc := range mcs.Items {
-			if !mc.DeletionTimestamp.IsZero() {
+			if !mc.DeletionTimestamp.IsZero() || p.elsewhere(&mc) {
 				continue
 			}
 			name := t.Name
-			rows = append(rows, rowFor(r.Results, &mc, t.Generation, prev, func(res clusterResult) (itemResult, bool) {
+			row := rowFor(r.Results, &mc, t.Generation, prev, func(res clusterResult) (itemResult, bool) {
 				it, ok := res.Templates[name]
 				return it, ok
-			}))
+			})
+			p.add(&mc, row)
+			rows = append(rows, row)
 		}
+		remote, _ := p.remoteRows(t.Status.Shards)
+		rows = append(rows, remote...)
 	}
 	setIntentStatus(t, problem, rows, "registered")
 	st := summarizeRows(rows)

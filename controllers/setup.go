@@ -22,6 +22,7 @@ import (
 	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
 	"github.com/drover-io/drover/render"
+	"github.com/drover-io/drover/sharding"
 	"github.com/drover-io/drover/targetsync"
 	"github.com/drover-io/drover/version"
 )
@@ -72,6 +73,9 @@ type Options struct {
 	Artifacts func() (map[string]string, error)
 	// HubCA returns the hub server's CA (PEM).
 	HubCA func() []byte
+	// Shards are the shards this replica holds (--shard=K/N); nil when the hub is
+	// not sharded, and every replica that runs the controllers handles every cluster.
+	Shards *sharding.Shards
 	// HubID overrides the hub's ID (tests that run two hubs on one API server);
 	// by default it is read from, or created in, ConfigMap HubIdentityConfigMap.
 	HubID string
@@ -204,32 +208,33 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 		Registrations:         o.Registrations,
 		Tunnels:               o.Tunnels,
 		Rejections:            o.Rejections,
+		Shards:                o.Shards,
 	}
 	if err := mcr.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up the ManagedCluster controller: %w", err)
 	}
 	syncer := &ClusterSyncReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Remote: rc, Results: results, RemoteTimeout: o.RemoteTimeout,
 		Recorder: mgr.GetEventRecorder("drover-clustersync"), Hub: hubID, AgentImage: o.AgentImage, Workers: o.SyncWorkers,
-		DeletionTimeout: o.DeletionTimeout}
+		DeletionTimeout: o.DeletionTimeout, Shards: o.Shards}
 	if err := syncer.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the cluster syncer: %w", err)
 	}
-	abr := &AccessBindingReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-accessbinding")}
+	abr := &AccessBindingReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-accessbinding"), Shards: o.Shards}
 	if err := abr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the AccessBinding controller: %w", err)
 	}
-	cpr := &ClusterProjectReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-clusterproject")}
+	cpr := &ClusterProjectReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-clusterproject"), Shards: o.Shards}
 	if err := cpr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the ClusterProject controller: %w", err)
 	}
 	if o.NodeTokens != nil {
 		pr := &ProvisioningReconciler{Client: mgr.GetClient(), Namespace: o.Namespace, HubURL: o.HubURL, HubCA: o.HubCA,
-			Recorder: mgr.GetEventRecorder("drover-provisioning"), NodeTokens: o.NodeTokens, Artifacts: o.Artifacts}
+			Recorder: mgr.GetEventRecorder("drover-provisioning"), NodeTokens: o.NodeTokens, Artifacts: o.Artifacts, Shards: o.Shards}
 		if err := pr.SetupWithManager(mgr); err != nil {
 			return nil, fmt.Errorf("set up the provisioning controller: %w", err)
 		}
 	}
-	rtr := &RoleTemplateReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-roletemplate")}
+	rtr := &RoleTemplateReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Results: results, Recorder: mgr.GetEventRecorder("drover-roletemplate"), Shards: o.Shards}
 	if err := rtr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the RoleTemplate controller: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -38,6 +39,7 @@ import (
 	"github.com/drover-io/drover/nodes"
 	"github.com/drover-io/drover/registration"
 	"github.com/drover-io/drover/remote"
+	"github.com/drover-io/drover/sharding"
 	"github.com/drover-io/drover/tunnel"
 	"github.com/drover-io/drover/version"
 )
@@ -70,12 +72,19 @@ type Options struct {
 	ArtifactsDir string
 	// NodeAgentBinary is the drover binary hosts download (--node-agent-binary).
 	NodeAgentBinary string
+	// Shard is this replica's --shard=K/N; zero when the hub is not sharded.
+	Shard sharding.Spec
+	// ShardLeaseDuration is how long a shard's Lease lasts without renewal.
+	ShardLeaseDuration time.Duration
 	// BuiltinRoleTemplates creates the built-in RoleTemplates that this hub has never
 	// held (package builtins): the installation manifests set it.
 	BuiltinRoleTemplates bool
 
 	// several: more than one manager runs in this process (tests of replicas).
 	several bool
+	// started, when set, receives this replica's connection cache and shards once
+	// they exist (tests of sharding).
+	started func(*remote.Cache, *sharding.Shards)
 	// shutdownTimeout, when set, replaces controller-runtime's 30 s for runnables to
 	// stop (tests, on a machine shared with other suites).
 	shutdownTimeout time.Duration
@@ -101,7 +110,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ArtifactsDir, "artifacts-dir", "", "Artifact source of the clusters Drover provisions, served at <hub-url>/v1/artifacts/: <kubernetesVersion>/<binary> (etcd, etcdctl, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet) and images/<name>.tar (the pause image), each checked by sha256 on the nodes. hack/artifacts.sh fills one from the Go module proxy.")
 	fs.StringVar(&o.NodeAgentBinary, "node-agent-binary", "", "The drover binary that hosts download at <hub-url>/v1/artifacts/drover to run the node agent. Default: the manager's own executable (one image serves all).")
 	fs.BoolVar(&o.BuiltinRoleTemplates, "install-builtin-roletemplates", false, "Create the built-in RoleTemplates (cluster-owner, cluster-member, project-owner, project-member, read-only) that this hub has never held. Create-only: an edited built-in is left as it is, a deleted one stays deleted (ConfigMap drover-builtin-roletemplates records them).")
-	fs.StringVar(&o.PeerURL, "hub-peer-url", "", "URL at which the other manager replicas reach this one's tunnel endpoint (with --leader-elect), e.g. wss://10.0.0.5:9443/v1/tunnel. Default: the address in $POD_IP, else 127.0.0.1, with the port of --hub-bind-address.")
+	fs.Var(&o.Shard, "shard", "Run shard K of N (K/N, e.g. 0/2): this replica connects to, syncs and writes the status of the ManagedClusters of shard K only (label "+sharding.Label+", else FNV-1a of the name modulo N), holds Lease drover-shard-K, and takes over the shards whose replicas stop renewing theirs. Run one replica per K, without --leader-elect. See docs/sharding.md.")
+	fs.DurationVar(&o.ShardLeaseDuration, "shard-lease-duration", sharding.DefaultLeaseDuration, "How long a shard's Lease lasts without renewal (with --shard): a replica that dies is taken over after this. Renewals happen every fifth of it.")
+	fs.StringVar(&o.PeerURL, "hub-peer-url", "", "URL at which the other manager replicas reach this one's tunnel endpoint (with --leader-elect or --shard), e.g. wss://10.0.0.5:9443/v1/tunnel. Default: the address in $POD_IP, else 127.0.0.1, with the port of --hub-bind-address.")
 }
 
 // Scheme holds every kind the manager reads or writes on the hub.
@@ -154,6 +165,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if o.Shard.Enabled() && o.LeaderElect {
+		return errors.New("--shard and --leader-elect exclude each other: every shard runs its own replica, which holds its shard's Lease (docs/sharding.md)")
+	}
+	if o.Shard.Enabled() && o.ShardLeaseDuration > 0 && o.ShardLeaseDuration < time.Second {
+		return fmt.Errorf("--shard-lease-duration must be at least 1s, got %s", o.ShardLeaseDuration)
+	}
 	if o.Webhook.URL != "" && !o.Webhook.Enabled() {
 		return errors.New("--webhook-url needs the webhook: set --webhook-bind-address to an address, not 0")
 	}
@@ -183,6 +200,16 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	o.Controllers.Namespace = o.Namespace
+	var shards *sharding.Shards
+	if o.Shard.Enabled() {
+		shards = sharding.New(sharding.Options{Spec: o.Shard, Namespace: o.Namespace, Identity: peerID(),
+			Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), LeaseDuration: o.ShardLeaseDuration,
+			Recorder: mgr.GetEventRecorder("drover-sharding")})
+		if err := mgr.Add(shards); err != nil {
+			return err
+		}
+		o.Controllers.Shards = shards
+	}
 	var connections atomic.Pointer[remote.Cache]
 	if o.Hub.BindAddress != "" && o.Hub.BindAddress != "0" {
 		o.Hub.Namespace = o.Namespace
@@ -251,14 +278,23 @@ func Run(ctx context.Context, o Options) error {
 		// A replica that does not lead dials the clusters it is asked for itself.
 		backends := &authproxy.Connections{Cache: connections.Load,
 			Follower: authproxy.FollowerOptions{Reader: mgr.GetCache(), Namespace: o.Namespace, Remote: o.Controllers.Remote, Tunnels: tun.Dialer}}
-		if o.LeaderElect {
-			backends.Leading = func() bool {
+		switch {
+		case o.LeaderElect:
+			backends.Controls = func(string) bool {
 				select {
 				case <-mgr.Elected():
 					return true
 				default:
 					return false
 				}
+			}
+		case shards != nil:
+			backends.Controls = func(cluster string) bool {
+				var mc managementv1alpha1.ManagedCluster
+				if err := mgr.GetCache().Get(context.Background(), client.ObjectKey{Name: cluster}, &mc); err != nil {
+					return false
+				}
+				return shards.Owns(mc.Name, mc.Labels)
 			}
 		}
 		px, err := authproxy.New(authproxy.Options{Hub: cfg, Reader: mgr.GetCache(), Backends: backends})
@@ -273,7 +309,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		hub.Handle(authproxy.PathPrefix, px)
 		hub.Handle("GET "+authproxy.ListPath, px.ListHandler())
-		if o.LeaderElect {
+		if o.LeaderElect || shards != nil {
 			// Several replicas may run: each reaches the tunnels the others hold.
 			if err := mgr.Add(everyReplica(func(ctx context.Context) error {
 				tun.RunPeers(ctx, tunnel.PeerOptions{ID: peerID(), URL: peerURL(o.PeerURL, hub),
@@ -309,13 +345,16 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	connections.Store(rc)
+	if o.started != nil {
+		o.started(rc, shards)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting manager", "version", version.Version, "commit", version.Info().Commit, "namespace", o.Namespace)
+	log.Info("Starting manager", "version", version.Version, "commit", version.Info().Commit, "namespace", o.Namespace, "shard", o.Shard.String())
 	return mgr.Start(ctx)
 }
 

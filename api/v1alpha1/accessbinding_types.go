@@ -135,6 +135,14 @@ type AccessBindingStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=20
 	Failures []ClusterFailure `json:"failures,omitempty"`
+
+	// shards holds each shard's account of the clusters it syncs, when the hub runs
+	// several shards (docs/sharding.md); the fields above sum them.
+	// +optional
+	// +listType=map
+	// +listMapKey=shard
+	// +kubebuilder:validation:MaxItems=64
+	Shards []ShardStatus `json:"shards,omitempty"`
 }
 
 // AccessBinding grants a role to users, groups or service accounts, in selected

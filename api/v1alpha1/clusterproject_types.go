@@ -191,6 +191,14 @@ type ClusterProjectStatus struct {
 	// +listMapKey=cluster
 	// +kubebuilder:validation:MaxItems=100
 	Clusters []ProjectClusterStatus `json:"clusters,omitempty"`
+
+	// shards holds each shard's account of the clusters it syncs, when the hub runs
+	// several shards (docs/sharding.md); the fields above sum them.
+	// +optional
+	// +listType=map
+	// +listMapKey=shard
+	// +kubebuilder:validation:MaxItems=64
+	Shards []ShardStatus `json:"shards,omitempty"`
 }
 
 // ClusterProject groups namespaces, in one or many clusters, under one set of quotas,

@@ -55,3 +55,67 @@ const MaxReportedFailures = 20
 // as a core/v1 ResourceList does. Convert with corev1.ResourceList(r).
 // +kubebuilder:validation:MaxProperties=64
 type ResourceList map[corev1.ResourceName]resource.Quantity
+
+// ShardStatus is one shard's account of an intent, when the hub runs several shards
+// (--shard=K/N, docs/sharding.md). The replica that holds shard K writes entry K,
+// about the clusters of shard K only, with server-side apply and field manager
+// drover-shard-K; the replica that holds shard 0 sums the entries into the rest of
+// status. An unsharded hub writes no entries.
+type ShardStatus struct {
+	// shard is the shard's number, K of --shard=K/N.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=63
+	Shard int32 `json:"shard"`
+
+	// observedGeneration is the intent's metadata.generation this entry describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// clusters counts the clusters of this shard that the intent selects.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Clusters int32 `json:"clusters,omitempty"`
+
+	// synced counts those that hold the intent at observedGeneration.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Synced int32 `json:"synced,omitempty"`
+
+	// pending counts those not synced yet since the intent changed.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Pending int32 `json:"pending,omitempty"`
+
+	// retrying counts those whose sync failed and is retried.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Retrying int32 `json:"retrying,omitempty"`
+
+	// stalled counts those where a person must act.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Stalled int32 `json:"stalled,omitempty"`
+
+	// notConnected counts those that are not connected, paused, being deleted or duplicates.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	NotConnected int32 `json:"notConnected,omitempty"`
+
+	// failures names the first of this shard's clusters (by name) that do not hold
+	// the intent, and why (at most 20).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Failures []ClusterFailure `json:"failures,omitempty"`
+
+	// projectClusters is, for a ClusterProject, the state of the project in each of
+	// this shard's clusters (at most 100, by name).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	ProjectClusters []ProjectClusterStatus `json:"projectClusters,omitempty"`
+}
+
+// MaxShards bounds the number of shards a hub runs (--shard=K/N with N <= 64).
+const MaxShards = 64
