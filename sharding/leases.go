@@ -105,7 +105,9 @@ func New(o Options) *Shards {
 func (s *Shards) Spec() Spec { return s.o.Spec }
 
 // Of returns the shard of a ManagedCluster.
-func (s *Shards) Of(name string, labels map[string]string) int { return Of(name, labels, s.o.Spec.Count) }
+func (s *Shards) Of(name string, labels map[string]string) int {
+	return Of(name, labels, s.o.Spec.Count)
+}
 
 // Owns tells whether this replica holds the shard of a ManagedCluster.
 func (s *Shards) Owns(name string, labels map[string]string) bool {
