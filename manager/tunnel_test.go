@@ -71,6 +71,12 @@ func startHub(t *testing.T, name string, extraArgs ...string) *hubEnv {
 // startManager runs one manager process-alike against the hub; the returned func stops it.
 func (e *hubEnv) startManager(t *testing.T, addr string, extraArgs ...string) func() {
 	t.Helper()
+	return e.startManagerWith(t, addr, nil, extraArgs...)
+}
+
+// startManagerWith is startManager, with a function that changes the options.
+func (e *hubEnv) startManagerWith(t *testing.T, addr string, change func(*Options), extraArgs ...string) func() {
+	t.Helper()
 	kubeconfig := writeKubeconfig(t, "hub.kubeconfig", e.cp)
 	// No admission webhook unless a test asks for one (on a port of its own): several
 	// managers run in this process, and other packages' tests on this machine.
@@ -86,6 +92,9 @@ func (e *hubEnv) startManager(t *testing.T, addr string, extraArgs ...string) fu
 	// Two cores are shared with other suites: give the runnables time to stop, and
 	// say who was slow (runUntilStopped dumps the goroutines past 20 s).
 	o.shutdownTimeout = 45 * time.Second
+	if change != nil {
+		change(&o)
+	}
 	setLogger.Do(func() { ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.Log))) })
 	return runUntilStopped(t, "manager", func(ctx context.Context) error { return Run(ctx, o) })
 }

@@ -86,6 +86,8 @@ type Shards struct {
 	listeners []func()
 	// changed is closed and replaced at each change of what is held (tests).
 	changed chan struct{}
+	// now is the clock (tests set their own).
+	now func() time.Time
 }
 
 type observation struct {
@@ -98,7 +100,7 @@ func New(o Options) *Shards {
 	if o.LeaseDuration <= 0 {
 		o.LeaseDuration = DefaultLeaseDuration
 	}
-	return &Shards{o: o, held: map[int]bool{}, renewed: map[int]time.Time{}, seen: map[int]observation{}, changed: make(chan struct{})}
+	return &Shards{o: o, held: map[int]bool{}, renewed: map[int]time.Time{}, seen: map[int]observation{}, changed: make(chan struct{}), now: time.Now}
 }
 
 // Spec returns this replica's --shard.
@@ -178,7 +180,7 @@ func (s *Shards) Start(ctx context.Context) error {
 // hands it back.
 func (s *Shards) tick(ctx context.Context, k int) {
 	log := ctrl.Log.WithName("sharding").WithValues("lease", LeaseName(k))
-	now := time.Now()
+	now := s.now()
 	home := k == s.o.Spec.Index
 	key := client.ObjectKey{Namespace: s.o.Namespace, Name: LeaseName(k)}
 	var l coordinationv1.Lease
@@ -382,7 +384,7 @@ func (s *Shards) releaseAll() {
 			continue
 		}
 		l.Spec.HolderIdentity = nil
-		l.Spec.RenewTime = ptr.To(metav1.NewMicroTime(time.Now()))
+		l.Spec.RenewTime = ptr.To(metav1.NewMicroTime(s.now()))
 		_ = s.o.Writer.Update(ctx, &l)
 	}
 }
