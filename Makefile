@@ -84,6 +84,8 @@ chart: $(HELM) ## Lint the Helm chart (charts/drover) and render it.
 	$(HELM) lint --strict charts/drover $(CHART_ALL_ON)
 	$(HELM) template drover charts/drover --namespace drover-system --include-crds >/dev/null
 	$(HELM) template drover charts/drover --namespace drover-system $(CHART_ALL_ON) >/dev/null
+	$(HELM) lint --strict charts/drover --set sharding.shards=2
+	$(HELM) template drover charts/drover --namespace drover-system --set sharding.shards=2 >/dev/null
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz test for a short while (FUZZTIME, default 30s).

@@ -249,3 +249,38 @@ func TestChartRefusesBadValues(t *testing.T) {
 		}
 	}
 }
+
+// TestChartShards renders the chart with sharding.shards=3: one Deployment of one
+// replica per shard, each with --shard=K/3 and a selector of its own, none with
+// leader election; the Services still reach every shard.
+func TestChartShards(t *testing.T) {
+	objs, err := Decode(helm(t, "template", "drover", "charts/drover", "--namespace", "drover-system", "--set", "sharding.shards=3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shards []string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Deployment":
+			args, _, _ := unstructuredArgs(o)
+			replicas, _, _ := unstructured.NestedInt64(o.Object, "spec", "replicas")
+			sel, _, _ := unstructured.NestedStringMap(o.Object, "spec", "selector", "matchLabels")
+			labels, _, _ := unstructured.NestedStringMap(o.Object, "spec", "template", "metadata", "labels")
+			k := sel["management.drover.io/shard"]
+			if replicas != 1 || k == "" || labels["management.drover.io/shard"] != k || o.GetName() != "drover-manager-shard-"+k ||
+				!slices.Contains(args, "--shard="+k+"/3") || slices.Contains(args, "--leader-elect") {
+				t.Errorf("Deployment %s: replicas %d, selector %v, args %v", o.GetName(), replicas, sel, args)
+			}
+			shards = append(shards, k)
+		case "Service":
+			sel, _, _ := unstructured.NestedStringMap(o.Object, "spec", "selector")
+			if _, ok := sel["management.drover.io/shard"]; ok {
+				t.Errorf("Service %s selects one shard: %v", o.GetName(), sel)
+			}
+		}
+	}
+	slices.Sort(shards)
+	if !slices.Equal(shards, []string{"0", "1", "2"}) {
+		t.Errorf("the chart runs shards %v, want 0, 1 and 2", shards)
+	}
+}
