@@ -72,6 +72,16 @@ func (s *Server) RunPeers(ctx context.Context, o PeerOptions) {
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = o.Writer.Delete(dctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}})
 			cancel()
+			// Stop dialling the peers: remotedialer keeps reconnecting to a peer
+			// until it is removed, which would outlive this replica's manager
+			// (in tests, several run in one process and stop one at a time).
+			s.mu.Lock()
+			peers := s.peers
+			s.peers = nil
+			s.mu.Unlock()
+			for id := range peers {
+				s.rd.RemovePeer(id)
+			}
 			return
 		case <-t.C:
 		}
