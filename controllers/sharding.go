@@ -39,11 +39,17 @@ func shardChanges(s *sharding.Shards, c client.Client, newList func() client.Obj
 		if s == nil {
 			return nil
 		}
-		s.OnChange(func() {
+		all := func() {
 			for _, r := range requestsForAll(ctx, c, newList()) {
 				q.Add(r)
 			}
-		})
+		}
+		s.OnChange(all)
+		// Shards taken before this controller started (its first reconciles may
+		// have found nothing held) are not missed: look at everything once more.
+		if len(s.Held()) > 0 {
+			go all()
+		}
 		return nil
 	})
 }
