@@ -159,6 +159,8 @@ func reconcileIntentStatus(ctx context.Context, c client.Client, reader client.R
 			return ctrl.Result{}, err
 		}
 		if !aggregates(shards) {
+			// The replica that holds shard 0 exports the intents' series.
+			forgetIntentMetrics(kind, key.Name)
 			return ctrl.Result{}, nil
 		}
 	}
