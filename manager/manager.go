@@ -151,6 +151,12 @@ func Run(ctx context.Context, o Options) error {
 	if o.Namespace == "" {
 		return errors.New("--namespace must not be empty")
 	}
+	if o.Shard.Enabled() && o.LeaderElect {
+		return errors.New("--shard and --leader-elect exclude each other: every shard runs its own replica, which holds its shard's Lease (docs/sharding.md)")
+	}
+	if o.Shard.Enabled() && o.ShardLeaseDuration > 0 && o.ShardLeaseDuration < time.Second {
+		return fmt.Errorf("--shard-lease-duration must be at least 1s, got %s", o.ShardLeaseDuration)
+	}
 	cfg, err := o.Kubeconfig.RESTConfig()
 	if err != nil {
 		return err
@@ -164,12 +170,6 @@ func Run(ctx context.Context, o Options) error {
 	scheme, err := Scheme()
 	if err != nil {
 		return err
-	}
-	if o.Shard.Enabled() && o.LeaderElect {
-		return errors.New("--shard and --leader-elect exclude each other: every shard runs its own replica, which holds its shard's Lease (docs/sharding.md)")
-	}
-	if o.Shard.Enabled() && o.ShardLeaseDuration > 0 && o.ShardLeaseDuration < time.Second {
-		return fmt.Errorf("--shard-lease-duration must be at least 1s, got %s", o.ShardLeaseDuration)
 	}
 	if o.Webhook.URL != "" && !o.Webhook.Enabled() {
 		return errors.New("--webhook-url needs the webhook: set --webhook-bind-address to an address, not 0")
