@@ -3,6 +3,7 @@ package sharding
 import (
 	"context"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,6 +23,11 @@ import (
 // that shard's own number that wants it back. The holder hands the Lease over on its
 // next renewal.
 const ClaimAnnotation = "management.drover.io/claimed-by"
+
+// HomeAnnotation, on a shard's Lease, is the shard of the replica that holds it (K of
+// its --shard=K/N): a replica claims its own shard back only from a replica of
+// another shard. Two replicas of one shard are holder and standby.
+const HomeAnnotation = "management.drover.io/holder-shard"
 
 // DefaultLeaseDuration is how long a shard's Lease lasts without renewal: a replica
 // that dies without releasing its Lease is taken over after this (plus one renewal
@@ -221,6 +227,7 @@ func (s *Shards) tick(ctx context.Context, k int) {
 		handovers.WithLabelValues(itoa(k)).Inc()
 		delete(l.Annotations, ClaimAnnotation)
 		l.Spec.HolderIdentity = ptr.To(claim)
+		l.Annotations[HomeAnnotation] = strconv.Itoa(k)
 		l.Spec.RenewTime = ptr.To(metav1.NewMicroTime(now))
 		l.Spec.AcquireTime = l.Spec.RenewTime
 		l.Spec.LeaseTransitions = ptr.To(ptr.Deref(l.Spec.LeaseTransitions, 0) + 1)
@@ -244,9 +251,10 @@ func (s *Shards) tick(ctx context.Context, k int) {
 			return
 		}
 		s.gained(k, &l, home, now)
-	case holder == "" || s.expired(k, l.ResourceVersion, now):
+	case (holder == "" && (home || s.releasedFor(k, l.ResourceVersion, now))) || (holder != "" && s.expired(k, l.ResourceVersion, now)):
 		// Released by a replica that stopped, or not renewed for a whole Lease
-		// duration: take it.
+		// duration: take it. A released shard is left to its own replica (a
+		// rolling update's new pod, say) for one look before another takes it.
 		if l.Annotations != nil {
 			delete(l.Annotations, ClaimAnnotation)
 		}
@@ -263,8 +271,10 @@ func (s *Shards) tick(ctx context.Context, k int) {
 		if s.Holds(k) {
 			s.lost(k, &l, ReasonLost, "now held by "+holder)
 		}
-		if home && claim != s.o.Identity {
-			// Our own shard, taken over while we were away: ask for it back.
+		if home && claim != s.o.Identity && l.Annotations[HomeAnnotation] != strconv.Itoa(k) {
+			// Our own shard, taken over while we were away: ask for it back. (A
+			// replica of the same shard holds it: this one is its standby, and
+			// waits for the Lease to expire.)
 			if l.Annotations == nil {
 				l.Annotations = map[string]string{}
 			}
@@ -291,6 +301,10 @@ func (s *Shards) fill(l *coordinationv1.Lease, now time.Time, acquire bool) {
 		l.Spec.LeaseTransitions = ptr.To(ptr.Deref(l.Spec.LeaseTransitions, 0) + 1)
 	}
 	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = ptr.To(s.o.Identity), &secs, &t
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[HomeAnnotation] = strconv.Itoa(s.o.Spec.Index)
 }
 
 // expired tells whether shard k's Lease, now at version, has gone unchanged for a
@@ -304,6 +318,19 @@ func (s *Shards) expired(k int, version string, now time.Time) bool {
 		return false
 	}
 	return now.Sub(o.at) > s.o.LeaseDuration
+}
+
+// releasedFor tells whether shard k's Lease, released at version, has stayed so for
+// one renewal interval.
+func (s *Shards) releasedFor(k int, version string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.seen[k]
+	if !ok || o.version != version {
+		s.seen[k] = observation{version: version, at: now}
+		return false
+	}
+	return now.Sub(o.at) >= s.o.LeaseDuration/5
 }
 
 func (s *Shards) observe(k int, version string, now time.Time) {

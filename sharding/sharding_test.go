@@ -172,16 +172,56 @@ func TestLeases(t *testing.T) {
 	b2.tickAll()
 	expect(b2, 1)
 
-	// A replica that stops releases its shards: the other takes them at its next look.
+	// A replica that stops releases its shards: another takes them once they
+	// have stayed released for one look (its own replica, a rolling update's
+	// new pod, goes first).
 	b2.releaseAll()
 	expect(b2)
 	if holder(1) != "" {
 		t.Fatalf("shard 1 still held by %q after release", holder(1))
 	}
 	a.tickAll()
+	expect(a, 0)
+	b3 := newReplica(t, c, "1/2", "b3", &now)
+	b3.tickAll()
+	expect(b3, 1)
+	now = now.Add(2 * time.Second)
+	a.tickAll()
+	expect(a, 0)
+	b3.releaseAll()
+	a.tickAll()
+	expect(a, 0)
+	now = now.Add(2 * time.Second)
+	a.tickAll()
 	expect(a, 0, 1)
 
-	// A holder that cannot renew gives its shard up before the Lease expires.
+	// Two replicas of one shard: the second is a standby. It does not claim the
+	// shard from a replica of the same shard, writes nothing, and takes over when
+	// the first stops renewing.
+	c2 := fake.NewClientBuilder().WithScheme(scheme).Build()
+	first := newReplica(t, c2, "0/1", "first", &now)
+	standby := newReplica(t, c2, "0/1", "standby", &now)
+	first.tickAll()
+	expect(first, 0)
+	key := client.ObjectKey{Namespace: "drover-system", Name: LeaseName(0)}
+	for range 5 {
+		now = now.Add(2 * time.Second)
+		standby.tickAll()
+		first.tickAll()
+	}
+	expect(standby)
+	var l2 coordinationv1.Lease
+	_ = c2.Get(context.Background(), key, &l2)
+	if l2.Annotations[ClaimAnnotation] != "" {
+		t.Fatalf("the standby claimed its own shard from a replica of that shard: %v", l2.Annotations)
+	}
+	for range 7 {
+		now = now.Add(2 * time.Second)
+		standby.tickAll()
+	}
+	expect(standby, 0)
+
+		// A holder that cannot renew gives its shard up before the Lease expires.
 	broken := newReplica(t, fake.NewClientBuilder().WithScheme(scheme).Build(), "0/1", "x", &now)
 	broken.tickAll()
 	expect(broken, 0)
