@@ -102,8 +102,7 @@ func TestShards(t *testing.T) {
 	}
 	registerDirect(g, c, pinned, cps[pinned])
 	mc := getMC(g, c, pinned)
-	mc.Labels = map[string]string{sharding.Label: "0"}
-	g.Expect(c.Update(ctx, mc)).To(Succeed())
+	g.Expect(update(c, mc, func() { mc.Labels = map[string]string{sharding.Label: "0"} })).To(Succeed())
 	registerDirect(g, c, hashed, cps[hashed])
 	// The manifest is fetched from shard 0's replica, which does not own the cluster.
 	stopAgent := registerTunnel(t, e, edge, targets[edge], cps[edge])
