@@ -2,6 +2,7 @@ package simcluster
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -271,4 +272,45 @@ func (c *Cluster) ObjectCount() int {
 		n += len(m)
 	}
 	return n
+}
+
+// Add stores a new object in the cluster, as a create by its admin would (watches
+// see it), for setting a cluster up in-process: Nodes, say. The object's status is
+// kept.
+func (c *Cluster) Add(obj runtime.Object) error {
+	gvks, _, err := scheme.ObjectKinds(obj)
+	if err != nil {
+		return err
+	}
+	for _, r := range resources {
+		if r.gvk() != gvks[0] || r.review {
+			continue
+		}
+		obj = obj.DeepCopyObject()
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.get(r, m.GetNamespace(), m.GetName()) != nil {
+			return fmt.Errorf("%s %s/%s exists", r.kind, m.GetNamespace(), m.GetName())
+		}
+		prepareCreate(r, m, time.Now())
+		c.commit(r, watch.Added, obj, nil)
+		return nil
+	}
+	return fmt.Errorf("simulated clusters do not serve %s", gvks[0])
+}
+
+// HasObject tells whether the cluster stores an object (group "" for the core group).
+func (c *Cluster) HasObject(group, resource, namespace, name string) bool {
+	for _, r := range resources {
+		if r.gvr.Group == group && r.gvr.Resource == resource {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.get(r, namespace, name) != nil
+		}
+	}
+	return false
 }
