@@ -29,12 +29,10 @@ import (
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -137,6 +135,8 @@ type Cluster struct {
 	idDenied bool
 	health   Health
 	watches  sets.Set[string]
+	// marks are what callers noted once per connection (Mark).
+	marks sets.Set[string]
 	// cache and client exist once the cluster has been reached: building the cache
 	// needs discovery, which an unreachable cluster cannot answer.
 	cache  cache.Cache
@@ -176,24 +176,7 @@ func (c *Cluster) startCache() (bool, error) {
 	if started {
 		return false, nil
 	}
-	ca, err := cache.New(c.Config, cache.Options{
-		HTTPClient:           c.HTTPClient,
-		Scheme:               c.scheme,
-		Mapper:               c.mapper,
-		DefaultLabelSelector: OwnedSelector(),
-		DefaultTransform:     cache.TransformStripManagedFields(),
-		// A target that goes away is reported by its probe, on its
-		// ManagedCluster; its watches failing meanwhile are expected, so they are
-		// logged quietly rather than as errors with stack traces every retry.
-		DefaultWatchErrorHandler: func(_ context.Context, _ *toolscache.Reflector, err error) {
-			reason, _ := Classify(err, c.Endpoint, c.source)
-			ctrl.Log.WithName("remote").V(1).Info("Watch of a target failed; retrying", "cluster", c.Name, "reason", reason)
-		},
-		ByObject: map[client.Object]cache.ByObject{
-			// Cluster facts come from every Node, stripped to what they need.
-			&corev1.Node{}: {Label: labels.Everything(), Transform: stripNode},
-		},
-	})
+	ca, err := c.newObjectCache()
 	if err != nil {
 		return false, err
 	}
@@ -209,16 +192,6 @@ func (c *Cluster) startCache() (bool, error) {
 	}
 	c.cache, c.client = ca, cached
 	c.mu.Unlock()
-	go func() {
-		if err := ca.Start(c.ctx); err != nil {
-			ctrl.Log.WithName("remote").Error(err, "Cluster cache stopped", "cluster", c.Name)
-		}
-	}()
-	// Readers of the cache fail until it has started; wait for that (it holds no
-	// informers yet, so this returns as soon as Start has run).
-	wctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-	defer cancel()
-	ca.WaitForCacheSync(wctx)
 	return true, nil
 }
 
@@ -594,6 +567,26 @@ func (c *Cache) Watch(clusterName, name string, ctrlr controller.Controller, src
 	return nil
 }
 
+// Watching tells whether the watch called name (see Cache.Watch) runs on this
+// connection.
+func (c *Cluster) Watching(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.watches.Has(name)
+}
+
+// Mark notes key on this connection; it reports whether it is new, so that a caller
+// does something once per connection (a rebuilt connection starts afresh).
+func (c *Cluster) Mark(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.marks.Has(key) {
+		return false
+	}
+	c.marks.Insert(key)
+	return true
+}
+
 // build creates a connection; dial bounds the dial and TLS handshake so that a
 // black-holed cluster fails fast (requests themselves are bounded by their contexts:
 // a client timeout would cut watches short).
@@ -610,10 +603,7 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial D
 	// the host client-go would label them with. Only the shared HTTP client counts:
 	// Config stays as it was, for whoever builds other round trippers from it.
 	httpClient.Transport = &countingTransport{cluster: name, next: httpClient.Transport}
-	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
-	if err != nil {
-		return nil, err
-	}
+	mapper := newMapper(cfg, httpClient)
 	uncached, err := client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: c.scheme, Mapper: mapper})
 	if err != nil {
 		return nil, err
@@ -625,10 +615,7 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial D
 	ctx, cancel := context.WithCancel(context.Background())
 	host := hostOf(cfg.Host)
 	addTargetHost(host, 1)
-	go func() {
-		<-ctx.Done()
-		addTargetHost(host, -1)
-	}()
+	context.AfterFunc(ctx, func() { addTargetHost(host, -1) })
 	return &Cluster{
 		Name: name, Endpoint: cfg.Host, Config: cfg, HTTPClient: httpClient,
 		Reader: uncached, scheme: c.scheme, mapper: mapper,
@@ -636,6 +623,7 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial D
 		onChange: c.notify, threshold: c.opts.FailureThreshold,
 		health:  Health{Reason: ReasonProbing, Message: "probing " + cfg.Host},
 		watches: sets.New[string](),
+		marks:   sets.New[string](),
 		kick:    make(chan struct{}, 1),
 	}, nil
 }
