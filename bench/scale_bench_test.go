@@ -3,7 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -340,6 +343,9 @@ func runScale(b *testing.B, n int) scaleRow {
 	row.objectsPerCluster = sims[0].ObjectCount()
 	b.Logf("%d clusters: manager heap in use %d MiB (%.2f MiB per cluster), RSS %d MiB (%.2f per cluster), %d goroutines (%.1f per cluster; %d before)",
 		n, ms.HeapInuse>>20, row.heapPer, ms.RSS>>20, row.rssPer, ms.Goroutines, row.goroutinesPer, base.Goroutines)
+	if dir := os.Getenv("SCALE_PROFILE_DIR"); dir != "" {
+		saveProfiles(b, p, dir, n)
+	}
 	b.ReportMetric(ms3(row.abP99), "ab-allowed-p99-ms")
 	b.ReportMetric(row.heapPer, "heap-MiB/cluster")
 	b.ReportMetric(row.rssPer, "rss-MiB/cluster")
@@ -526,5 +532,23 @@ func scaleCleanup(b *testing.B, hubc client.Client, rt *v1alpha1.RoleTemplate) {
 	}
 	if err := hubc.DeleteAllOf(ctx, &corev1.Secret{}, sel, client.InNamespace(namespace)); err != nil {
 		b.Errorf("delete Secrets: %v", err)
+	}
+}
+
+// saveProfiles writes the manager's heap profile and goroutine dump into dir.
+func saveProfiles(b *testing.B, p *managerProc, dir string, n int) {
+	base := strings.TrimSuffix(p.memstatsURL, "/memstats")
+	for _, prof := range []string{"heap", "goroutine?debug=1"} {
+		resp, err := http.Get(base + "/debug/pprof/" + prof)
+		if err != nil {
+			b.Logf("profile %s: %v", prof, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		name := filepath.Join(dir, fmt.Sprintf("%s-%d", strings.Split(prof, "?")[0], n))
+		if err := os.WriteFile(name, body, 0o600); err != nil {
+			b.Logf("profile %s: %v", prof, err)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"net/http/pprof"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -87,6 +88,9 @@ func managerMain() int {
 		}
 		mux := http.NewServeMux()
 		mux.HandleFunc("/memstats", serveMemStats)
+		// Profiles of the manager, for finding what a cluster costs:
+		// go tool pprof http://<addr>/debug/pprof/heap (DROVER_BENCH_KEEP keeps its log).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		go func() { _ = http.Serve(ln, mux) }()
 	}
 	if err := manager.Main(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
