@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -244,10 +246,6 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			Message: "ManagedCluster " + other + " already manages this cluster"}, true)
 		return ctrl.Result{}, nil
 	}
-	if err := r.watchOwned(mc.Name); err != nil {
-		return ctrl.Result{}, err
-	}
-
 	start := time.Now()
 	in, err := r.intents(ctx)
 	if err != nil {
@@ -255,7 +253,12 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	res := render.Render(render.Cluster{Name: mc.Name, Labels: mc.Labels, Hub: r.Hub, AgentImage: r.AgentImage,
 		Tunnel: mc.Spec.Registration != nil}, in)
+	kinds := r.kindsInUse(ctx, cl, res.Objects)
+	if err := r.watchOwned(mc.Name, kinds); err != nil {
+		return ctrl.Result{}, err
+	}
 	syncer := r.syncer(cl)
+	syncer.Kinds = targetsync.KindsNamed(kinds...)
 	rep, syncErr := syncer.Sync(ctx, res.Objects, targetsync.Options{
 		Adoptable: res.Adoptable, NamespacePolicy: res.NamespacePolicy, Hold: res.Hold, UseExisting: res.UseExisting,
 		// Stop between writes when the intents change (start again from the new
@@ -281,7 +284,7 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	defer cancel()
 	missing, roleErr := r.missingClusterRoles(rctx, cl, res.ClusterRoleRefs)
 	outcome := summarize(in, res, rep, missing)
-	if err := addUsage(rctx, cl.Client(), outcome.Projects); err != nil {
+	if err := addUsage(rctx, cl.Client(), outcome.Projects, slices.Contains(kinds, "ResourceQuota")); err != nil {
 		reason, _ := remote.Describe(err)
 		ctrl.LoggerFrom(ctx).V(1).Info("Cannot read quota usage", "reason", reason)
 	}
@@ -432,14 +435,62 @@ var ownedWatches = []struct {
 	{"networkpolicies", &networkingv1.NetworkPolicy{}}, {"serviceaccounts", &corev1.ServiceAccount{}},
 	{"deployments", &appsv1.Deployment{}}}
 
-// watchOwned watches every kind the syncer writes, once per connection.
-func (r *ClusterSyncReconciler) watchOwned(cluster string) error {
+// watchOwned watches the given kinds of what the syncer writes, once per connection.
+func (r *ClusterSyncReconciler) watchOwned(cluster string, kinds []string) error {
 	for _, w := range ownedWatches {
+		if !slices.Contains(kinds, targetsync.KeyOf(w.obj).Kind) {
+			continue
+		}
 		if err := r.Remote.Watch(cluster, "sync-"+w.name, r.controller, ownedSource(cluster, w.obj)); err != nil {
 			return fmt.Errorf("watch %s in cluster %s: %w", w.name, cluster, err)
 		}
 	}
 	return nil
+}
+
+// kindsInUse are the kinds the syncer works with in a cluster: those it is to hold
+// (desired), those it already watches there, and, once per connection, those the
+// target holds objects of with Drover's label (from an intent removed while the
+// manager was away, say). A kind that none of these name is neither watched nor
+// listed: a fleet without projects runs no quota, limit or network policy watches.
+// When a target cannot be asked, the kind counts as in use.
+func (r *ClusterSyncReconciler) kindsInUse(ctx context.Context, cl *remote.Cluster, desired []client.Object) []string {
+	want := map[string]bool{}
+	for _, o := range desired {
+		want[targetsync.KeyOf(o).Kind] = true
+	}
+	var out []string
+	for _, w := range ownedWatches {
+		kind := targetsync.KeyOf(w.obj).Kind
+		switch {
+		case want[kind] || cl.Watching("sync-"+w.name):
+		case cl.Mark("probed-" + w.name):
+			if !r.holdsOwned(ctx, cl, w.obj) {
+				continue
+			}
+		default:
+			continue
+		}
+		out = append(out, kind)
+	}
+	return out
+}
+
+// holdsOwned tells whether a target holds any object of obj's kind with Drover's
+// label (one metadata-only request); true when it cannot tell.
+func (r *ClusterSyncReconciler) holdsOwned(ctx context.Context, cl *remote.Cluster, obj client.Object) bool {
+	gvk, err := apiutil.GVKForObject(obj, cl.Reader.Scheme())
+	if err != nil {
+		return true
+	}
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+	rctx, cancel := context.WithTimeout(ctx, r.RemoteTimeout)
+	defer cancel()
+	if err := cl.Reader.List(rctx, list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}, client.Limit(1)); err != nil {
+		return true
+	}
+	return len(list.Items) > 0
 }
 
 // duplicateOf names the ManagedCluster that manages the same target (same identity)
@@ -778,15 +829,15 @@ func dedupeStrings(in []string) []string {
 }
 
 // addUsage sums the status of each project's namespace quotas in the cluster.
-func addUsage(ctx context.Context, c client.Reader, projects map[string]itemResult) error {
-	if len(projects) == 0 {
+func addUsage(ctx context.Context, c client.Reader, projects map[string]itemResult, quotas bool) error {
+	if len(projects) == 0 || !quotas {
 		return nil
 	}
-	var quotas corev1.ResourceQuotaList
-	if err := c.List(ctx, &quotas, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}); err != nil {
+	var list corev1.ResourceQuotaList
+	if err := c.List(ctx, &list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}); err != nil {
 		return err
 	}
-	for _, q := range quotas.Items {
+	for _, q := range list.Items {
 		p := q.Labels[render.ProjectLabel]
 		it, ok := projects[p]
 		if !ok || q.Name != render.ProjectQuotaName {

@@ -142,6 +142,18 @@ func DefaultKinds() []client.ObjectList {
 	return out
 }
 
+// KindsNamed are the lists of the named kinds (as Key.Kind names them), in prune
+// order; unknown names are left out.
+func KindsNamed(names ...string) []client.ObjectList {
+	var out []client.ObjectList
+	for _, k := range kindTable {
+		if slices.Contains(names, k.name) {
+			out = append(out, k.list())
+		}
+	}
+	return out
+}
+
 // Options of one Sync.
 type Options struct {
 	// Adoptable names namespaces that may be taken over when they exist without
