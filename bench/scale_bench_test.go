@@ -245,6 +245,10 @@ func runScale(b *testing.B, n int) scaleRow {
 		rounds = 5
 	}
 	var perCluster, all []time.Duration
+	if dir := os.Getenv("SCALE_PROFILE_DIR"); dir != "" {
+		// The manager's CPU while it follows the bindings.
+		go saveCPUProfile(p, filepath.Join(dir, fmt.Sprintf("cpu-ab-%d", n)), 20)
+	}
 	for i := range rounds {
 		user := fmt.Sprintf("scale-%d-%d@example.com", n, i)
 		ab := scaleBinding(fmt.Sprintf("bench-scale-%d", i), user, rt.Name)
@@ -551,4 +555,16 @@ func saveProfiles(b *testing.B, p *managerProc, dir string, n int) {
 			b.Logf("profile %s: %v", prof, err)
 		}
 	}
+}
+
+// saveCPUProfile writes the manager's CPU profile over the next seconds to path.
+func saveCPUProfile(p *managerProc, path string, seconds int) {
+	base := strings.TrimSuffix(p.memstatsURL, "/memstats")
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
+	if err != nil {
+		return
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	_ = os.WriteFile(path, body, 0o600)
 }

@@ -91,6 +91,7 @@ func managerMain() int {
 		// Profiles of the manager, for finding what a cluster costs:
 		// go tool pprof http://<addr>/debug/pprof/heap (DROVER_BENCH_KEEP keeps its log).
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go func() { _ = http.Serve(ln, mux) }()
 	}
 	if err := manager.Main(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {

@@ -70,10 +70,14 @@ func (r *AccessBindingReconciler) setStatus(ctx context.Context, b *v1alpha1.Acc
 	var rts v1alpha1.RoleTemplateList
 	var cps v1alpha1.ClusterProjectList
 	var mcs v1alpha1.ManagedClusterList
-	for _, l := range []client.ObjectList{&rts, &cps, &mcs} {
+	for _, l := range []client.ObjectList{&rts, &cps} {
 		if err := r.Client.List(ctx, l); err != nil {
 			return rowSummary{}, err
 		}
+	}
+	// The fleet is read, never changed: no copy of a thousand clusters per status.
+	if err := r.Client.List(ctx, &mcs, client.UnsafeDisableDeepCopy); err != nil {
+		return rowSummary{}, err
 	}
 	projects := map[string]*v1alpha1.ClusterProject{}
 	for i := range cps.Items {

@@ -69,7 +69,8 @@ func (r *ClusterProjectReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 // setStatus computes the status of p from the hub's cache and the sync results.
 func (r *ClusterProjectReconciler) setStatus(ctx context.Context, p *v1alpha1.ClusterProject, sp *shardPass) (rowSummary, error) {
 	var mcs v1alpha1.ManagedClusterList
-	if err := r.Client.List(ctx, &mcs); err != nil {
+	// The fleet is read, never changed: no copy of a thousand clusters per status.
+	if err := r.Client.List(ctx, &mcs, client.UnsafeDisableDeepCopy); err != nil {
 		return rowSummary{}, err
 	}
 	var rows []clusterRow

@@ -495,26 +495,48 @@ func (r *ClusterSyncReconciler) holdsOwned(ctx context.Context, cl *remote.Clust
 
 // duplicateOf names the ManagedCluster that manages the same target (same identity)
 // and takes precedence over mc (the older one, then the first by name), or "".
+// It looks only at the ManagedClusters that status or a live connection gives that
+// identity (an index), not at the whole fleet: every reconcile of every cluster
+// asks.
 func duplicateOf(ctx context.Context, c client.Client, rc *remote.Cache, mc *v1alpha1.ManagedCluster, id string) string {
 	if id == "" {
 		return ""
 	}
 	var list v1alpha1.ManagedClusterList
-	if err := c.List(ctx, &list); err != nil {
-		return ""
+	if err := c.List(ctx, &list, client.MatchingFields{clusterIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
+		// No index (a client without one): look at every cluster.
+		if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+			return ""
+		}
 	}
-	live := rc.IDs()
+	candidates := map[string]*v1alpha1.ManagedCluster{}
 	for i := range list.Items {
-		o := &list.Items[i]
-		if o.Name == mc.Name || (o.Status.ClusterID != id && live[o.Name] != id) {
+		candidates[list.Items[i].Name] = &list.Items[i]
+	}
+	for _, name := range rc.NamesWithID(id) {
+		if _, ok := candidates[name]; ok {
+			continue
+		}
+		o := &v1alpha1.ManagedCluster{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, o); err == nil {
+			candidates[name] = o
+		}
+	}
+	best := ""
+	for _, o := range candidates {
+		if o.Name == mc.Name || (o.Status.ClusterID != id && rc.IDOf(o.Name) != id) {
 			continue
 		}
 		if o.CreationTimestamp.Before(&mc.CreationTimestamp) ||
 			(o.CreationTimestamp.Equal(&mc.CreationTimestamp) && o.Name < mc.Name) {
-			return o.Name
+			// The first by age and name, so that the answer does not depend on the
+			// order of a map.
+			if best == "" || o.Name < best {
+				best = o.Name
+			}
 		}
 	}
-	return ""
+	return best
 }
 
 // ensureFinalizer adds the cleanup finalizer, on its own request, before the first

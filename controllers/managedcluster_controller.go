@@ -31,6 +31,10 @@ import (
 // in the target (or given up, after the deletion timeout).
 const ManagedClusterFinalizer = "management.drover.io/cleanup"
 
+// clusterIDIndex indexes ManagedClusters by status.clusterID, for finding two that
+// manage the same target.
+const clusterIDIndex = "status.clusterID"
+
 // secretRefIndex indexes ManagedClusters by the name of their kubeconfig Secret.
 const secretRefIndex = "spec.kubeconfig.secretRef.name"
 
@@ -79,6 +83,14 @@ func (r *ManagedClusterReconciler) SetupWithManager(ctx context.Context, mgr ctr
 			return []string{ref.Name}
 		case mc.Spec.Provisioning != nil:
 			return []string{ProvisionedKubeconfigSecretName(mc.Name)}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.ManagedCluster{}, clusterIDIndex, func(o client.Object) []string {
+		if id := o.(*v1alpha1.ManagedCluster).Status.ClusterID; id != "" {
+			return []string{id}
 		}
 		return nil
 	}); err != nil {

@@ -62,10 +62,12 @@ func (r *RoleTemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request
 func (r *RoleTemplateReconciler) setStatus(ctx context.Context, t *v1alpha1.RoleTemplate, p *shardPass) (rowSummary, error) {
 	var rts v1alpha1.RoleTemplateList
 	var mcs v1alpha1.ManagedClusterList
-	for _, l := range []client.ObjectList{&rts, &mcs} {
-		if err := r.Client.List(ctx, l); err != nil {
-			return rowSummary{}, err
-		}
+	if err := r.Client.List(ctx, &rts); err != nil {
+		return rowSummary{}, err
+	}
+	// The fleet is read, never changed: no copy of a thousand clusters per status.
+	if err := r.Client.List(ctx, &mcs, client.UnsafeDisableDeepCopy); err != nil {
+		return rowSummary{}, err
 	}
 	var problem *render.Problem
 	if resolved := render.ResolveTemplates(rts.Items)[t.Name]; resolved != nil {

@@ -244,7 +244,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) (*remote
 // requestsForAll lists every object of a cluster-scoped kind from the cache and returns
 // a request for each: the map function of watches that affect all of them.
 func requestsForAll(ctx context.Context, c client.Client, list client.ObjectList) []reconcile.Request {
-	if err := c.List(ctx, list); err != nil {
+	// Only names are read: no copies.
+	if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Failed to list objects to enqueue", "list", fmt.Sprintf("%T", list))
 		return nil
 	}

@@ -296,6 +296,31 @@ func (c *Cache) IDs() map[string]string {
 	return out
 }
 
+// NamesWithID lists the clusters whose connection has read the identity id.
+func (c *Cache) NamesWithID(id string) []string {
+	c.mu.Lock()
+	cls := make([]*Cluster, 0, len(c.clusters))
+	for _, cl := range c.clusters {
+		cls = append(cls, cl)
+	}
+	c.mu.Unlock()
+	var out []string
+	for _, cl := range cls {
+		if cl.ID() == id {
+			out = append(out, cl.Name)
+		}
+	}
+	return out
+}
+
+// IDOf is the identity a cluster's connection has read, or "".
+func (c *Cache) IDOf(name string) string {
+	if cl := c.Get(name); cl != nil {
+		return cl.ID()
+	}
+	return ""
+}
+
 // Health returns a copy of the cluster's health.
 func (c *Cluster) Health() Health {
 	c.mu.Lock()
