@@ -127,8 +127,11 @@ func (c *objectCache) kind(gvk schema.GroupVersionKind) (*kindCache, error) {
 			return c.lw.Watch(ctx, newList(), &client.ListOptions{Raw: &o})
 		},
 	}
+	// The reflector's own notes (a watch that ended early, as when a target goes
+	// away) go to Drover's log at V(1); the probe reports the target's health.
+	logger := ctrl.Log.WithName("remote").WithValues("cluster", c.cluster, "kind", gvk.Kind).V(1)
 	r := toolscache.NewReflectorWithOptions(lw, example, k, toolscache.ReflectorOptions{
-		Name: "drover/" + c.cluster + "/" + gvk.Kind, TypeDescription: gvk.String()})
+		Name: "drover/" + c.cluster + "/" + gvk.Kind, TypeDescription: gvk.String(), Logger: &logger})
 	go k.run(ctx, r, func(err error) { c.onError(gvk.Kind, err) })
 	return k, nil
 }
