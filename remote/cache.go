@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -128,6 +129,9 @@ type Cluster struct {
 	scheme *runtime.Scheme
 	mapper meta.RESTMapper
 
+	// idSeen mirrors id for readers that scan every connection (NamesWithID).
+	idSeen atomic.Pointer[string]
+
 	mu    sync.Mutex
 	id    string
 	idErr string
@@ -225,6 +229,8 @@ func (c *Cluster) identify(timeout time.Duration) bool {
 	}
 	c.mu.Lock()
 	c.id, c.idErr, c.idDenied = string(m.UID), "", false
+	id := c.id
+	c.idSeen.Store(&id)
 	c.mu.Unlock()
 	return true
 }
@@ -299,15 +305,11 @@ func (c *Cache) IDs() map[string]string {
 // NamesWithID lists the clusters whose connection has read the identity id.
 func (c *Cache) NamesWithID(id string) []string {
 	c.mu.Lock()
-	cls := make([]*Cluster, 0, len(c.clusters))
-	for _, cl := range c.clusters {
-		cls = append(cls, cl)
-	}
-	c.mu.Unlock()
+	defer c.mu.Unlock()
 	var out []string
-	for _, cl := range cls {
-		if cl.ID() == id {
-			out = append(out, cl.Name)
+	for name, cl := range c.clusters {
+		if p := cl.idSeen.Load(); p != nil && *p == id {
+			out = append(out, name)
 		}
 	}
 	return out

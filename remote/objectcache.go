@@ -435,6 +435,7 @@ func (c *objectCache) List(ctx context.Context, list client.ObjectList, opts ...
 		}
 		fieldSel = lo.FieldSelector
 	}
+	unsafe := lo.UnsafeDisableDeepCopy != nil && *lo.UnsafeDisableDeepCopy
 	k.mu.RLock()
 	var items []runtime.Object
 	for _, o := range k.items {
@@ -447,16 +448,16 @@ func (c *objectCache) List(ctx context.Context, list client.ObjectList, opts ...
 		if fieldSel != nil && !fieldSel.Matches(fields.Set{"metadata.name": o.GetName(), "metadata.namespace": o.GetNamespace()}) {
 			continue
 		}
-		if lo.UnsafeDisableDeepCopy != nil && *lo.UnsafeDisableDeepCopy {
+		if unsafe {
+			// Shared with the cache and every other reader: never changed here.
 			items = append(items, o)
 		} else {
-			items = append(items, o.DeepCopyObject())
+			c := o.DeepCopyObject()
+			c.GetObjectKind().SetGroupVersionKind(gvk)
+			items = append(items, c)
 		}
 	}
 	k.mu.RUnlock()
-	for _, it := range items {
-		it.GetObjectKind().SetGroupVersionKind(gvk)
-	}
 	return meta.SetList(list, items)
 }
 

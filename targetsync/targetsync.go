@@ -497,8 +497,9 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, bef
 	for _, list := range s.Kinds {
 		// Bounded too: a cache that has to start an informer waits for a target
 		// that may have stopped answering.
+		// Read without copies (a cache shares its objects): only what goes is copied.
 		err := s.withTimeout(ctx, func(ctx context.Context) error {
-			return s.Cached.List(ctx, list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue})
+			return s.Cached.List(ctx, list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}, client.UnsafeDisableDeepCopy)
 		})
 		if err != nil {
 			if meta.IsNoMatchError(err) {
@@ -520,7 +521,7 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, bef
 				rep.Held++
 				continue
 			}
-			gone = append(gone, withPolicy(obj, opts, obj.GetLabels()[render.ProjectLabel]))
+			gone = append(gone, withPolicy(obj.DeepCopyObject().(client.Object), opts, obj.GetLabels()[render.ProjectLabel]))
 		}
 		if len(gone) > 0 {
 			if err := beforeWrite(ctx); err != nil {
