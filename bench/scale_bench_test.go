@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -513,17 +514,20 @@ func scaleCleanup(b *testing.B, hubc client.Client, rt *v1alpha1.RoleTemplate) {
 		b.Errorf("list ManagedClusters: %v", err)
 		return
 	}
-	for i := range list.Items {
+	// One by one, sixteen at a time: a delete-collection of a thousand
+	// ManagedClusters outlasts the API server's request timeout.
+	parallel(b, len(list.Items), 16, func(i int) error {
 		mc := &list.Items[i]
 		base := mc.DeepCopy()
 		mc.Spec.DeletionPolicy = v1alpha1.DeletionPolicyOrphan
-		if err := hubc.Patch(ctx, mc, client.MergeFrom(base)); err != nil {
-			b.Logf("set deletionPolicy Orphan on %s: %v", mc.Name, err)
+		if err := hubc.Patch(ctx, mc, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("set deletionPolicy Orphan on %s: %w", mc.Name, err)
 		}
-	}
-	if err := hubc.DeleteAllOf(ctx, &v1alpha1.ManagedCluster{}, sel); err != nil {
-		b.Errorf("delete ManagedClusters: %v", err)
-	}
+		if err := hubc.Delete(ctx, mc); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete ManagedCluster %s: %w", mc.Name, err)
+		}
+		return nil
+	})
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
 		if err := hubc.List(ctx, &list, sel); err == nil && len(list.Items) == 0 {
