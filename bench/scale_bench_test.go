@@ -538,9 +538,14 @@ func scaleCleanup(b *testing.B, hubc client.Client, rt *v1alpha1.RoleTemplate) {
 	if len(list.Items) > 0 {
 		b.Errorf("%d ManagedClusters still there 5 minutes after deletion", len(list.Items))
 	}
-	if err := hubc.DeleteAllOf(ctx, &corev1.Secret{}, sel, client.InNamespace(namespace)); err != nil {
-		b.Errorf("delete Secrets: %v", err)
+	var secrets corev1.SecretList
+	if err := hubc.List(ctx, &secrets, sel, client.InNamespace(namespace)); err != nil {
+		b.Errorf("list Secrets: %v", err)
+		return
 	}
+	parallel(b, len(secrets.Items), 16, func(i int) error {
+		return client.IgnoreNotFound(hubc.Delete(ctx, &secrets.Items[i]))
+	})
 }
 
 // saveProfiles writes the manager's heap profile and goroutine dump into dir.
