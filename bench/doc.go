@@ -7,4 +7,8 @@
 //
 // Without -bench (as in `make test`) nothing is started. docs/managedclusters.md
 // explains what each figure means and lists the latest results.
+//
+// BenchmarkScale runs one manager against 10, 100 and 1,000 simulated clusters
+// (package simcluster) only when DROVER_BENCH_SCALE is set, as `make bench-scale`
+// does; docs/performance.md#scale has its figures.
 package bench

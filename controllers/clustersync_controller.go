@@ -130,16 +130,19 @@ func duplicatePeers(c client.Client) handler.EventHandler {
 				ids[mc.Status.ClusterID] = mc.Name
 			}
 		}
-		if len(ids) == 0 {
-			return
-		}
-		var list v1alpha1.ManagedClusterList
-		if err := c.List(ctx, &list); err != nil {
-			return
-		}
-		for _, mc := range list.Items {
-			if self, ok := ids[mc.Status.ClusterID]; ok && mc.Name != self {
-				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: mc.Name}})
+		// The peers only, through the index: every cluster's registration and
+		// deletion comes through here, and the whole fleet must not be listed for each.
+		for id, self := range ids {
+			var list v1alpha1.ManagedClusterList
+			if err := c.List(ctx, &list, client.MatchingFields{clusterIDIndex: id}, client.UnsafeDisableDeepCopy); err != nil {
+				if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+					return
+				}
+			}
+			for _, mc := range list.Items {
+				if mc.Status.ClusterID == id && mc.Name != self {
+					q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: mc.Name}})
+				}
 			}
 		}
 	}
