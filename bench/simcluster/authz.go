@@ -43,7 +43,7 @@ func (c *Cluster) Allowed(id Identity, a Attributes) (bool, string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, e := range c.objects[byGVR[gvr("rbac.authorization.k8s.io", "v1", "clusterrolebindings")]] {
+	for _, e := range c.objects[byGVR[gvr("rbac.authorization.k8s.io", "clusterrolebindings")]] {
 		b := e.obj.(*rbacv1.ClusterRoleBinding)
 		if !subjectsMatch(b.Subjects, "", id) {
 			continue
@@ -53,7 +53,7 @@ func (c *Cluster) Allowed(id Identity, a Attributes) (bool, string) {
 		}
 	}
 	if a.Namespace != "" {
-		for _, e := range c.objects[byGVR[gvr("rbac.authorization.k8s.io", "v1", "rolebindings")]] {
+		for _, e := range c.objects[byGVR[gvr("rbac.authorization.k8s.io", "rolebindings")]] {
 			b := e.obj.(*rbacv1.RoleBinding)
 			if b.Namespace != a.Namespace || !subjectsMatch(b.Subjects, b.Namespace, id) {
 				continue
@@ -70,11 +70,11 @@ func (c *Cluster) Allowed(id Identity, a Attributes) (bool, string) {
 func (c *Cluster) rulesOf(ref rbacv1.RoleRef, namespace string) []rbacv1.PolicyRule {
 	switch ref.Kind {
 	case "ClusterRole":
-		if e := c.get(byGVR[gvr("rbac.authorization.k8s.io", "v1", "clusterroles")], "", ref.Name); e != nil {
+		if e := c.get(byGVR[gvr("rbac.authorization.k8s.io", "clusterroles")], "", ref.Name); e != nil {
 			return e.obj.(*rbacv1.ClusterRole).Rules
 		}
 	case "Role":
-		if e := c.get(byGVR[gvr("rbac.authorization.k8s.io", "v1", "roles")], namespace, ref.Name); e != nil {
+		if e := c.get(byGVR[gvr("rbac.authorization.k8s.io", "roles")], namespace, ref.Name); e != nil {
 			return e.obj.(*rbacv1.Role).Rules
 		}
 	}

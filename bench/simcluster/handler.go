@@ -200,7 +200,7 @@ func (c *Cluster) serveResource(w http.ResponseWriter, r *http.Request, req requ
 	if ok, _ := c.Allowed(req.id, Attributes{Verb: verb, Group: req.res.gvr.Group, Resource: req.res.gvr.Resource, Subresource: req.sub,
 		Namespace: req.namespace, Name: req.name}); !ok {
 		writeError(w, apierrors.NewForbidden(req.res.gvr.GroupResource(), req.name,
-			fmt.Errorf("User %q cannot %s resource %q in API group %q", req.id.User, verb, req.res.gvr.Resource, req.res.gvr.Group)))
+			fmt.Errorf("user %q cannot %s resource %q in API group %q", req.id.User, verb, req.res.gvr.Resource, req.res.gvr.Group)))
 		return
 	}
 	switch verb {
@@ -428,24 +428,24 @@ func (c *Cluster) serveWatch(w http.ResponseWriter, r *http.Request, req request
 }
 
 // decodeBody decodes a request body into a new object of the resource's kind.
-func decodeBody(r *http.Request, res *resource) (runtime.Object, []byte, error) {
+func decodeBody(r *http.Request, res *resource) (runtime.Object, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 3<<20))
 	if err != nil {
-		return nil, nil, apierrors.NewBadRequest("cannot read the body")
+		return nil, apierrors.NewBadRequest("cannot read the body")
 	}
 	obj, err := scheme.New(res.gvk())
 	if err != nil {
-		return nil, nil, apierrors.NewInternalError(err)
+		return nil, apierrors.NewInternalError(err)
 	}
 	gvk := res.gvk()
 	out, got, err := codecs.UniversalDeserializer().Decode(body, &gvk, obj)
 	if err != nil {
-		return nil, nil, apierrors.NewBadRequest("the body cannot be decoded: " + err.Error())
+		return nil, apierrors.NewBadRequest("the body cannot be decoded: " + err.Error())
 	}
 	if got.Kind != res.kind || got.GroupVersion() != res.gvr.GroupVersion() {
-		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the body holds %s, not %s", got, res.gvk()))
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the body holds %s, not %s", got, res.gvk()))
 	}
-	return out, body, nil
+	return out, nil
 }
 
 // managerName is the field manager of a write: ?fieldManager, else the user
@@ -468,7 +468,7 @@ func (c *Cluster) serveCreate(w http.ResponseWriter, r *http.Request, req reques
 		writeError(w, apierrors.NewMethodNotSupported(req.res.gvr.GroupResource(), "POST"))
 		return
 	}
-	obj, _, err := decodeBody(r, req.res)
+	obj, err := decodeBody(r, req.res)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -538,7 +538,7 @@ func (c *Cluster) checkPlace(req request, m metav1.Object) error {
 		return apierrors.NewBadRequest("the name of the object does not match the name on the URL")
 	}
 	if req.res.namespaced {
-		ns := c.get(byGVR[gvr("", "v1", "namespaces")], "", m.GetNamespace())
+		ns := c.get(byGVR[gvr("", "namespaces")], "", m.GetNamespace())
 		if ns == nil {
 			return apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, m.GetNamespace())
 		}
@@ -551,7 +551,7 @@ func (c *Cluster) checkPlace(req request, m metav1.Object) error {
 }
 
 func (c *Cluster) serveUpdate(w http.ResponseWriter, r *http.Request, req request) {
-	obj, _, err := decodeBody(r, req.res)
+	obj, err := decodeBody(r, req.res)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -879,7 +879,7 @@ func (c *Cluster) serveDelete(w http.ResponseWriter, r *http.Request, req reques
 }
 
 func (c *Cluster) serveReview(w http.ResponseWriter, r *http.Request, req request) {
-	obj, _, err := decodeBody(r, req.res)
+	obj, err := decodeBody(r, req.res)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -28,26 +28,27 @@ var allVerbs = metav1.Verbs{"create", "delete", "deletecollection", "get", "list
 
 // resources are the kinds every simulated cluster serves.
 var resources = []*resource{
-	{gvr: gvr("", "v1", "namespaces"), kind: "Namespace", status: true, shortNames: []string{"ns"}},
-	{gvr: gvr("", "v1", "nodes"), kind: "Node", status: true, shortNames: []string{"no"}},
-	{gvr: gvr("", "v1", "serviceaccounts"), kind: "ServiceAccount", namespaced: true, shortNames: []string{"sa"}},
-	{gvr: gvr("", "v1", "secrets"), kind: "Secret", namespaced: true},
-	{gvr: gvr("", "v1", "configmaps"), kind: "ConfigMap", namespaced: true, shortNames: []string{"cm"}},
-	{gvr: gvr("", "v1", "resourcequotas"), kind: "ResourceQuota", namespaced: true, status: true, shortNames: []string{"quota"}},
-	{gvr: gvr("", "v1", "limitranges"), kind: "LimitRange", namespaced: true, shortNames: []string{"limits"}},
-	{gvr: gvr("apps", "v1", "deployments"), kind: "Deployment", namespaced: true, status: true, generation: true, shortNames: []string{"deploy"}},
-	{gvr: gvr("coordination.k8s.io", "v1", "leases"), kind: "Lease", namespaced: true},
-	{gvr: gvr("networking.k8s.io", "v1", "networkpolicies"), kind: "NetworkPolicy", namespaced: true, generation: true, shortNames: []string{"netpol"}},
-	{gvr: gvr("rbac.authorization.k8s.io", "v1", "clusterroles"), kind: "ClusterRole"},
-	{gvr: gvr("rbac.authorization.k8s.io", "v1", "clusterrolebindings"), kind: "ClusterRoleBinding"},
-	{gvr: gvr("rbac.authorization.k8s.io", "v1", "roles"), kind: "Role", namespaced: true},
-	{gvr: gvr("rbac.authorization.k8s.io", "v1", "rolebindings"), kind: "RoleBinding", namespaced: true},
-	{gvr: gvr("authorization.k8s.io", "v1", "subjectaccessreviews"), kind: "SubjectAccessReview", review: true},
-	{gvr: gvr("authorization.k8s.io", "v1", "selfsubjectaccessreviews"), kind: "SelfSubjectAccessReview", review: true},
+	{gvr: gvr("", "namespaces"), kind: "Namespace", status: true, shortNames: []string{"ns"}},
+	{gvr: gvr("", "nodes"), kind: "Node", status: true, shortNames: []string{"no"}},
+	{gvr: gvr("", "serviceaccounts"), kind: "ServiceAccount", namespaced: true, shortNames: []string{"sa"}},
+	{gvr: gvr("", "secrets"), kind: "Secret", namespaced: true},
+	{gvr: gvr("", "configmaps"), kind: "ConfigMap", namespaced: true, shortNames: []string{"cm"}},
+	{gvr: gvr("", "resourcequotas"), kind: "ResourceQuota", namespaced: true, status: true, shortNames: []string{"quota"}},
+	{gvr: gvr("", "limitranges"), kind: "LimitRange", namespaced: true, shortNames: []string{"limits"}},
+	{gvr: gvr("apps", "deployments"), kind: "Deployment", namespaced: true, status: true, generation: true, shortNames: []string{"deploy"}},
+	{gvr: gvr("coordination.k8s.io", "leases"), kind: "Lease", namespaced: true},
+	{gvr: gvr("networking.k8s.io", "networkpolicies"), kind: "NetworkPolicy", namespaced: true, generation: true, shortNames: []string{"netpol"}},
+	{gvr: gvr("rbac.authorization.k8s.io", "clusterroles"), kind: "ClusterRole"},
+	{gvr: gvr("rbac.authorization.k8s.io", "clusterrolebindings"), kind: "ClusterRoleBinding"},
+	{gvr: gvr("rbac.authorization.k8s.io", "roles"), kind: "Role", namespaced: true},
+	{gvr: gvr("rbac.authorization.k8s.io", "rolebindings"), kind: "RoleBinding", namespaced: true},
+	{gvr: gvr("authorization.k8s.io", "subjectaccessreviews"), kind: "SubjectAccessReview", review: true},
+	{gvr: gvr("authorization.k8s.io", "selfsubjectaccessreviews"), kind: "SelfSubjectAccessReview", review: true},
 }
 
-func gvr(g, v, r string) schema.GroupVersionResource {
-	return schema.GroupVersionResource{Group: g, Version: v, Resource: r}
+// gvr names a resource of version v1 (every kind served here is at v1).
+func gvr(g, r string) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: g, Version: "v1", Resource: r}
 }
 
 // byGVR indexes resources by group, version and plural name.

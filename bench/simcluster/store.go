@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/watch"
 )
@@ -102,7 +101,7 @@ func (c *Cluster) seed(obj runtime.Object) {
 }
 
 func prepareCreate(r *resource, m metav1.Object, now time.Time) {
-	m.SetUID(types.UID(uuid.NewUUID()))
+	m.SetUID(uuid.NewUUID())
 	m.SetCreationTimestamp(metav1.NewTime(now.Truncate(time.Second)))
 	if r.generation {
 		m.SetGeneration(1)
