@@ -221,7 +221,7 @@ func TestLeases(t *testing.T) {
 	}
 	expect(standby, 0)
 
-		// A holder that cannot renew gives its shard up before the Lease expires.
+	// A holder that cannot renew gives its shard up before the Lease expires.
 	broken := newReplica(t, fake.NewClientBuilder().WithScheme(scheme).Build(), "0/1", "x", &now)
 	broken.tickAll()
 	expect(broken, 0)
