@@ -101,8 +101,9 @@ bench: ## Run the benchmarks against real control planes and print their figures
 # 1,000 simulated clusters (bench/simcluster); under 20 minutes on 2 cores. Not part
 # of make test or make bench. SCALE_SIZES=10,100 picks the sizes.
 .PHONY: bench-scale
-bench-scale: ## Measure one manager with 10, 100 and 1,000 simulated clusters and print the table.
+bench-scale: ## Measure one manager with 10, 100 and 1,000 simulated clusters and print the table, then two shards splitting 1,000.
 	DROVER_BENCH_SCALE=1 SCALE_SIZES="$(SCALE_SIZES)" KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./bench/ -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -count=1 -timeout 40m -v
+	DROVER_BENCH_SCALE=1 SCALE_SHARD_CLUSTERS="$(SCALE_SHARD_CLUSTERS)" KUBEBUILDER_ASSETS="$$($(KUBEBIN))" go test ./bench/ -run '^$$' -bench '^BenchmarkScaleShards$$' -benchtime 1x -count=1 -timeout 40m -v
 
 .PHONY: verify
 verify: manifests generate fmt build-installer ## Regenerate and reformat, then fail if anything changed.
