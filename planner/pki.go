@@ -21,6 +21,9 @@ import (
 type KeyPair struct {
 	Cert []byte `json:"cert"`
 	Key  []byte `json:"key"`
+	// Generation is the certificate-rotation generation it was issued for (leaf
+	// certificates only): a node whose generation moves on gets new ones.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // The cluster's certificate authorities, and the service-account signing key.
@@ -48,6 +51,8 @@ type certSpec struct {
 	ips        []net.IP
 	server     bool
 	client     bool
+	// generation it must be issued for (spec.provisioning.rotateCertificates).
+	generation int64
 }
 
 // pki issues and keeps the cluster's certificates. Certificates that already exist,
@@ -150,13 +155,16 @@ func (p *pki) leaf(name string, spec certSpec) (KeyPair, error) {
 	if err != nil {
 		return KeyPair{}, err
 	}
-	kp := KeyPair{Cert: selfcert.PEM("CERTIFICATE", der), Key: selfcert.PEM("EC PRIVATE KEY", keyDER)}
+	kp := KeyPair{Cert: selfcert.PEM("CERTIFICATE", der), Key: selfcert.PEM("EC PRIVATE KEY", keyDER), Generation: spec.generation}
 	p.certs[name] = kp
 	p.changed = true
 	return kp, nil
 }
 
 func (p *pki) matches(kp KeyPair, ca *x509.Certificate, spec certSpec) bool {
+	if kp.Generation != spec.generation {
+		return false
+	}
 	cert, err := selfcert.ParseCert(kp.Cert)
 	if err != nil || cert.CheckSignatureFrom(ca) != nil || p.now.Add(renewBefore).After(cert.NotAfter) {
 		return false

@@ -75,6 +75,15 @@ type Cluster struct {
 	ControlPlaneEndpoint string
 	// ServiceCIDR and PodCIDR default to DefaultServiceCIDR and DefaultPodCIDR.
 	ServiceCIDR, PodCIDR string
+	// CertificatesGeneration is the generation the certificates are to be issued
+	// for (spec.provisioning.rotateCertificates): nodes move to it a few at a time.
+	CertificatesGeneration int64
+	// ControlPlaneConcurrency is how many control-plane nodes (that are not etcd
+	// members: those move one at a time) change at once (1 when 0).
+	ControlPlaneConcurrency int
+	// WorkerConcurrency is how many workers change at once: a number, or a
+	// percentage of the workers ("25%" when empty).
+	WorkerConcurrency string
 }
 
 // Node is a registered host.
@@ -90,6 +99,17 @@ type Node struct {
 	Healthy map[string]bool
 	// KubeletCgroupRoot is the cgroup kubelet puts pods under (empty: the root).
 	KubeletCgroupRoot string
+	// Version is the Kubernetes version the node is planned at, and
+	// CertificatesGeneration the generation of its certificates; a node not planned
+	// before ("") is planned at the cluster's. Output.Nodes says where each is now.
+	Version                string
+	CertificatesGeneration int64
+	// Removing: the node is being taken out of the cluster (its ClusterNode is
+	// being deleted). An etcd member is removed from etcd first (by another member);
+	// then the node gets an empty plan.
+	Removing bool
+	// MemberRemoved: the node, being removed, is no longer an etcd member.
+	MemberRemoved bool
 }
 
 func (n Node) has(r Role) bool { return slices.Contains(n.Roles, r) }
@@ -131,7 +151,48 @@ type Input struct {
 	ArtifactsURL string
 	// Now is the time certificates are checked and issued at.
 	Now time.Time
+	// Reached is the furthest tier reached before (Output.Tier, kept by the
+	// caller). Once a tier is reached its components stay planned whatever their
+	// health: an unhealthy etcd member never takes the API servers down with it.
+	Reached Tier
+	// Snapshot asks a node to take an etcd snapshot.
+	Snapshot *Snapshot
+	// Restore restores an etcd snapshot; RestoreGeneration is the generation of the
+	// last restore begun (so that rejoining members run their instructions again).
+	Restore           *Restore
+	RestoreGeneration int64
 }
+
+// Snapshot is an etcd snapshot to take.
+type Snapshot struct {
+	// Name of the snapshot; the file is <Layout.Var>/etcd-snapshots/<Name>.db.
+	Name string
+	// Node takes it: an etcd member.
+	Node string
+	// Retention is how many snapshot files the node keeps (the newest).
+	Retention int
+}
+
+// Restore phases.
+const (
+	// RestoreStop stops every etcd member and control plane.
+	RestoreStop = "StopControlPlane"
+	// RestoreEtcd restores the snapshot on the node that holds it, as a one-member
+	// cluster; the other members set their data aside and join it again one by one,
+	// then the control planes start again.
+	RestoreEtcd = "RestoreEtcd"
+)
+
+// Restore is an etcd snapshot to restore.
+type Restore struct {
+	Generation int64
+	Phase      string
+	// Node holds the snapshot, at Path; it becomes the first member.
+	Node, Path string
+}
+
+// SnapshotPath is where a node keeps the named snapshot.
+func SnapshotPath(l Layout, name string) string { return l.Var + "/etcd-snapshots/" + name + ".db" }
 
 // Output is the planner's decision.
 type Output struct {
@@ -158,10 +219,99 @@ type Output struct {
 	// Problems are things wrong with the input that need a person (no etcd node,
 	// two nodes with one hostname, ...). The planner then changes no plan.
 	Problems []string
+	// Nodes are the version and certificate generation each node is planned at
+	// now: the caller keeps them (before it publishes the plans) and passes them in
+	// again.
+	Nodes map[string]NodeState
+	// Rollout describes the upgrade or certificate rotation under way, if one is.
+	Rollout *Rollout
+	// Stopped: every etcd member and control plane has applied a plan without them
+	// (RestoreStop). Settled: every node runs its whole plan and is healthy.
+	Stopped, Settled bool
+	// MemberRemoval is the node whose plan removes a leaving member from etcd.
+	MemberRemoval string
+	// Reached is the furthest tier reached so far (Input.Reached and Tier): the
+	// caller keeps it.
+	Reached Tier
 }
 
-// Plan decides every node's plan.
+// NodeState is what a node is planned at.
+type NodeState struct {
+	Version                string
+	CertificatesGeneration int64
+}
+
+// Plan decides every node's plan. Nodes that are planned at another version or
+// certificate generation than the cluster's move to it a few at a time (see
+// rollout), and the plans are decided again with the nodes that moved.
 func Plan(in Input) (*Output, error) {
+	in.Nodes = slices.Clone(in.Nodes)
+	for i := range in.Nodes {
+		if in.Nodes[i].Version == "" {
+			in.Nodes[i].Version = in.Cluster.KubernetesVersion
+			in.Nodes[i].CertificatesGeneration = in.Cluster.CertificatesGeneration
+		}
+	}
+	// The version the nodes move to must be in the artifact source before any moves.
+	if in.Artifacts != nil {
+		var problems []string
+		seen := map[string]bool{}
+		for _, n := range in.Nodes {
+			for _, r := range n.Roles {
+				for _, name := range binariesOf[r] {
+					key := in.Cluster.KubernetesVersion + "/" + name
+					if _, ok := in.Artifacts[key]; !ok && !seen[key] {
+						seen[key] = true
+						problems = append(problems, fmt.Sprintf("the artifact source has no %s: add Kubernetes %s's binaries to it, or choose a version it has",
+							key, in.Cluster.KubernetesVersion))
+					}
+				}
+			}
+		}
+		if len(problems) > 0 {
+			slices.Sort(problems)
+			return &Output{Plans: map[string]*nodeplan.Plan{}, Checksums: map[string]string{}, Encoded: map[string][]byte{}, Problems: problems}, nil
+		}
+	}
+	out, err := plan(in)
+	if err != nil || len(out.Problems) > 0 {
+		return out, err
+	}
+	moved, ro := rollout(in, out)
+	if len(moved) > 0 {
+		for i := range in.Nodes {
+			if moved[in.Nodes[i].Name] {
+				in.Nodes[i].Version = in.Cluster.KubernetesVersion
+				in.Nodes[i].CertificatesGeneration = in.Cluster.CertificatesGeneration
+			}
+		}
+		// The certificates issued in the first pass are kept.
+		in.Certs = out.Certs
+		changed := out.CertsChanged
+		if out, err = plan(in); err != nil || len(out.Problems) > 0 {
+			return out, err
+		}
+		out.CertsChanged = out.CertsChanged || changed
+	}
+	out.Rollout = ro
+	out.Reached = in.Reached
+	if !reached(in.Reached, out.Tier) {
+		out.Reached = out.Tier
+	}
+	out.Nodes = map[string]NodeState{}
+	for _, n := range in.Nodes {
+		out.Nodes[n.Name] = NodeState{Version: n.Version, CertificatesGeneration: n.CertificatesGeneration}
+	}
+	return out, nil
+}
+
+// tierOrder ranks the tiers.
+var tierOrder = map[Tier]int{TierEtcdInit: 0, TierEtcdJoin: 1, TierControlPlane: 2, TierWorkers: 3, TierReady: 4}
+
+func reached(r, t Tier) bool { return tierOrder[r] >= tierOrder[t] }
+
+// plan decides every node's plan once, with the nodes where they are.
+func plan(in Input) (*Output, error) {
 	out := &Output{Plans: map[string]*nodeplan.Plan{}, Checksums: map[string]string{}, Encoded: map[string][]byte{}}
 	if in.LayoutOf == nil {
 		in.LayoutOf = func(string) Layout { return DefaultLayout }
@@ -179,13 +329,16 @@ func Plan(in Input) (*Output, error) {
 	var etcd, cps, workers []Node
 	for _, n := range nodes {
 		byName[n.Name] = n
+		if n.Removing && (n.MemberRemoved || !n.has(RoleEtcd) || !slices.Contains(in.Members, n.Name)) {
+			continue // leaving: an empty plan
+		}
 		if n.has(RoleEtcd) {
 			etcd = append(etcd, n)
 		}
-		if n.has(RoleControlPlane) {
+		if n.has(RoleControlPlane) && !n.Removing {
 			cps = append(cps, n)
 		}
-		if n.has(RoleWorker) {
+		if n.has(RoleWorker) && !n.Removing {
 			workers = append(workers, n)
 		}
 	}
@@ -196,10 +349,17 @@ func Plan(in Input) (*Output, error) {
 		out.Problems = append(out.Problems, "no node has the control-plane role")
 	}
 	if in.Artifacts != nil {
-		for _, name := range neededBinaries(etcd, cps, workers) {
-			if _, ok := in.Artifacts[in.Cluster.KubernetesVersion+"/"+name]; !ok {
-				out.Problems = append(out.Problems, fmt.Sprintf("the artifact source has no %s/%s: add Kubernetes %s's binaries to it, or choose a version it has",
-					in.Cluster.KubernetesVersion, name, in.Cluster.KubernetesVersion))
+		missing := map[string]bool{}
+		for _, n := range nodes {
+			for _, r := range n.Roles {
+				for _, name := range binariesOf[r] {
+					key := n.Version + "/" + name
+					if _, ok := in.Artifacts[key]; !ok && !missing[key] {
+						missing[key] = true
+						out.Problems = append(out.Problems, fmt.Sprintf("the artifact source has no %s: add Kubernetes %s's binaries to it, or choose a version it has",
+							key, n.Version))
+					}
+				}
 			}
 		}
 	}
@@ -211,17 +371,45 @@ func Plan(in Input) (*Output, error) {
 	for _, n := range nodes {
 		b.plans[n.Name] = &nodeplan.Plan{}
 	}
+	wait := func(w string) {
+		if out.Waiting == "" {
+			out.Waiting = w
+		}
+	}
 
 	// Members: keep those that still exist, in their order; the first etcd node (by
-	// name) starts the cluster when there is none.
+	// name) starts the cluster when there is none. A restore starts again from the
+	// node that holds the snapshot.
 	for _, m := range in.Members {
-		if n, ok := byName[m]; ok && n.has(RoleEtcd) {
+		if slices.ContainsFunc(etcd, func(n Node) bool { return n.Name == m }) {
 			out.Members = append(out.Members, m)
+		}
+	}
+	restore := in.Restore
+	if restore != nil && restore.Phase == RestoreEtcd {
+		if len(out.Members) == 0 || out.Members[0] != restore.Node {
+			out.Members = []string{restore.Node} // the caller keeps it from now on
+		}
+		for _, n := range etcd {
+			if n.Name != restore.Node {
+				b.resetEtcd(n, restore.Generation)
+			}
 		}
 	}
 	if len(out.Members) == 0 {
 		out.Members = []string{etcd[0].Name}
 	}
+	if restore != nil && restore.Phase == RestoreEtcd {
+		if err := b.restoreEtcd(byName[restore.Node], restore); err != nil {
+			return nil, err
+		}
+	}
+	// Once the control planes have been planned they stay planned (but for a
+	// restore, which starts them again once etcd is whole); workers stay planned
+	// once planned, whatever happens to the API servers.
+	cpReached := reached(in.Reached, TierControlPlane) && (restore == nil || restore.Phase == RestoreStop)
+	workersReached := reached(in.Reached, TierWorkers)
+
 	// The members so far get their etcd plans; the next etcd node joins once every
 	// member is healthy on its current plan.
 	out.Tier = TierEtcdInit
@@ -233,10 +421,12 @@ func Plan(in Input) (*Output, error) {
 			return nil, err
 		}
 	}
+	etcdWhole := true
 	for {
 		if w := b.waitFor(out.Members, ProbeEtcd); w != "" {
-			out.Waiting = w
-			return b.finish(out)
+			wait(w)
+			etcdWhole = false
+			break
 		}
 		next := ""
 		for _, n := range etcd {
@@ -253,6 +443,13 @@ func Plan(in Input) (*Output, error) {
 		if err := b.etcd(byName[next], out.Members); err != nil {
 			return nil, err
 		}
+		etcdWhole = false
+	}
+	if err := b.removeMembers(nodes, out); err != nil {
+		return nil, err
+	}
+	if !etcdWhole && !cpReached {
+		return b.finish(out, in)
 	}
 
 	// Control planes.
@@ -286,9 +483,9 @@ func Plan(in Input) (*Output, error) {
 			break
 		}
 	}
-	if ready == "" {
-		out.Waiting = b.waitFor(cpNames[:1], ProbeAPIServer)
-		return b.finish(out)
+	if ready == "" && !workersReached {
+		wait(b.waitFor(cpNames[:1], ProbeAPIServer))
+		return b.finish(out, in)
 	}
 	out.Tier = TierWorkers
 	var workerNames []string
@@ -298,16 +495,13 @@ func Plan(in Input) (*Output, error) {
 		}
 		workerNames = append(workerNames, n.Name)
 	}
-	if w := b.waitFor(cpNames, ProbeAPIServer); w != "" {
-		out.Waiting = w
-		return b.finish(out)
-	}
-	if w := b.waitFor(workerNames, ProbeKubelet); w != "" {
-		out.Waiting = w
-		return b.finish(out)
+	wait(b.waitFor(cpNames, ProbeAPIServer))
+	wait(b.waitFor(workerNames, ProbeKubelet))
+	if out.Waiting != "" {
+		return b.finish(out, in)
 	}
 	out.Tier = TierReady
-	done, err := b.finish(out)
+	done, err := b.finish(out, in)
 	if err != nil {
 		return nil, err
 	}
@@ -329,17 +523,6 @@ var binariesOf = map[Role][]string{
 	RoleWorker:       {"kubelet", "kube-proxy"},
 }
 
-func neededBinaries(etcd, cps, workers []Node) []string {
-	var out []string
-	for role, nodes := range map[Role][]Node{RoleEtcd: etcd, RoleControlPlane: cps, RoleWorker: workers} {
-		if len(nodes) > 0 {
-			out = append(out, binariesOf[role]...)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // bin returns the path of a binary on a node, adding its download to the node's
 // plan when the binaries come from the artifact source.
 func (b *builder) bin(node, name string) string {
@@ -347,7 +530,7 @@ func (b *builder) bin(node, name string) string {
 	if b.in.Artifacts == nil {
 		return l.Bin + "/" + name
 	}
-	src := b.in.Cluster.KubernetesVersion + "/" + name
+	src := b.byName[node].Version + "/" + name
 	p := b.plans[node]
 	if !slices.ContainsFunc(p.Artifacts, func(a nodeplan.Artifact) bool { return a.Name == src }) {
 		p.Artifacts = append(p.Artifacts, nodeplan.Artifact{Name: src, SHA256: b.in.Artifacts[src], URL: b.artifactURL(src)})
@@ -418,19 +601,46 @@ func (b *builder) waitFor(names []string, probe string) string {
 	return ""
 }
 
-func (b *builder) finish(out *Output) (*Output, error) {
+func (b *builder) finish(out *Output, in Input) (*Output, error) {
+	if in.Snapshot != nil {
+		if err := b.snapshot(*in.Snapshot); err != nil {
+			return nil, err
+		}
+	}
+	if in.Restore != nil && in.Restore.Phase == RestoreStop {
+		b.stopControlPlanes()
+	}
+	out.Settled, out.Stopped = true, true
 	for name, p := range b.plans {
 		data, sum, err := nodeplan.Encode(p)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", name, err)
 		}
 		out.Plans[name], out.Encoded[name], out.Checksums[name] = p, data, sum
+		n := b.byName[name]
+		if !settled(n, p, sum) {
+			out.Settled = false
+		}
+		if (n.has(RoleEtcd) || n.has(RoleControlPlane)) && n.AppliedChecksum != sum {
+			out.Stopped = false
+		}
 	}
 	out.Certs, out.CertsChanged = b.pki.certs, b.pki.changed
 	return out, nil
 }
 
 func (b *builder) layout(name string) Layout { return b.in.LayoutOf(name) }
+
+// leaf issues a certificate for node n at the node's certificate generation.
+// Certificates that nodes share (shared) become the node's own once its generation
+// is past 0, so that a rotation reaches one node at a time.
+func (b *builder) leaf(n Node, name string, shared bool, spec certSpec) (KeyPair, error) {
+	spec.generation = n.CertificatesGeneration
+	if shared && n.CertificatesGeneration > 0 {
+		name += "@" + n.Name
+	}
+	return b.pki.leaf(name, spec)
+}
 
 // file adds a file to a node's plan.
 func (b *builder) file(name, path string, content []byte, mode uint32) {
@@ -468,15 +678,15 @@ func (b *builder) etcd(n Node, members []string) error {
 		return err
 	}
 	dns, ips := nodeNames(n)
-	server, err := b.pki.leaf("etcd-server-"+n.Name, certSpec{ca: EtcdCA, commonName: n.Hostname, dns: dns, ips: ips, server: true, client: true})
+	server, err := b.leaf(n, "etcd-server-"+n.Name, false, certSpec{ca: EtcdCA, commonName: n.Hostname, dns: dns, ips: ips, server: true, client: true})
 	if err != nil {
 		return err
 	}
-	peer, err := b.pki.leaf("etcd-peer-"+n.Name, certSpec{ca: EtcdCA, commonName: n.Hostname, dns: dns, ips: ips, server: true, client: true})
+	peer, err := b.leaf(n, "etcd-peer-"+n.Name, false, certSpec{ca: EtcdCA, commonName: n.Hostname, dns: dns, ips: ips, server: true, client: true})
 	if err != nil {
 		return err
 	}
-	client, err := b.pki.leaf("etcd-healthcheck-client", certSpec{ca: EtcdCA, commonName: "drover-etcd-healthcheck", client: true})
+	client, err := b.leaf(n, "etcd-healthcheck-client", true, certSpec{ca: EtcdCA, commonName: "drover-etcd-healthcheck", client: true})
 	if err != nil {
 		return err
 	}
@@ -509,8 +719,13 @@ func (b *builder) etcd(n Node, members []string) error {
 		// seconds ("unhealthy cluster"), so the script tries for half a minute.
 		script := fmt.Sprintf("for i in $(seq 30); do %s member list | grep -q -F '%s' && exit 0; %s member add %s --peer-urls=%s && exit 0; sleep 1; done; exit 1",
 			etcdctl, peerURL, etcdctl, n.Hostname, peerURL)
-		p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-member-add",
-			Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}}, Timeout: nodeplan.Duration{Duration: time.Minute}})
+		add := nodeplan.Instruction{Name: "etcd-member-add",
+			Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}}, Timeout: nodeplan.Duration{Duration: time.Minute}}
+		if g := b.in.RestoreGeneration; g > 0 {
+			// After a restore the member joins anew: the instruction runs again.
+			add.Command.Env = []string{fmt.Sprintf("DROVER_RESTORE=%d", g)}
+		}
+		p.Instructions = append(p.Instructions, add)
 	}
 	p.Processes = append(p.Processes, nodeplan.Process{Name: "etcd", Command: nodeplan.Command{Path: b.bin(n.Name, "etcd"), Args: []string{
 		"--name=" + n.Hostname,
@@ -602,27 +817,27 @@ func (b *builder) controlPlane(n Node, etcdEndpoints []string) error {
 			dns = append(dns, host)
 		}
 	}
-	apiserver, err := b.pki.leaf("apiserver-"+n.Name, certSpec{ca: KubernetesCA, commonName: "kube-apiserver", dns: dns, ips: ips, server: true})
+	apiserver, err := b.leaf(n, "apiserver-"+n.Name, false, certSpec{ca: KubernetesCA, commonName: "kube-apiserver", dns: dns, ips: ips, server: true})
 	if err != nil {
 		return err
 	}
-	etcdClient, err := b.pki.leaf("apiserver-etcd-client", certSpec{ca: EtcdCA, commonName: "kube-apiserver-etcd-client", client: true})
+	etcdClient, err := b.leaf(n, "apiserver-etcd-client", true, certSpec{ca: EtcdCA, commonName: "kube-apiserver-etcd-client", client: true})
 	if err != nil {
 		return err
 	}
-	kubeletClient, err := b.pki.leaf("apiserver-kubelet-client", certSpec{ca: KubernetesCA, commonName: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true})
+	kubeletClient, err := b.leaf(n, "apiserver-kubelet-client", true, certSpec{ca: KubernetesCA, commonName: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true})
 	if err != nil {
 		return err
 	}
-	proxyClient, err := b.pki.leaf("front-proxy-client", certSpec{ca: FrontProxyCA, commonName: "front-proxy-client", client: true})
+	proxyClient, err := b.leaf(n, "front-proxy-client", true, certSpec{ca: FrontProxyCA, commonName: "front-proxy-client", client: true})
 	if err != nil {
 		return err
 	}
-	cm, err := b.pki.leaf("controller-manager", certSpec{ca: KubernetesCA, commonName: "system:kube-controller-manager", client: true})
+	cm, err := b.leaf(n, "controller-manager", true, certSpec{ca: KubernetesCA, commonName: "system:kube-controller-manager", client: true})
 	if err != nil {
 		return err
 	}
-	sched, err := b.pki.leaf("scheduler", certSpec{ca: KubernetesCA, commonName: "system:kube-scheduler", client: true})
+	sched, err := b.leaf(n, "scheduler", true, certSpec{ca: KubernetesCA, commonName: "system:kube-scheduler", client: true})
 	if err != nil {
 		return err
 	}
@@ -701,7 +916,8 @@ func (b *builder) adminKubeconfig(server string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	admin, err := b.pki.leaf("admin", certSpec{ca: KubernetesCA, commonName: "drover-admin", orgs: []string{"system:masters"}, client: true})
+	admin, err := b.pki.leaf("admin", certSpec{ca: KubernetesCA, commonName: "drover-admin", orgs: []string{"system:masters"}, client: true,
+		generation: b.in.Cluster.CertificatesGeneration})
 	if err != nil {
 		return nil, err
 	}
@@ -771,11 +987,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 }
 `, podNet)), 0o644)
 	dns, ips := nodeNames(n)
-	client, err := b.pki.leaf("kubelet-client-"+n.Name, certSpec{ca: KubernetesCA, commonName: "system:node:" + n.Hostname, orgs: []string{"system:nodes"}, client: true})
+	client, err := b.leaf(n, "kubelet-client-"+n.Name, false, certSpec{ca: KubernetesCA, commonName: "system:node:" + n.Hostname, orgs: []string{"system:nodes"}, client: true})
 	if err != nil {
 		return err
 	}
-	serving, err := b.pki.leaf("kubelet-serving-"+n.Name, certSpec{ca: KubernetesCA, commonName: "system:node:" + n.Hostname, orgs: []string{"system:nodes"}, dns: dns, ips: ips, server: true})
+	serving, err := b.leaf(n, "kubelet-serving-"+n.Name, false, certSpec{ca: KubernetesCA, commonName: "system:node:" + n.Hostname, orgs: []string{"system:nodes"}, dns: dns, ips: ips, server: true})
 	if err != nil {
 		return err
 	}
@@ -841,7 +1057,7 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 5%%, imagefs.available
 	// kube-proxy, as user system:kube-proxy, whom Kubernetes' bootstrap policy
 	// grants what it needs. In a network namespace it may not size the machine's
 	// conntrack table: the zeros leave the kernel's settings alone.
-	proxy, err := b.pki.leaf("kube-proxy", certSpec{ca: KubernetesCA, commonName: "system:kube-proxy", client: true})
+	proxy, err := b.leaf(n, "kube-proxy", true, certSpec{ca: KubernetesCA, commonName: "system:kube-proxy", client: true})
 	if err != nil {
 		return err
 	}

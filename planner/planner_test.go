@@ -44,9 +44,12 @@ func (s *sim) step() *Output {
 		s.t.Fatal(err)
 	}
 	s.out = out
-	s.in.Certs, s.in.Members = out.Certs, out.Members
+	s.in.Certs, s.in.Members, s.in.Reached = out.Certs, out.Members, out.Reached
 	for i := range s.in.Nodes {
 		n := &s.in.Nodes[i]
+		if st, ok := out.Nodes[n.Name]; ok {
+			n.Version, n.CertificatesGeneration = st.Version, st.CertificatesGeneration
+		}
 		if s.ignored[n.Name] {
 			continue
 		}
@@ -315,7 +318,7 @@ func TestArtifacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out.Problems) == 0 || !strings.Contains(out.Problems[0], "the artifact source has no v1.37.0/etcd") || len(out.Plans) != 0 {
+	if len(out.Problems) == 0 || !strings.Contains(strings.Join(out.Problems, "; "), "the artifact source has no v1.37.0/etcd:") || len(out.Plans) != 0 {
 		t.Fatalf("problems %v", out.Problems)
 	}
 }

@@ -13,6 +13,17 @@ const (
 
 	// ConnectedCondition (ManagedCluster) is True while the hub reaches the cluster's API server.
 	ConnectedCondition = "Connected"
+	// UpgradingCondition (provisioned ManagedCluster) is True while a Kubernetes
+	// upgrade rolls out; its message names the phase and the node.
+	UpgradingCondition = "Upgrading"
+	// RotatingCertificatesCondition is True while new certificates roll out.
+	RotatingCertificatesCondition = "RotatingCertificates"
+	// SnapshottingEtcdCondition is True while an etcd snapshot is taken.
+	SnapshottingEtcdCondition = "SnapshottingEtcd"
+	// RestoringEtcdCondition is True while an etcd snapshot is restored.
+	RestoringEtcdCondition = "RestoringEtcd"
+	// RemovingNodesCondition is True while a ClusterNode is taken out of its cluster.
+	RemovingNodesCondition = "RemovingNodes"
 	// AgentReadyCondition (ManagedCluster) is True while the agent's heartbeat Lease is fresh.
 	AgentReadyCondition = "AgentReady"
 	// SyncedCondition (ManagedCluster) is True when the cluster holds every intent that selects it.
@@ -82,6 +93,12 @@ const (
 	// ReasonHubServerDisabled: spec.registration needs the hub server, which the
 	// manager runs without (--hub-bind-address=0).
 	ReasonHubServerDisabled = "HubServerDisabled"
+	// ReasonInProgress: a day-2 operation of a provisioned cluster is under way.
+	ReasonInProgress = "InProgress"
+	// ReasonFailed: the last day-2 operation of its kind could not be done.
+	ReasonFailed = "Failed"
+	// ReasonQueued: the operation waits for another to finish.
+	ReasonQueued = "Queued"
 	// ReasonProvisioning: Drover is building the cluster (spec.provisioning) and its
 	// API server is not planned yet; status.provisioning says how far it is.
 	ReasonProvisioning = "Provisioning"

@@ -19,6 +19,7 @@ const (
 // ProvisioningSpec asks Drover to build the cluster, RKE-style, on hosts that run its
 // node agent (drover node-agent).
 // +kubebuilder:validation:XValidation:rule="!has(self.etcdSnapshotRestore) || has(self.etcdSnapshotRestore.name)",message="spec.provisioning.etcdSnapshotRestore.name is required"
+// +kubebuilder:validation:XValidation:rule="self.kubernetesVersion == oldSelf.kubernetesVersion || (int(self.kubernetesVersion.split('.')[1]) == int(oldSelf.kubernetesVersion.split('.')[1]) && int(self.kubernetesVersion.split('.')[2]) > int(oldSelf.kubernetesVersion.split('.')[2])) || int(self.kubernetesVersion.split('.')[1]) == int(oldSelf.kubernetesVersion.split('.')[1]) + 1",message="spec.provisioning.kubernetesVersion: Drover upgrades one minor version at a time (to a newer patch, or to the next minor) and never downgrades"
 type ProvisioningSpec struct {
 	// kubernetesVersion of the cluster's components, e.g. v1.36.3. The hub's artifact
 	// source must hold it.
@@ -64,9 +65,18 @@ type ProvisioningSpec struct {
 	// +optional
 	NodeTokenSecretRef *SecretKeyReference `json:"nodeTokenSecretRef,omitempty"`
 
-	// etcdSnapshotCreate takes an etcd snapshot when its generation changes.
+	// etcdSnapshotCreate takes an etcd snapshot when its generation changes. The
+	// snapshot is kept on the disk of the etcd node that takes it, listed in
+	// status.provisioning.etcdSnapshots and named <cluster>-<YYYYMMDD-HHMMSS>.
 	// +optional
 	EtcdSnapshotCreate *ActionGeneration `json:"etcdSnapshotCreate,omitempty"`
+
+	// etcdSnapshotRetention is how many snapshots are kept (5); taking one more
+	// deletes the oldest.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	EtcdSnapshotRetention int32 `json:"etcdSnapshotRetention,omitempty"`
 
 	// etcdSnapshotRestore restores the named snapshot when its generation changes.
 	// +optional
@@ -174,6 +184,11 @@ type ProvisioningStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
 	Tier string `json:"tier,omitempty"`
+	// reachedTier is the furthest tier reached: from then on its components stay
+	// planned whatever their health.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	ReachedTier string `json:"reachedTier,omitempty"`
 	// waiting says what the tier waits for, naming the node and the probe.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
@@ -185,12 +200,119 @@ type ProvisioningStatus struct {
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=253
 	EtcdMembers []string `json:"etcdMembers,omitempty"`
+	// nodes are the version and certificate generation each node is planned at;
+	// during an upgrade or a certificate rotation they move to the spec's, a few
+	// nodes at a time.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=200
+	Nodes []ProvisionedNode `json:"nodes,omitempty"`
+	// operation is the day-2 operation under way (an upgrade, a certificate
+	// rotation, an etcd snapshot or restore, a node removal), if one is.
+	// +optional
+	Operation *ProvisioningOperation `json:"operation,omitempty"`
+	// etcdSnapshots are the snapshots taken, newest last.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=100
+	EtcdSnapshots []EtcdSnapshot `json:"etcdSnapshots,omitempty"`
+	// etcdSnapshotCreateGeneration, etcdSnapshotRestoreGeneration and
+	// rotateCertificatesGeneration are the generations of the day-2 actions last
+	// acted on (or found at creation, where there is nothing to act on yet).
+	// +optional
+	EtcdSnapshotCreateGeneration *int64 `json:"etcdSnapshotCreateGeneration,omitempty"`
+	// +optional
+	EtcdSnapshotRestoreGeneration *int64 `json:"etcdSnapshotRestoreGeneration,omitempty"`
+	// +optional
+	RotateCertificatesGeneration *int64 `json:"rotateCertificatesGeneration,omitempty"`
 	// sshHostKeys are the host keys seen first for sshHosts without a pinned one.
 	// +optional
 	// +listType=map
 	// +listMapKey=address
 	// +kubebuilder:validation:MaxItems=100
 	SSHHostKeys []SSHHostKey `json:"sshHostKeys,omitempty"`
+}
+
+// ProvisionedNode is what one node is planned at.
+type ProvisionedNode struct {
+	// name of the ClusterNode.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// kubernetesVersion of the binaries the node's plan runs.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// certificatesGeneration is the rotateCertificates generation the node's
+	// certificates were issued for.
+	// +optional
+	CertificatesGeneration int64 `json:"certificatesGeneration,omitempty"`
+}
+
+// Day-2 operation types.
+const (
+	OperationUpgrade             = "Upgrade"
+	OperationCertificateRotation = "CertificateRotation"
+	OperationEtcdSnapshot        = "EtcdSnapshot"
+	OperationEtcdRestore         = "EtcdRestore"
+	OperationNodeRemoval         = "NodeRemoval"
+)
+
+// ProvisioningOperation is a day-2 operation under way. Only one runs at a time;
+// the others wait for it.
+type ProvisioningOperation struct {
+	// type is Upgrade, CertificateRotation, EtcdSnapshot, EtcdRestore or NodeRemoval.
+	// +required
+	// +kubebuilder:validation:MaxLength=32
+	Type string `json:"type"`
+	// generation of the action that asked for it (for the generation-triggered ones).
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// target is what the operation moves to: the version, the snapshot's name, the
+	// node removed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Target string `json:"target,omitempty"`
+	// phase of the operation.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Phase string `json:"phase,omitempty"`
+	// node the operation is on now.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node,omitempty"`
+	// message says what it waits for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// startTime is when it began.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+}
+
+// EtcdSnapshot is a snapshot of a provisioned cluster's etcd.
+type EtcdSnapshot struct {
+	// name of the snapshot: <cluster>-<YYYYMMDD-HHMMSS>.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// node that took it and keeps it.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+	// path of the file on that node.
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Path string `json:"path"`
+	// createdAt is when it was taken.
+	// +optional
+	CreatedAt *metav1.Time `json:"createdAt,omitempty"`
+	// kubernetesVersion of the cluster when it was taken.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
 }
 
 // SSHHostKey is the public key an SSH host presented.

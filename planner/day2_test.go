@@ -1,0 +1,242 @@
+package planner
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// ready walks a simulated cluster to Ready.
+func ready(t *testing.T, nodes []Node) *sim {
+	t.Helper()
+	s := newSim(t, nodes)
+	s.in.Cluster.KubernetesVersion = "v1.36.3"
+	for range 12 {
+		s.step()
+	}
+	if s.out.Tier != TierReady {
+		t.Fatalf("tier %s, waiting %q", s.out.Tier, s.out.Waiting)
+	}
+	return s
+}
+
+func versions(s *sim) map[string]string {
+	out := map[string]string{}
+	for _, n := range s.in.Nodes {
+		out[n.Name] = n.Version
+	}
+	return out
+}
+
+// An upgrade moves the etcd members one at a time, then the control planes, then
+// the workers, and never a worker before every control plane.
+func TestUpgradeRollsOutInOrder(t *testing.T) {
+	s := ready(t, topology())
+	s.in.Cluster.KubernetesVersion = "v1.36.4"
+	s.in.Cluster.WorkerConcurrency = "100%"
+	var order []string
+	seen := map[string]bool{}
+	for range 40 {
+		out := s.step()
+		if out.Rollout == nil {
+			break
+		}
+		if out.Rollout.Kind != "Upgrade" {
+			t.Fatalf("kind %s", out.Rollout.Kind)
+		}
+		if out.Rollout.Phase == "etcd" && len(out.Rollout.Nodes) > 1 {
+			t.Fatalf("etcd members move together: %v", out.Rollout.Nodes)
+		}
+		for name, st := range out.Nodes {
+			if st.Version == "v1.36.4" && !seen[name] {
+				seen[name] = true
+				order = append(order, name)
+			}
+		}
+		// No kubelet newer than a control plane.
+		v := versions(s)
+		if (v["c1-w-1"] == "v1.36.4" || v["c1-w-2"] == "v1.36.4") && (v["c1-cp-1"] != "v1.36.4" || v["c1-cp-2"] != "v1.36.4") {
+			t.Fatalf("a worker moved before the control planes: %v", v)
+		}
+	}
+	if len(order) != 7 || !slices.Equal(order[:3], []string{"c1-etcd-1", "c1-etcd-2", "c1-etcd-3"}) {
+		t.Fatalf("order %v", order)
+	}
+	if s.out.Tier != TierReady || s.out.Rollout != nil {
+		t.Fatalf("tier %s rollout %+v", s.out.Tier, s.out.Rollout)
+	}
+	if got := s.out.Plans["c1-w-1"].Processes[1].Path; !strings.Contains(got, "kubelet") {
+		t.Fatalf("kubelet %s", got)
+	}
+}
+
+// A node that does not come back healthy stops the rollout there.
+func TestUpgradeWaitsForAnUnhealthyNode(t *testing.T) {
+	s := ready(t, topology())
+	s.in.Cluster.KubernetesVersion = "v1.36.4"
+	s.sick["c1-etcd-1/etcd"] = true
+	for range 10 {
+		s.step()
+	}
+	v := versions(s)
+	if v["c1-etcd-1"] != "v1.36.4" || v["c1-etcd-2"] != "" && v["c1-etcd-2"] != "v1.36.3" && v["c1-etcd-2"] != s.in.Nodes[1].Version {
+		t.Fatalf("versions %v", v)
+	}
+	if v["c1-etcd-2"] == "v1.36.4" {
+		t.Fatalf("the rollout went past an unhealthy member: %v", v)
+	}
+	// The API servers stay planned although an etcd member is unhealthy.
+	if got := processes(s.out.Plans["c1-cp-1"]); !slices.Contains(got, "kube-apiserver") {
+		t.Fatalf("cp-1 runs %v while etcd-1 is unhealthy", got)
+	}
+	if s.out.Rollout == nil || s.out.Rollout.Phase != "etcd" || !slices.Equal(s.out.Rollout.Nodes, []string{"c1-etcd-1"}) {
+		t.Fatalf("rollout %+v", s.out.Rollout)
+	}
+}
+
+// Worker concurrency: a number or a percentage of the workers, at least one.
+func TestWorkerConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		s       string
+		workers int
+		want    int
+	}{{"", 8, 2}, {"25%", 3, 1}, {"50%", 10, 5}, {"3", 10, 3}, {"100%", 4, 4}, {"x", 4, 1}} {
+		if got := workerConcurrency(tc.s, tc.workers); got != tc.want {
+			t.Errorf("%q of %d: %d, want %d", tc.s, tc.workers, got, tc.want)
+		}
+	}
+}
+
+// A certificate rotation issues new certificates to one node at a time, the
+// certificates nodes shared included.
+func TestCertificateRotation(t *testing.T) {
+	s := ready(t, topology())
+	before := map[string][]byte{}
+	for name, p := range s.out.Plans {
+		for _, f := range p.Files {
+			if strings.HasSuffix(f.Path, ".crt") && !strings.HasSuffix(f.Path, "ca.crt") {
+				before[name+f.Path] = f.Content
+			}
+		}
+	}
+	s.in.Cluster.CertificatesGeneration = 1
+	out := s.step()
+	if out.Rollout == nil || out.Rollout.Kind != "CertificateRotation" || !slices.Equal(out.Rollout.Nodes, []string{"c1-etcd-1"}) {
+		t.Fatalf("rollout %+v", out.Rollout)
+	}
+	changed := func(name string) bool {
+		for _, f := range s.out.Plans[name].Files {
+			if old, ok := before[name+f.Path]; ok && string(old) != string(f.Content) {
+				return true
+			}
+		}
+		return false
+	}
+	if !changed("c1-etcd-1") || changed("c1-etcd-2") || changed("c1-cp-1") {
+		t.Fatal("the first step changes more than etcd-1's certificates")
+	}
+	for range 30 {
+		if s.step().Rollout == nil {
+			break
+		}
+	}
+	for name := range s.out.Plans {
+		if !changed(name) {
+			t.Errorf("%s kept its certificates", name)
+		}
+	}
+	if s.out.Tier != TierReady {
+		t.Fatalf("tier %s", s.out.Tier)
+	}
+}
+
+// A restore stops every etcd member and API server, restores on the node that holds
+// the snapshot, and the other members join it again one by one.
+func TestRestore(t *testing.T) {
+	s := ready(t, topology())
+	s.in.Restore = &Restore{Generation: 1, Phase: RestoreStop, Node: "c1-etcd-2", Path: "/var/lib/drover-cluster/etcd-snapshots/x.db"}
+	s.in.RestoreGeneration = 1
+	out := s.step()
+	for _, name := range []string{"c1-etcd-1", "c1-cp-1"} {
+		if got := processes(out.Plans[name]); len(got) != 0 {
+			t.Fatalf("%s runs %v while stopped", name, got)
+		}
+	}
+	if got := processes(out.Plans["c1-w-1"]); !slices.Contains(got, "kubelet") {
+		t.Fatalf("worker runs %v", got)
+	}
+	s.step()
+	if !s.out.Stopped {
+		t.Fatal("not stopped")
+	}
+	s.in.Restore.Phase = RestoreEtcd
+	out = s.step()
+	if !slices.Equal(out.Members, []string{"c1-etcd-2"}) {
+		t.Fatalf("members %v", out.Members)
+	}
+	names := func(name string) []string {
+		var n []string
+		for _, in := range out.Plans[name].Instructions {
+			n = append(n, in.Name)
+		}
+		return n
+	}
+	if got := names("c1-etcd-2"); !slices.Contains(got, "etcd-restore") {
+		t.Fatalf("etcd-2 instructions %v", got)
+	}
+	if got := names("c1-etcd-1"); !slices.Equal(got, []string{"etcd-reset"}) {
+		t.Fatalf("etcd-1 instructions %v", got)
+	}
+	if got := processes(out.Plans["c1-cp-1"]); len(got) != 0 {
+		t.Fatalf("cp-1 runs %v before etcd is whole", got)
+	}
+	for range 12 {
+		s.step()
+	}
+	if !slices.Equal(s.out.Members, []string{"c1-etcd-2", "c1-etcd-1", "c1-etcd-3"}) || s.out.Tier != TierReady {
+		t.Fatalf("members %v tier %s waiting %q", s.out.Members, s.out.Tier, s.out.Waiting)
+	}
+	if got := arg(s.out.Plans["c1-etcd-1"], "etcd", "--initial-cluster-state"); got != "existing" {
+		t.Fatalf("etcd-1 rejoins with %q", got)
+	}
+}
+
+// Removing an etcd member: another member removes it from etcd, then it gets an
+// empty plan.
+func TestMemberRemoval(t *testing.T) {
+	s := ready(t, topology())
+	s.in.Nodes[2].Removing = true // c1-etcd-3
+	out := s.step()
+	if out.MemberRemoval != "c1-etcd-1" || len(out.Plans["c1-etcd-3"].Processes) == 0 {
+		t.Fatalf("removal by %q; etcd-3 runs %v", out.MemberRemoval, processes(out.Plans["c1-etcd-3"]))
+	}
+	s.in.Nodes[2].MemberRemoved = true
+	out = s.step()
+	if len(out.Plans["c1-etcd-3"].Processes) != 0 || slices.Contains(out.Members, "c1-etcd-3") || out.MemberRemoval != "" {
+		t.Fatalf("etcd-3 runs %v, members %v", processes(out.Plans["c1-etcd-3"]), out.Members)
+	}
+	s.in.Nodes[6].Removing = true // c1-w-2
+	out = s.step()
+	if len(out.Plans["c1-w-2"].Processes) != 0 {
+		t.Fatalf("w-2 runs %v", processes(out.Plans["c1-w-2"]))
+	}
+}
+
+// A snapshot is an instruction on the member that takes it, naming the snapshot.
+func TestSnapshot(t *testing.T) {
+	s := ready(t, topology())
+	s.in.Snapshot = &Snapshot{Name: "c1-20261126-120000", Node: "c1-etcd-1", Retention: 3}
+	out := s.step()
+	p := out.Plans["c1-etcd-1"]
+	if len(p.Instructions) == 0 || p.Instructions[len(p.Instructions)-1].Name != "etcd-snapshot" {
+		t.Fatalf("instructions %+v", p.Instructions)
+	}
+	script := p.Instructions[len(p.Instructions)-1].Command.Args[1]
+	if !strings.Contains(script, "snapshot save /var/lib/drover-cluster/etcd-snapshots/c1-20261126-120000.db.part") || !strings.Contains(script, "tail -n +4") {
+		t.Fatal(script)
+	}
+	if _, err := Plan(Input{Cluster: s.in.Cluster, Nodes: s.in.Nodes, Certs: s.in.Certs, Members: s.in.Members, Now: now, Reached: s.in.Reached,
+		Snapshot: &Snapshot{Name: "x", Node: "c1-w-1"}}); err == nil {
+		t.Fatal("a worker took a snapshot")
+	}
+}
