@@ -233,6 +233,8 @@ func (s *Server) Start(ctx context.Context) error {
 	register(AccessBindingPath, cradmission.WithValidator[*v1alpha1.AccessBinding](s.deps.Scheme, AccessBindingValidator{Readers: readers, Authorizer: authz}))
 	register(RoleTemplatePath, cradmission.WithValidator[*v1alpha1.RoleTemplate](s.deps.Scheme, RoleTemplateValidator{Readers: readers, Authorizer: authz}))
 	register(ClusterProjectPath, cradmission.WithValidator[*v1alpha1.ClusterProject](s.deps.Scheme, ClusterProjectValidator{Readers: readers, Namespace: s.opts.Namespace}))
+	register(ClusterNodePath, cradmission.WithValidator[*v1alpha1.ClusterNode](s.deps.Scheme, ClusterNodeValidator{Readers: readers}))
+	register(ManagedClusterPath, cradmission.WithValidator[*v1alpha1.ManagedCluster](s.deps.Scheme, ManagedClusterValidator{}))
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Start(ctx) }()
@@ -484,6 +486,10 @@ var hooks = []hook{
 		[]admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete}},
 	{"clusterprojects.management.drover.io", ClusterProjectPath, "clusterprojects",
 		[]admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}},
+	{"clusternodes.management.drover.io", ClusterNodePath, "clusternodes",
+		[]admissionregistrationv1.OperationType{admissionregistrationv1.Delete}},
+	{"managedclusters.management.drover.io", ManagedClusterPath, "managedclusters",
+		[]admissionregistrationv1.OperationType{admissionregistrationv1.Update}},
 }
 
 // Configuration is the ValidatingWebhookConfiguration, each webhook reached at

@@ -37,7 +37,7 @@ import (
 // in the operator namespace, and releases ClusterNodes.
 //
 // +kubebuilder:rbac:groups="",namespace=drover-system,resources=secrets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=management.drover.io,resources=clusternodes,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=management.drover.io,resources=clusternodes,verbs=get;list;watch;update;patch;delete
 
 // Names of the Secrets a provisioned cluster has in the operator namespace.
 const (
@@ -148,6 +148,7 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 			return reconcile.Result{}, err
 		}
 	}
+	base := mc.DeepCopy()
 	status := mc.Status.Provisioning.DeepCopy()
 	if status == nil {
 		status = &v1alpha1.ProvisioningStatus{}
@@ -159,7 +160,7 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if problem != "" {
 		r.NodeTokens.Remove(mc.Name)
 		status.RegistrationCommand, status.Waiting = "", problem
-		return reconcile.Result{}, r.patchStatus(ctx, &mc, status)
+		return reconcile.Result{}, r.patchStatus(ctx, &mc, status, nil)
 	}
 	r.NodeTokens.Set(mc.Name, nodes.ID(token))
 	var ca []byte
@@ -178,10 +179,35 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		registered[n.Spec.Address] = true
 	}
 	sshProblems := r.reconcileSSH(ctx, &mc, status, registered)
-
-	out, err := r.plan(ctx, &mc, status, nodeList.Items)
-	if err != nil {
+	if err := r.ensureNodeFinalizers(ctx, nodeList.Items); err != nil {
 		return reconcile.Result{}, err
+	}
+
+	// Day-2 operations: one at a time, each phase kept in status before the plans
+	// that carry it are published, so that a manager that restarts goes on.
+	d := &day2{mc: &mc, base: base, status: status, nodes: nodeList.Items, now: r.Now(), results: map[string]metav1.Condition{}}
+	d.initActions()
+	var out *planner.Output
+	for pass := 0; pass < 4; pass++ {
+		out, err = r.plan(ctx, &mc, status, nodeList.Items, func(in *planner.Input) {
+			if pass == 0 {
+				d.start(in.Artifacts)
+			}
+			d.input(in)
+		})
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if len(out.Problems) > 0 || len(out.Checksums) == 0 {
+			break
+		}
+		changed, err := d.advance(ctx, r, out)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if !changed {
+			break
+		}
 	}
 	// The cluster is not Ready while a host it names in sshHosts has not joined.
 	for i, h := range mc.Spec.Provisioning.SSHHosts {
@@ -206,14 +232,28 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 			r.Recorder.Eventf(&mc, nil, corev1.EventTypeWarning, "ProvisioningBlocked", "Plan", "%s", msg)
 		}
 		status.Waiting = msg
-		return reconcile.Result{}, r.patchStatus(ctx, &mc, status)
+		d.conditions()
+		return reconcile.Result{}, r.patchStatus(ctx, &mc, status, d)
 	}
 	// Certificates first: a plan that uses one must never be published before the
-	// certificate is kept, or a restart would issue another.
+	// certificate is kept, or a restart would issue another. Then the decision
+	// (node versions, members, the operation's phase), then the plans.
 	if out.CertsChanged {
 		if err := r.writeSecret(ctx, &mc, PKISecretName(mc.Name), pkiData(out.Certs)); err != nil {
 			return reconcile.Result{}, err
 		}
+	}
+	if string(out.Tier) != status.Tier && len(out.Checksums) > 0 {
+		r.Recorder.Eventf(&mc, nil, corev1.EventTypeNormal, "Provisioning", "Plan", "Tier %s", out.Tier)
+	}
+	d.keep(out)
+	status.Tier, status.Waiting = string(out.Tier), out.Waiting
+	if out.Members != nil {
+		status.EtcdMembers = out.Members
+	}
+	d.conditions()
+	if err := r.patchStatus(ctx, &mc, status, d); err != nil {
+		return reconcile.Result{}, err
 	}
 	for node, sum := range out.Checksums {
 		if err := r.writePlan(ctx, &mc, node, out.Encoded[node], sum); err != nil {
@@ -225,15 +265,30 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 			return reconcile.Result{}, err
 		}
 	}
-	if string(out.Tier) != status.Tier {
-		r.Recorder.Eventf(&mc, nil, corev1.EventTypeNormal, "Provisioning", "Plan", "Tier %s", out.Tier)
+	if op := status.Operation; op != nil && op.Type == v1alpha1.OperationNodeRemoval && op.Phase == phaseTeardown {
+		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil // the give-up time passes without an event
 	}
-	status.Tier, status.Waiting, status.EtcdMembers = string(out.Tier), out.Waiting, out.Members
-	return reconcile.Result{}, r.patchStatus(ctx, &mc, status)
+	return reconcile.Result{}, nil
+}
+
+// ensureNodeFinalizers holds every live ClusterNode until it has left its cluster.
+func (r *ProvisioningReconciler) ensureNodeFinalizers(ctx context.Context, nodes []v1alpha1.ClusterNode) error {
+	for i := range nodes {
+		n := &nodes[i]
+		if !n.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(n, NodeRemovalFinalizer) {
+			continue
+		}
+		before := n.DeepCopy()
+		controllerutil.AddFinalizer(n, NodeRemovalFinalizer)
+		if err := r.Client.Patch(ctx, n, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // plan runs the planner over the cluster's ClusterNodes.
-func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedCluster, status *v1alpha1.ProvisioningStatus, clusterNodes []v1alpha1.ClusterNode) (*planner.Output, error) {
+func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedCluster, status *v1alpha1.ProvisioningStatus, clusterNodes []v1alpha1.ClusterNode, prepare func(*planner.Input)) (*planner.Output, error) {
 	in := planner.Input{
 		Cluster: planner.Cluster{Name: mc.Name, KubernetesVersion: mc.Spec.Provisioning.KubernetesVersion,
 			ControlPlaneEndpoint: mc.Spec.Provisioning.ControlPlaneEndpoint},
@@ -242,7 +297,7 @@ func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedC
 	}
 	for i := range clusterNodes {
 		n := &clusterNodes[i]
-		if n.Spec.Cluster != mc.Name || !n.DeletionTimestamp.IsZero() {
+		if n.Spec.Cluster != mc.Name || (!n.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(n, NodeRemovalFinalizer)) {
 			continue
 		}
 		pn := planner.Node{Name: n.Name, Hostname: n.Spec.Hostname, Address: n.Spec.Address, AppliedChecksum: n.Status.AppliedChecksum,
@@ -282,6 +337,7 @@ func (r *ProvisioningReconciler) plan(ctx context.Context, mc *v1alpha1.ManagedC
 		}
 		in.Artifacts = arts
 	}
+	prepare(&in)
 	return planner.Plan(in)
 }
 
@@ -381,13 +437,25 @@ func (r *ProvisioningReconciler) writePlan(ctx context.Context, mc *v1alpha1.Man
 	return r.writeSecretLabelled(ctx, nodes.PlanSecretName(node), labels, map[string][]byte{nodes.PlanKey: plan, nodes.ChecksumKey: []byte(sum)})
 }
 
-func (r *ProvisioningReconciler) patchStatus(ctx context.Context, mc *v1alpha1.ManagedCluster, status *v1alpha1.ProvisioningStatus) error {
-	if equality.Semantic.DeepEqual(mc.Status.Provisioning, status) {
+// patchStatus keeps status.provisioning and the operation conditions, with an
+// optimistic lock: a decision made from a stale copy is never kept (it is made
+// again from the current one).
+func (r *ProvisioningReconciler) patchStatus(ctx context.Context, mc *v1alpha1.ManagedCluster, status *v1alpha1.ProvisioningStatus, d *day2) error {
+	before := mc.DeepCopy()
+	if d != nil {
+		before = d.base
+	}
+	mc.Status.Provisioning = status
+	if equality.Semantic.DeepEqual(before.Status, mc.Status) {
 		return nil
 	}
-	before := mc.DeepCopy()
-	mc.Status.Provisioning = status
-	return r.Client.Status().Patch(ctx, mc, client.MergeFrom(before))
+	if err := r.Client.Status().Patch(ctx, mc, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	for _, e := range eventsOf(d) {
+		r.Recorder.Eventf(mc, nil, e.typ, e.reason, "Operate", "%s", e.message)
+	}
+	return nil
 }
 
 // pkiData stores the certificates as one JSON document per certificate.
@@ -452,6 +520,13 @@ func (r *ProvisioningReconciler) teardown(ctx context.Context, mc *v1alpha1.Mana
 		if n.Status.AppliedChecksum != sum {
 			r.Recorder.Eventf(mc, nil, corev1.EventTypeWarning, "NodeGivenUp", "Deprovision",
 				"node %s did not stop its components within %s; it is released as it is", n.Name, teardownTimeout)
+		}
+		if controllerutil.ContainsFinalizer(n, NodeRemovalFinalizer) {
+			before := n.DeepCopy()
+			controllerutil.RemoveFinalizer(n, NodeRemovalFinalizer)
+			if err := r.Client.Patch(ctx, n, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+				return reconcile.Result{}, err
+			}
 		}
 		if err := r.Client.Delete(ctx, n); client.IgnoreNotFound(err) != nil {
 			return reconcile.Result{}, err

@@ -368,3 +368,43 @@ func TestProbes(t *testing.T) {
 		t.Fatalf("http probe %+v", s.Probes[1])
 	}
 }
+
+// A probe named after a process starts again, unhealthy until it passes, when that
+// process changes (the hub must not take a result from before a restart for one
+// after it), and keeps its result when only other processes change.
+func TestProbeStartsAgainWithItsProcess(t *testing.T) {
+	h := newHost(t)
+	flag := h.path("/tmp/up")
+	if err := os.MkdirAll(filepath.Dir(flag), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	probe := nodeplan.Probe{Name: "svc", Exec: &nodeplan.Command{Path: "test", Args: []string{"-f", flag}}, Period: nodeplan.Duration{Duration: 30 * time.Minute}}
+	plan := func(svcArg, otherArg string) *nodeplan.Plan {
+		return &nodeplan.Plan{
+			Processes: []nodeplan.Process{
+				{Name: "svc", Command: nodeplan.Command{Path: "sleep", Args: []string{svcArg}}},
+				{Name: "other", Command: nodeplan.Command{Path: "sleep", Args: []string{otherArg}}},
+			},
+			Probes: []nodeplan.Probe{probe},
+		}
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := h.send(plan("1000", "1000"))
+	h.until("svc healthy", func(s Status) bool { return s.AppliedChecksum == sum && len(s.Probes) == 1 && s.Probes[0].Healthy })
+	// The probe runs every half hour: a result after a change can only come from a
+	// probe started again.
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	sum = h.send(plan("1000", "1001"))
+	s := h.until("other changed", func(s Status) bool { return s.AppliedChecksum == sum })
+	if !s.Probes[0].Healthy {
+		t.Fatalf("svc's probe started again when another process changed: %+v", s.Probes[0])
+	}
+	sum = h.send(plan("1001", "1001"))
+	h.until("svc's probe started again", func(s Status) bool {
+		return s.AppliedChecksum == sum && !s.Probes[0].Healthy && strings.Contains(s.Probes[0].Message, "exit status 1")
+	})
+}

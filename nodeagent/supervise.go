@@ -238,9 +238,17 @@ func (p *probeRunner) stop() {
 func (a *Agent) reconcileProbes(_ context.Context, p *nodeplan.Plan) {
 	want := map[string]nodeplan.Probe{}
 	keys := map[string]string{}
+	// A probe named after a process (the planner names them so: etcd,
+	// kube-apiserver, kubelet, containerd) starts again, unhealthy until it passes,
+	// when that process changes: a result from before a restart says nothing about
+	// what runs now, and the hub moves on to the next node on these results.
+	procs := map[string]string{}
+	for _, pr := range p.Processes {
+		procs[pr.Name] = nodeplan.ProcessKey(pr)
+	}
 	for _, pr := range p.Probes {
 		want[pr.Name] = pr
-		keys[pr.Name] = probeKey(pr)
+		keys[pr.Name] = probeKey(pr) + "/" + procs[pr.Name]
 	}
 	a.mu.Lock()
 	var stop []*probeRunner

@@ -258,3 +258,27 @@ id=$(%[1]s member list | awk -F', ' '$3 == "%[2]s" {print $1}')
 	}
 	return nil
 }
+
+// QuorumRefusal says why removing member from an etcd cluster of members would
+// break quorum, or "": the members that stay must be a majority of the members
+// now, and healthy.
+func QuorumRefusal(member string, members []string, healthy func(string) bool) string {
+	quorum := len(members)/2 + 1
+	stay, healthyStay := 0, 0
+	for _, m := range members {
+		if m == member {
+			continue
+		}
+		stay++
+		if healthy(m) {
+			healthyStay++
+		}
+	}
+	switch {
+	case stay < quorum:
+		return fmt.Sprintf("removing etcd member %s would leave %d of %d members, fewer than the %d etcd needs for quorum: add an etcd node first", member, stay, len(members), quorum)
+	case healthyStay < quorum:
+		return fmt.Sprintf("removing etcd member %s would leave %d healthy members of %d, fewer than the %d etcd needs for quorum: make the others healthy first", member, healthyStay, len(members), quorum)
+	}
+	return ""
+}

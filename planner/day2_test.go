@@ -135,6 +135,10 @@ func TestCertificateRotation(t *testing.T) {
 	if !changed("c1-etcd-1") || changed("c1-etcd-2") || changed("c1-cp-1") {
 		t.Fatal("the first step changes more than etcd-1's certificates")
 	}
+	// etcd starts again, to read them.
+	if env := s.out.Plans["c1-etcd-1"].Processes[0].Command.Env; !slices.Contains(env, "DROVER_CERTIFICATES_GENERATION=1") {
+		t.Fatalf("etcd-1's etcd env %v", env)
+	}
 	for range 30 {
 		if s.step().Rollout == nil {
 			break
@@ -155,7 +159,6 @@ func TestCertificateRotation(t *testing.T) {
 func TestRestore(t *testing.T) {
 	s := ready(t, topology())
 	s.in.Restore = &Restore{Generation: 1, Phase: RestoreStop, Node: "c1-etcd-2", Path: "/var/lib/drover-cluster/etcd-snapshots/x.db"}
-	s.in.RestoreGeneration = 1
 	out := s.step()
 	for _, name := range []string{"c1-etcd-1", "c1-cp-1"} {
 		if got := processes(out.Plans[name]); len(got) != 0 {
@@ -238,5 +241,26 @@ func TestSnapshot(t *testing.T) {
 	if _, err := Plan(Input{Cluster: s.in.Cluster, Nodes: s.in.Nodes, Certs: s.in.Certs, Members: s.in.Members, Now: now, Reached: s.in.Reached,
 		Snapshot: &Snapshot{Name: "x", Node: "c1-w-1"}}); err == nil {
 		t.Fatal("a worker took a snapshot")
+	}
+}
+
+func TestQuorumRefusal(t *testing.T) {
+	all := func(string) bool { return true }
+	for _, tc := range []struct {
+		member  string
+		members []string
+		healthy func(string) bool
+		refused string
+	}{
+		{"a", []string{"a", "b", "c"}, all, ""},
+		{"a", []string{"a", "b"}, all, "would leave 1 of 2 members"},
+		{"a", []string{"a"}, all, "would leave 0 of 1 members"},
+		{"a", []string{"a", "b", "c"}, func(m string) bool { return m != "b" }, "would leave 1 healthy members of 3"},
+		{"a", []string{"a", "b", "c", "d", "e"}, func(m string) bool { return m != "b" }, ""},
+	} {
+		got := QuorumRefusal(tc.member, tc.members, tc.healthy)
+		if (tc.refused == "") != (got == "") || !strings.Contains(got, tc.refused) {
+			t.Errorf("removing %s of %v: %q, want %q", tc.member, tc.members, got, tc.refused)
+		}
 	}
 }

@@ -157,10 +157,11 @@ type Input struct {
 	Reached Tier
 	// Snapshot asks a node to take an etcd snapshot.
 	Snapshot *Snapshot
-	// Restore restores an etcd snapshot; RestoreGeneration is the generation of the
-	// last restore begun (so that rejoining members run their instructions again).
-	Restore           *Restore
-	RestoreGeneration int64
+	// Restore restores an etcd snapshot.
+	Restore *Restore
+	// Hold: no node moves to another version or certificate generation now
+	// (another day-2 operation is under way).
+	Hold bool
 }
 
 // Snapshot is an etcd snapshot to take.
@@ -277,7 +278,11 @@ func Plan(in Input) (*Output, error) {
 	if err != nil || len(out.Problems) > 0 {
 		return out, err
 	}
-	moved, ro := rollout(in, out)
+	var moved map[string]bool
+	var ro *Rollout
+	if !in.Hold {
+		moved, ro = rollout(in, out)
+	}
 	if len(moved) > 0 {
 		for i := range in.Nodes {
 			if moved[in.Nodes[i].Name] {
@@ -610,6 +615,17 @@ func (b *builder) finish(out *Output, in Input) (*Output, error) {
 	if in.Restore != nil && in.Restore.Phase == RestoreStop {
 		b.stopControlPlanes()
 	}
+	// Components read their certificates when they start: after a rotation each
+	// process of the node starts again, with its new ones (containerd has none).
+	for name, p := range b.plans {
+		if g := b.byName[name].CertificatesGeneration; g > 0 {
+			for i := range p.Processes {
+				if p.Processes[i].Name != "containerd" {
+					p.Processes[i].Command.Env = append(p.Processes[i].Command.Env, fmt.Sprintf("DROVER_CERTIFICATES_GENERATION=%d", g))
+				}
+			}
+		}
+	}
 	out.Settled, out.Stopped = true, true
 	for name, p := range b.plans {
 		data, sum, err := nodeplan.Encode(p)
@@ -637,7 +653,7 @@ func (b *builder) layout(name string) Layout { return b.in.LayoutOf(name) }
 func (b *builder) leaf(n Node, name string, shared bool, spec certSpec) (KeyPair, error) {
 	spec.generation = n.CertificatesGeneration
 	if shared && n.CertificatesGeneration > 0 {
-		name += "@" + n.Name
+		name += "." + n.Name
 	}
 	return b.pki.leaf(name, spec)
 }
@@ -721,9 +737,10 @@ func (b *builder) etcd(n Node, members []string) error {
 			etcdctl, peerURL, etcdctl, n.Hostname, peerURL)
 		add := nodeplan.Instruction{Name: "etcd-member-add",
 			Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}}, Timeout: nodeplan.Duration{Duration: time.Minute}}
-		if g := b.in.RestoreGeneration; g > 0 {
-			// After a restore the member joins anew: the instruction runs again.
-			add.Command.Env = []string{fmt.Sprintf("DROVER_RESTORE=%d", g)}
+		if r := b.in.Restore; r != nil && r.Phase == RestoreEtcd {
+			// During a restore the member joins anew: the instruction runs again.
+			// (Never while etcd is stopped: it would fail and block the plan.)
+			add.Command.Env = []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation)}
 		}
 		p.Instructions = append(p.Instructions, add)
 	}

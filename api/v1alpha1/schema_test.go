@@ -666,3 +666,32 @@ func TestProvisioningModeIsFixed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestVersionMoves: one minor version at a time, never backwards.
+func TestVersionMoves(t *testing.T) {
+	ctx := context.Background()
+	for i, tc := range []struct {
+		from, to string
+		ok       bool
+	}{
+		{"v1.36.3", "v1.36.4", true},
+		{"v1.36.3", "v1.37.0", true},
+		{"v1.36.3", "v1.38.0", false},
+		{"v1.36.3", "v1.36.2", false},
+		{"v1.36.3", "v1.35.9", false},
+	} {
+		name := fmt.Sprintf("version-%d", i)
+		u := objects(t, "apiVersion: management.drover.io/v1alpha1\nkind: ManagedCluster\nmetadata: {name: "+name+"}\nspec: {provisioning: {kubernetesVersion: "+tc.from+"}}")[0]
+		if err := cl.Create(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if err := unstructured.SetNestedField(u.Object, tc.to, "spec", "provisioning", "kubernetesVersion"); err != nil {
+			t.Fatal(err)
+		}
+		err := cl.Update(ctx, u)
+		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "one minor version at a time")) {
+			t.Errorf("%s -> %s: %v", tc.from, tc.to, err)
+		}
+		_ = cl.Delete(ctx, u)
+	}
+}

@@ -9,7 +9,7 @@ import (
 )
 
 // NodeBinaries are what a provisioned node runs from an artifact source.
-var NodeBinaries = []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
+var NodeBinaries = []string{"etcd", "etcdctl", "etcdutl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
 
 // ArtifactSource makes an artifact source as `drover --artifacts-dir` wants it, in a
 // temporary directory: see WriteArtifactSource.

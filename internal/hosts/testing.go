@@ -200,6 +200,26 @@ func NodeBinDir(t testing.TB) string {
 	return nodeBin.dir
 }
 
+// NodeBinDirVersion is NodeBinDir for another Kubernetes release than the one
+// hack/kubebin.sh pins (KUBE_VERSION=version hack/kubebin.sh node): cold, it builds
+// for several minutes; then it is cached.
+func NodeBinDirVersion(t testing.TB, version string) string {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(filepath.Join(root, "hack", "kubebin.sh"), "node")
+	cmd.Env = append(os.Environ(), "KUBE_VERSION="+version)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("KUBE_VERSION=%s hack/kubebin.sh node: %v: %s", version, err, lastLines(stderr.String(), 20))
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // repoRoot finds the repository from the working directory, which is the package's
 // directory under go test.
 func repoRoot() (string, error) {

@@ -1,0 +1,532 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/cluster-api/util/conditions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/planner"
+	"github.com/drover-io/drover/remote"
+)
+
+// NodeRemovalFinalizer holds a ClusterNode until it is out of its cluster: its etcd
+// member removed, its components stopped.
+const NodeRemovalFinalizer = "management.drover.io/node-removal"
+
+// Phases of the operations.
+const (
+	phaseSaving       = "Saving"
+	phaseRemoveMember = "RemoveMember"
+	phaseTeardown     = "Teardown"
+)
+
+// defaultSnapshotRetention is how many etcd snapshots are kept by default.
+const defaultSnapshotRetention = 5
+
+// day2Conditions are the conditions the provisioning controller owns, one per kind
+// of operation.
+var day2Conditions = map[string]string{
+	v1alpha1.OperationUpgrade:             v1alpha1.UpgradingCondition,
+	v1alpha1.OperationCertificateRotation: v1alpha1.RotatingCertificatesCondition,
+	v1alpha1.OperationEtcdSnapshot:        v1alpha1.SnapshottingEtcdCondition,
+	v1alpha1.OperationEtcdRestore:         v1alpha1.RestoringEtcdCondition,
+	v1alpha1.OperationNodeRemoval:         v1alpha1.RemovingNodesCondition,
+}
+
+// day2 is one reconcile's view of the day-2 operations of a provisioned cluster.
+type day2 struct {
+	mc *v1alpha1.ManagedCluster
+	// base is the cluster as read, before this reconcile changed anything.
+	base   *v1alpha1.ManagedCluster
+	status *v1alpha1.ProvisioningStatus
+	nodes  []v1alpha1.ClusterNode
+	now    time.Time
+	// results are conditions to set: operation type -> (status, reason, message).
+	results map[string]metav1.Condition
+	// events to record once the status is kept.
+	events []day2Event
+}
+
+type day2Event struct{ typ, reason, message string }
+
+func eventsOf(d *day2) []day2Event {
+	if d == nil {
+		return nil
+	}
+	return d.events
+}
+
+func (d *day2) event(typ, reason, format string, args ...any) {
+	d.events = append(d.events, day2Event{typ, reason, fmt.Sprintf(format, args...)})
+}
+
+func (d *day2) result(opType string, status metav1.ConditionStatus, reason, message string) {
+	d.results[opType] = metav1.Condition{Type: day2Conditions[opType], Status: status, Reason: reason, Message: message}
+}
+
+func gen(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// initActions records, when the cluster is first seen, the generations its actions
+// already have: there is nothing to snapshot, restore or rotate in a cluster that
+// does not exist yet.
+func (d *day2) initActions() {
+	spec := d.mc.Spec.Provisioning
+	if d.status.EtcdSnapshotCreateGeneration == nil {
+		g := int64(0)
+		if spec.EtcdSnapshotCreate != nil {
+			g = spec.EtcdSnapshotCreate.Generation
+		}
+		d.status.EtcdSnapshotCreateGeneration = &g
+	}
+	if d.status.EtcdSnapshotRestoreGeneration == nil {
+		g := int64(0)
+		if spec.EtcdSnapshotRestore != nil {
+			g = spec.EtcdSnapshotRestore.Generation
+		}
+		d.status.EtcdSnapshotRestoreGeneration = &g
+	}
+	if d.status.RotateCertificatesGeneration == nil {
+		g := int64(0)
+		if spec.RotateCertificates != nil {
+			g = spec.RotateCertificates.Generation
+		}
+		d.status.RotateCertificatesGeneration = &g
+	}
+}
+
+func (d *day2) node(name string) *v1alpha1.ClusterNode {
+	for i := range d.nodes {
+		if d.nodes[i].Name == name {
+			return &d.nodes[i]
+		}
+	}
+	return nil
+}
+
+func healthyProbe(n *v1alpha1.ClusterNode, probe string) bool {
+	for _, p := range n.Status.Probes {
+		if p.Name == probe {
+			return p.Healthy
+		}
+	}
+	return false
+}
+
+// start begins the next operation when none runs: a node removal first, then a
+// restore, a snapshot, a certificate rotation (upgrades start themselves: the
+// planner moves nodes whose version differs). What must wait says so.
+func (d *day2) start(artifacts map[string]string) {
+	spec := d.mc.Spec.Provisioning
+	busy := d.status.Operation
+	queued := func(opType, what string) {
+		if busy != nil {
+			d.result(opType, metav1.ConditionFalse, v1alpha1.ReasonQueued, fmt.Sprintf("%s waits for the %s under way", what, busy.Type))
+		}
+	}
+	// Node removals.
+	for i := range d.nodes {
+		n := &d.nodes[i]
+		if n.DeletionTimestamp.IsZero() || !controllerutil.ContainsFinalizer(n, NodeRemovalFinalizer) {
+			continue
+		}
+		if busy != nil {
+			if busy.Type != v1alpha1.OperationNodeRemoval || busy.Target != n.Name {
+				queued(v1alpha1.OperationNodeRemoval, "removing node "+n.Name)
+			}
+			break
+		}
+		if msg := d.removalRefused(n); msg != "" {
+			if c := conditions.Get(d.mc, v1alpha1.RemovingNodesCondition); c == nil || c.Message != msg {
+				d.event(corev1.EventTypeWarning, "NodeRemovalRefused", "%s", msg)
+			}
+			d.result(v1alpha1.OperationNodeRemoval, metav1.ConditionFalse, v1alpha1.ReasonFailed, msg)
+			continue
+		}
+		phase := phaseTeardown
+		if slices.Contains(d.status.EtcdMembers, n.Name) {
+			phase = phaseRemoveMember
+		}
+		d.begin(v1alpha1.OperationNodeRemoval, 0, n.Name, phase, n.Name)
+		return
+	}
+	if r := spec.EtcdSnapshotRestore; r != nil && r.Generation != gen(d.status.EtcdSnapshotRestoreGeneration) {
+		if busy != nil {
+			queued(v1alpha1.OperationEtcdRestore, "restoring snapshot "+r.Name)
+			return
+		}
+		g := r.Generation
+		d.status.EtcdSnapshotRestoreGeneration = &g
+		i := slices.IndexFunc(d.status.EtcdSnapshots, func(s v1alpha1.EtcdSnapshot) bool { return s.Name == r.Name })
+		switch {
+		case i < 0:
+			d.fail(v1alpha1.OperationEtcdRestore, fmt.Sprintf("spec.provisioning.etcdSnapshotRestore.name: snapshot %q is not in status.provisioning.etcdSnapshots", r.Name))
+		case d.node(d.status.EtcdSnapshots[i].Node) == nil || !slices.Contains(d.status.EtcdMembers, d.status.EtcdSnapshots[i].Node):
+			d.fail(v1alpha1.OperationEtcdRestore, fmt.Sprintf("snapshot %s is on node %s, which is no longer an etcd member of the cluster", r.Name, d.status.EtcdSnapshots[i].Node))
+		case !hasArtifact(artifacts, d.status, d.status.EtcdSnapshots[i].Node, "etcdutl"):
+			d.fail(v1alpha1.OperationEtcdRestore, "the artifact source has no etcdutl for the node's version: add it (hack/artifacts.sh does)")
+		default:
+			d.begin(v1alpha1.OperationEtcdRestore, g, r.Name, planner.RestoreStop, d.status.EtcdSnapshots[i].Node)
+			d.event(corev1.EventTypeNormal, "EtcdRestoreStarted", "restoring etcd snapshot %s: stopping etcd and the control planes", r.Name)
+		}
+		return
+	}
+	if s := spec.EtcdSnapshotCreate; s != nil && s.Generation != gen(d.status.EtcdSnapshotCreateGeneration) {
+		if busy != nil {
+			queued(v1alpha1.OperationEtcdSnapshot, "the snapshot")
+			return
+		}
+		g := s.Generation
+		d.status.EtcdSnapshotCreateGeneration = &g
+		member := ""
+		for _, m := range d.status.EtcdMembers {
+			if n := d.node(m); n != nil && n.DeletionTimestamp.IsZero() && healthyProbe(n, planner.ProbeEtcd) {
+				member = m
+				break
+			}
+		}
+		switch {
+		case member == "":
+			d.fail(v1alpha1.OperationEtcdSnapshot, "no etcd member is healthy to take the snapshot; bump spec.provisioning.etcdSnapshotCreate.generation again once one is")
+		case !hasArtifact(artifacts, d.status, member, "etcdutl"):
+			d.fail(v1alpha1.OperationEtcdSnapshot, "the artifact source has no etcdutl for the node's version, which checks snapshots: add it (hack/artifacts.sh does)")
+		default:
+			name := d.mc.Name + "-" + d.now.UTC().Format("20060102-150405")
+			d.begin(v1alpha1.OperationEtcdSnapshot, g, name, phaseSaving, member)
+		}
+		return
+	}
+	if r := spec.RotateCertificates; r != nil && r.Generation != gen(d.status.RotateCertificatesGeneration) {
+		if busy != nil {
+			queued(v1alpha1.OperationCertificateRotation, "the certificate rotation")
+			return
+		}
+		g := r.Generation
+		d.status.RotateCertificatesGeneration = &g
+		d.event(corev1.EventTypeNormal, "CertificateRotationStarted", "issuing new certificates (generation %d), node by node", g)
+	}
+}
+
+func hasArtifact(artifacts map[string]string, status *v1alpha1.ProvisioningStatus, node, binary string) bool {
+	if artifacts == nil {
+		return true // binaries are on the nodes already
+	}
+	for _, n := range status.Nodes {
+		if n.Name == node {
+			_, ok := artifacts[n.KubernetesVersion+"/"+binary]
+			return ok
+		}
+	}
+	return false
+}
+
+func (d *day2) begin(opType string, generation int64, target, phase, node string) {
+	t := metav1.NewTime(d.now)
+	d.status.Operation = &v1alpha1.ProvisioningOperation{Type: opType, Generation: generation, Target: target, Phase: phase, Node: node, StartTime: &t}
+}
+
+func (d *day2) fail(opType, msg string) {
+	d.result(opType, metav1.ConditionFalse, v1alpha1.ReasonFailed, msg)
+	d.event(corev1.EventTypeWarning, opType+"Failed", "%s", msg)
+}
+
+func (d *day2) finish(opType, msg string) {
+	d.status.Operation = nil
+	d.result(opType, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, msg)
+	d.event(corev1.EventTypeNormal, opType+"Succeeded", "%s", msg)
+}
+
+// removalRefused says why a node may not leave now, or "".
+func (d *day2) removalRefused(n *v1alpha1.ClusterNode) string {
+	if slices.Contains(n.Spec.Roles, v1alpha1.NodeRoleControlPlane) {
+		others := 0
+		for i := range d.nodes {
+			o := &d.nodes[i]
+			if o.Name != n.Name && o.DeletionTimestamp.IsZero() && slices.Contains(o.Spec.Roles, v1alpha1.NodeRoleControlPlane) {
+				others++
+			}
+		}
+		if others == 0 {
+			return fmt.Sprintf("node %s is the last control plane of cluster %s: add another before removing it", n.Name, d.mc.Name)
+		}
+	}
+	if !slices.Contains(d.status.EtcdMembers, n.Name) {
+		return ""
+	}
+	return planner.QuorumRefusal(n.Name, d.status.EtcdMembers, func(m string) bool {
+		o := d.node(m)
+		return o != nil && healthyProbe(o, planner.ProbeEtcd)
+	})
+}
+
+// input sets what the planner needs of the operation under way.
+func (d *day2) input(in *planner.Input) {
+	spec := d.mc.Spec.Provisioning
+	in.Cluster.CertificatesGeneration = gen(d.status.RotateCertificatesGeneration)
+	if s := spec.UpgradeStrategy; s != nil {
+		in.Cluster.ControlPlaneConcurrency = int(s.ControlPlaneConcurrency)
+		if s.WorkerConcurrency != nil {
+			in.Cluster.WorkerConcurrency = s.WorkerConcurrency.String()
+		}
+	}
+	in.Reached = planner.Tier(d.status.ReachedTier)
+	if in.Reached == "" {
+		in.Reached = planner.Tier(d.status.Tier)
+	}
+	states := map[string]v1alpha1.ProvisionedNode{}
+	for _, n := range d.status.Nodes {
+		states[n.Name] = n
+	}
+	op := d.status.Operation
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		if st, ok := states[n.Name]; ok {
+			n.Version, n.CertificatesGeneration = st.KubernetesVersion, st.CertificatesGeneration
+		}
+		if op != nil && op.Type == v1alpha1.OperationNodeRemoval && op.Target == n.Name {
+			n.Removing, n.MemberRemoved = true, op.Phase == phaseTeardown
+		}
+	}
+	if op == nil {
+		return
+	}
+	switch op.Type {
+	case v1alpha1.OperationEtcdSnapshot:
+		retention := int(spec.EtcdSnapshotRetention)
+		if retention == 0 {
+			retention = defaultSnapshotRetention
+		}
+		in.Snapshot = &planner.Snapshot{Name: op.Target, Node: op.Node, Retention: retention}
+		in.Hold = true
+	case v1alpha1.OperationEtcdRestore:
+		path := ""
+		for _, s := range d.status.EtcdSnapshots {
+			if s.Name == op.Target {
+				path = s.Path
+			}
+		}
+		in.Restore = &planner.Restore{Generation: op.Generation, Phase: op.Phase, Node: op.Node, Path: path}
+		in.Hold = true
+	case v1alpha1.OperationNodeRemoval:
+		in.Hold = true
+	}
+}
+
+// advance moves the operation under way on from what the planner decided, and
+// says whether its phase changed (the plans are then decided again).
+func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *planner.Output) (bool, error) {
+	op := d.status.Operation
+	applied := func(node string) bool {
+		n := d.node(node)
+		return n != nil && n.Status.AppliedChecksum != "" && n.Status.AppliedChecksum == out.Checksums[node]
+	}
+	if op == nil || op.Type == v1alpha1.OperationUpgrade || op.Type == v1alpha1.OperationCertificateRotation {
+		return false, d.rollout(out)
+	}
+	switch op.Type {
+	case v1alpha1.OperationEtcdSnapshot:
+		if f := d.failure(op.Node, "etcd-snapshot"); f != "" {
+			d.status.Operation = nil
+			d.fail(op.Type, fmt.Sprintf("snapshot %s on node %s failed: %s", op.Target, op.Node, f))
+			return true, nil
+		}
+		op.Message = fmt.Sprintf("node %s saves snapshot %s", op.Node, op.Target)
+		if !applied(op.Node) {
+			return false, nil
+		}
+		t := metav1.NewTime(d.now)
+		d.status.EtcdSnapshots = append(d.status.EtcdSnapshots, v1alpha1.EtcdSnapshot{Name: op.Target, Node: op.Node,
+			Path: planner.SnapshotPath(planner.DefaultLayout, op.Target), CreatedAt: &t, KubernetesVersion: d.mc.Spec.Provisioning.KubernetesVersion})
+		retention := int(d.mc.Spec.Provisioning.EtcdSnapshotRetention)
+		if retention == 0 {
+			retention = defaultSnapshotRetention
+		}
+		// The node keeps its newest files; the list keeps what may still exist.
+		var kept []v1alpha1.EtcdSnapshot
+		count := map[string]int{}
+		for i := len(d.status.EtcdSnapshots) - 1; i >= 0; i-- {
+			s := d.status.EtcdSnapshots[i]
+			if count[s.Node] < retention {
+				count[s.Node]++
+				kept = append([]v1alpha1.EtcdSnapshot{s}, kept...)
+			}
+		}
+		d.status.EtcdSnapshots = kept
+		d.finish(op.Type, fmt.Sprintf("snapshot %s taken on node %s", op.Target, op.Node))
+		return true, nil
+	case v1alpha1.OperationEtcdRestore:
+		for _, step := range []string{"etcd-restore", "etcd-reset"} {
+			for _, m := range d.status.EtcdMembers {
+				if f := d.failure(m, step); f != "" {
+					op.Message = fmt.Sprintf("node %s: %s failed (retrying): %s", m, step, f)
+					return false, nil
+				}
+			}
+		}
+		switch op.Phase {
+		case planner.RestoreStop:
+			op.Message = "waiting for every etcd member and control plane to stop"
+			if out.Stopped {
+				op.Phase = planner.RestoreEtcd
+				d.event(corev1.EventTypeNormal, "EtcdRestoring", "etcd and the control planes are stopped; restoring %s on node %s", op.Target, op.Node)
+				return true, nil
+			}
+		case planner.RestoreEtcd:
+			op.Message = out.Waiting
+			if out.Tier == planner.TierReady && out.Settled {
+				d.finish(op.Type, fmt.Sprintf("snapshot %s restored from node %s; every member and control plane is back", op.Target, op.Node))
+				return true, nil
+			}
+		}
+	case v1alpha1.OperationNodeRemoval:
+		n := d.node(op.Target)
+		if n == nil {
+			d.finish(op.Type, fmt.Sprintf("node %s removed", op.Target))
+			return true, nil
+		}
+		switch op.Phase {
+		case phaseRemoveMember:
+			op.Node = out.MemberRemoval
+			op.Message = fmt.Sprintf("node %s removes etcd member %s", out.MemberRemoval, op.Target)
+			if out.MemberRemoval != "" && applied(out.MemberRemoval) {
+				op.Phase, op.Node = phaseTeardown, op.Target
+				d.event(corev1.EventTypeNormal, "EtcdMemberRemoved", "etcd member %s removed by node %s", op.Target, out.MemberRemoval)
+				return true, nil
+			}
+		case phaseTeardown:
+			op.Node, op.Message = op.Target, fmt.Sprintf("node %s stops its components", op.Target)
+			waited := d.now.Sub(n.DeletionTimestamp.Time)
+			if applied(op.Target) || waited > teardownTimeout {
+				if !applied(op.Target) {
+					d.event(corev1.EventTypeWarning, "NodeGivenUp", "node %s did not stop its components within %s; it is released as it is", op.Target, teardownTimeout)
+				}
+				if err := r.deleteTargetNode(ctx, d.mc, n); err != nil {
+					op.Message = fmt.Sprintf("deleting Node %s in the cluster: %v", n.Spec.Hostname, err)
+					return false, nil
+				}
+				before := n.DeepCopy()
+				controllerutil.RemoveFinalizer(n, NodeRemovalFinalizer)
+				if err := r.Client.Patch(ctx, n, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+					return false, err
+				}
+				d.finish(op.Type, fmt.Sprintf("node %s removed from the cluster", op.Target))
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// rollout shows the upgrade or certificate rotation the planner is rolling out.
+func (d *day2) rollout(out *planner.Output) error {
+	op := d.status.Operation
+	if out.Rollout == nil {
+		if op != nil {
+			what := "every node runs Kubernetes " + op.Target
+			if op.Type == v1alpha1.OperationCertificateRotation {
+				what = "every node has certificates of generation " + op.Target
+			}
+			d.finish(op.Type, what)
+		}
+		return nil
+	}
+	opType, target := v1alpha1.OperationCertificateRotation, fmt.Sprint(gen(d.status.RotateCertificatesGeneration))
+	if out.Rollout.Kind == "Upgrade" {
+		opType, target = v1alpha1.OperationUpgrade, d.mc.Spec.Provisioning.KubernetesVersion
+	}
+	if op == nil || op.Type != opType || op.Target != target {
+		d.begin(opType, 0, target, "", "")
+		d.event(corev1.EventTypeNormal, opType+"Started", "rolling out %s", target)
+	}
+	op = d.status.Operation
+	op.Phase, op.Node = out.Rollout.Phase, strings.Join(out.Rollout.Nodes, ",")
+	op.Message = fmt.Sprintf("%d of %d nodes done", out.Rollout.Done, out.Rollout.Total)
+	if out.Waiting != "" {
+		op.Message += "; waiting for " + out.Waiting
+	}
+	return nil
+}
+
+// failure returns the message of a node's failing step when it is the named
+// instruction.
+func (d *day2) failure(node, instruction string) string {
+	n := d.node(node)
+	if n == nil || n.Status.Failure == nil || !strings.Contains(n.Status.Failure.Step, "("+instruction+")") {
+		return ""
+	}
+	return n.Status.Failure.Message
+}
+
+// keep records the planner's decision in the status.
+func (d *day2) keep(out *planner.Output) {
+	if out.Nodes != nil {
+		d.status.Nodes = d.status.Nodes[:0]
+		for name, st := range out.Nodes {
+			d.status.Nodes = append(d.status.Nodes, v1alpha1.ProvisionedNode{Name: name, KubernetesVersion: st.Version, CertificatesGeneration: st.CertificatesGeneration})
+		}
+		sort.Slice(d.status.Nodes, func(i, j int) bool { return d.status.Nodes[i].Name < d.status.Nodes[j].Name })
+	}
+	if out.Reached != "" {
+		d.status.ReachedTier = string(out.Reached)
+	}
+}
+
+// conditions sets the operation conditions on the cluster.
+func (d *day2) conditions() {
+	if op := d.status.Operation; op != nil {
+		msg := op.Phase
+		if op.Node != "" {
+			msg += " on node " + op.Node
+		}
+		if op.Message != "" {
+			msg += ": " + op.Message
+		}
+		if op.Target != "" {
+			msg = op.Target + ": " + strings.TrimPrefix(msg, ": ")
+		}
+		d.result(op.Type, metav1.ConditionTrue, v1alpha1.ReasonInProgress, msg)
+	}
+	for opType, c := range d.results {
+		_ = opType
+		set(d.mc, c.Type, c.Status, c.Reason, c.Message)
+	}
+}
+
+// deleteTargetNode deletes a leaving node's Node object in the cluster, through the
+// hub's kubeconfig for it, best effort: a cluster that cannot be reached keeps a
+// NotReady Node, which says so in an event.
+func (r *ProvisioningReconciler) deleteTargetNode(ctx context.Context, mc *v1alpha1.ManagedCluster, n *v1alpha1.ClusterNode) error {
+	var sec corev1.Secret
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: ProvisionedKubeconfigSecretName(mc.Name)}, &sec); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	cfg, err := remote.ParseKubeconfig(sec.Data[v1alpha1.DefaultKubeconfigKey])
+	if err != nil {
+		return nil
+	}
+	cfg.Timeout = 10 * time.Second
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return nil
+	}
+	err = c.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Spec.Hostname}})
+	if client.IgnoreNotFound(err) != nil {
+		r.Recorder.Eventf(mc, nil, corev1.EventTypeWarning, "NodeNotDeleted", "Remove",
+			"node %s left, but its Node object %s could not be deleted in the cluster: %v", n.Name, n.Spec.Hostname, err)
+	}
+	return nil
+}

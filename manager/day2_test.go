@@ -1,0 +1,354 @@
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/controllers"
+	"github.com/drover-io/drover/controlplane"
+	"github.com/drover-io/drover/internal/hosts"
+	"github.com/drover-io/drover/planner"
+)
+
+// upgradeFrom is the release TestDay2 builds its cluster at before upgrading it to
+// provisionVersion; `KUBE_VERSION=v1.36.1 hack/kubebin.sh node` builds it.
+const upgradeFrom = "v1.36.1"
+
+// TestDay2 runs the day-2 operations on a real provisioned cluster of four hosts
+// (three etcd + control-plane, one worker), as a user would, by editing the
+// ManagedCluster: a certificate rotation (new serials on every node), an etcd
+// snapshot and its restore (a ConfigMap written after the snapshot is gone), an
+// upgrade across a patch release with concurrency 1 (the API never out for longer
+// than one control-plane restart), and the removal of an etcd node (two healthy
+// members left; removing another, which would break quorum, is refused).
+func TestDay2(t *testing.T) {
+	if os.Getenv(controlplane.AssetsEnv) == "" {
+		t.Skipf("%s is not set; run hack/kubebin.sh (make test does it for you)", controlplane.AssetsEnv)
+	}
+	if testing.Short() {
+		t.Skip("builds a 4-node cluster and operates it")
+	}
+	hosts.RequireRoot(t)
+	hosts.Require(t, "containerd", "ctr", "runc", "cni", "iptables")
+	g := NewWithT(t)
+	ctx := context.Background()
+	start := time.Now()
+	names := []string{"m-0", "m-1", "m-2", "worker-0"}
+	set := hosts.NewForTest(t, len(names), hosts.Options{Names: names})
+	artifacts := hosts.ArtifactSource(t, provisionVersion, planner.PauseImage)
+	g.Expect(hosts.WriteArtifactSource(artifacts, hosts.NodeBinDirVersion(t, upgradeFrom), upgradeFrom, planner.PauseImage)).To(Succeed())
+	drover := hosts.BuildDrover(t)
+	t.Logf("%5.1fs hosts, artifact source (%s and %s) and drover ready", time.Since(start).Seconds(), upgradeFrom, provisionVersion)
+
+	hub, _, hc := startBareHub(t, "day2-hub", DefaultNamespace)
+	ln, err := net.Listen("tcp", net.JoinHostPort(set.Gateway.String(), "0"))
+	g.Expect(err).NotTo(HaveOccurred())
+	hubAddr := ln.Addr().String()
+	_ = ln.Close()
+	e := &hubEnv{cp: hub, c: hc}
+	e.startManager(t, hubAddr, "--artifacts-dir="+artifacts, "--node-agent-binary="+drover, "--zap-log-level=info")
+
+	mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "day2"}, Spec: v1alpha1.ManagedClusterSpec{
+		Provisioning: &v1alpha1.ProvisioningSpec{KubernetesVersion: upgradeFrom,
+			UpgradeStrategy: &v1alpha1.UpgradeStrategy{ControlPlaneConcurrency: 1, WorkerConcurrency: ptrIntStr(intstr.FromInt32(1))}}}}
+	g.Expect(hc.Create(ctx, mc)).To(Succeed())
+	var command string
+	g.Eventually(func(g Gomega) {
+		g.Expect(hc.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
+		g.Expect(mc.Status.Provisioning).NotTo(BeNil())
+		command = mc.Status.Provisioning.RegistrationCommand
+		g.Expect(command).NotTo(BeEmpty())
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	install := strings.Replace(command, "--roles etcd,control-plane,worker", "", 1)
+	var agents []*hosts.Process
+	for _, h := range set.Hosts {
+		role := "etcd,control-plane"
+		if h.Name == "worker-0" {
+			role = "worker"
+		}
+		cmd := h.Command(ctx, "sh", "-c", install+" --roles "+role+" --kubelet-cgroup-root "+h.Cgroup())
+		cmd.Dir = t.TempDir()
+		p, err := h.StartCommand(cmd)
+		g.Expect(err).NotTo(HaveOccurred())
+		agents = append(agents, p)
+	}
+	agentLogs := func() string {
+		var b strings.Builder
+		for i, p := range agents {
+			out := p.Output()
+			if len(out) > 6000 {
+				out = out[len(out)-6000:]
+			}
+			fmt.Fprintf(&b, "\n--- node agent on %s (last lines):\n%s", set.Hosts[i].Name, out)
+		}
+		return b.String()
+	}
+	applied := time.Now()
+	waitDay2 := func(what string, timeout time.Duration, check func(g Gomega, mc *v1alpha1.ManagedCluster)) {
+		t.Helper()
+		began := time.Now()
+		var last string
+		g.Eventually(func(g Gomega) {
+			g.Expect(hc.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
+			if op := mc.Status.Provisioning.Operation; op != nil {
+				if s := op.Type + " " + op.Phase + " " + op.Node + ": " + op.Message; s != last {
+					last = s
+					t.Logf("%5.1fs %s: %s", time.Since(began).Seconds(), what, s)
+				}
+			}
+			check(g, mc)
+		}, timeout, time.Second).Should(Succeed(), func() string {
+			var list v1alpha1.ClusterNodeList
+			_ = hc.List(ctx, &list)
+			var b strings.Builder
+			for _, n := range list.Items {
+				b.WriteString(n.Name + " plan " + n.Status.PlanChecksum + " applied " + n.Status.AppliedChecksum + "\n")
+			}
+			return nodeReport(ctx, hc) + b.String() + agentLogs()
+		})
+		t.Logf("%s: %s", what, time.Since(began).Round(100*time.Millisecond))
+	}
+	ready := func(g Gomega, mc *v1alpha1.ManagedCluster) {
+		g.Expect(mc.Status.Provisioning.Tier).To(Equal(string(planner.TierReady)), "waiting for %s", mc.Status.Provisioning.Waiting)
+		g.Expect(mc.Status.Provisioning.Operation).To(BeNil())
+	}
+	succeeded := func(cond string) func(g Gomega, mc *v1alpha1.ManagedCluster) {
+		return func(g Gomega, mc *v1alpha1.ManagedCluster) {
+			c := findCond(mc.Status.Conditions, cond)
+			g.Expect(c).NotTo(BeNil(), "condition %s", cond)
+			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonSucceeded), "%s: %s", cond, c.Message)
+			ready(g, mc)
+		}
+	}
+	waitDay2("provisioned at "+upgradeFrom, 6*time.Minute, ready)
+	t.Logf("provisioned in %s", time.Since(applied).Round(100*time.Millisecond))
+
+	var kc corev1.Secret
+	g.Expect(hc.Get(ctx, client.ObjectKey{Namespace: DefaultNamespace, Name: controllers.ProvisionedKubeconfigSecretName("day2")}, &kc)).To(Succeed())
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kc.Data["value"])
+	g.Expect(err).NotTo(HaveOccurred())
+	cfg.Timeout = 5 * time.Second
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	bump := func(mutate func(p *v1alpha1.ProvisioningSpec)) {
+		t.Helper()
+		g.Eventually(func() error {
+			if err := hc.Get(ctx, client.ObjectKeyFromObject(mc), mc); err != nil {
+				return err
+			}
+			mutate(mc.Spec.Provisioning)
+			return hc.Update(ctx, mc)
+		}, 10*time.Second, 200*time.Millisecond).Should(Succeed())
+	}
+
+	t.Run("certificate rotation gives every node new serials", func(t *testing.T) {
+		g := NewWithT(t)
+		serials := func() map[string]string {
+			out := map[string]string{}
+			for _, h := range set.Hosts {
+				files := []string{"/etc/drover/pki/apiserver.crt", "/etc/drover/pki/etcd/server.crt", "/etc/drover/pki/etcd/peer.crt"}
+				if h.Name == "worker-0" {
+					files = []string{"/etc/drover/pki/kubelet.crt"}
+				}
+				for _, f := range files {
+					out[h.Name+":"+f] = serial(t, h.Path(f))
+				}
+			}
+			return out
+		}
+		before := serials()
+		bump(func(p *v1alpha1.ProvisioningSpec) { p.RotateCertificates = &v1alpha1.ActionGeneration{Generation: 1} })
+		waitDay2("certificate rotation", 6*time.Minute, succeeded(v1alpha1.RotatingCertificatesCondition))
+		after := serials()
+		for k, v := range before {
+			if after[k] == v {
+				t.Errorf("%s kept serial %s", k, v)
+			}
+		}
+		// What runs serves the new certificates: each component started again.
+		for _, h := range set.Hosts {
+			ports := map[string]string{"6443": "/etc/drover/pki/apiserver.crt", "2379": "/etc/drover/pki/etcd/server.crt"}
+			if h.Name == "worker-0" {
+				ports = map[string]string{"10250": "/etc/drover/pki/kubelet.crt"}
+			}
+			for port, file := range ports {
+				g.Eventually(func() string { return servedSerial(net.JoinHostPort(h.IP.String(), port)) }, time.Minute, time.Second).
+					Should(Equal(after[h.Name+":"+file]), "%s:%s serves the certificate in %s", h.Name, port, file)
+			}
+		}
+	})
+
+	var snapshot string
+	t.Run("snapshot, write, restore: the write is gone", func(t *testing.T) {
+		g := NewWithT(t)
+		bump(func(p *v1alpha1.ProvisioningSpec) { p.EtcdSnapshotCreate = &v1alpha1.ActionGeneration{Generation: 1} })
+		waitDay2("etcd snapshot", 3*time.Minute, succeeded(v1alpha1.SnapshottingEtcdCondition))
+		g.Expect(mc.Status.Provisioning.EtcdSnapshots).To(HaveLen(1))
+		snap := mc.Status.Provisioning.EtcdSnapshots[0]
+		snapshot = snap.Name
+		g.Expect(snap.Name).To(HavePrefix("day2-"))
+		host := set.Hosts[hostIndex(snap.Node)]
+		_, err := os.Stat(host.Path(snap.Path))
+		g.Expect(err).NotTo(HaveOccurred(), "the snapshot file is on node %s", snap.Node)
+		g.Eventually(func() error {
+			_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after-snapshot"}}, metav1.CreateOptions{})
+			return err
+		}, time.Minute, time.Second).Should(Succeed())
+		bump(func(p *v1alpha1.ProvisioningSpec) {
+			p.EtcdSnapshotRestore = &v1alpha1.EtcdSnapshotRestore{Name: snapshot, Generation: 1}
+		})
+		waitDay2("etcd restore", 3*time.Minute, succeeded(v1alpha1.RestoringEtcdCondition))
+		g.Eventually(func() bool {
+			_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "after-snapshot", metav1.GetOptions{})
+			return apierrors.IsNotFound(err)
+		}, time.Minute, time.Second).Should(BeTrue(), "the ConfigMap written after the snapshot is gone")
+	})
+
+	t.Run("upgrade across a patch release, one node at a time", func(t *testing.T) {
+		g := NewWithT(t)
+		var mu sync.Mutex
+		var outages []time.Duration
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // the API as a client sees it, through the hub's kubeconfig
+			defer close(done)
+			var down time.Time
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(250 * time.Millisecond):
+				}
+				_, err := cs.Discovery().ServerVersion()
+				mu.Lock()
+				switch {
+				case err != nil && down.IsZero():
+					down = time.Now()
+				case err == nil && !down.IsZero():
+					outages = append(outages, time.Since(down))
+					down = time.Time{}
+				}
+				mu.Unlock()
+			}
+		}()
+		bump(func(p *v1alpha1.ProvisioningSpec) { p.KubernetesVersion = provisionVersion })
+		waitDay2("upgrade to "+provisionVersion, 8*time.Minute, succeeded(v1alpha1.UpgradingCondition))
+		close(stop)
+		<-done
+		for _, h := range set.Hosts[:3] {
+			c := *cfg
+			c.Host = "https://" + net.JoinHostPort(h.IP.String(), "6443")
+			v, err := kubernetes.NewForConfigOrDie(&c).Discovery().ServerVersion()
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(v.GitVersion).To(Equal(provisionVersion), "API server on %s", h.Name)
+		}
+		g.Eventually(func(g Gomega) {
+			n, err := cs.CoreV1().Nodes().Get(ctx, "worker-0", metav1.GetOptions{})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(n.Status.NodeInfo.KubeletVersion).To(Equal(provisionVersion))
+		}, time.Minute, time.Second).Should(Succeed())
+		mu.Lock()
+		defer mu.Unlock()
+		// The hub reaches the cluster through the first control plane: only its own
+		// restart may take the API away, once.
+		t.Logf("API outages seen through the hub's endpoint during the upgrade: %v", outages)
+		g.Expect(len(outages)).To(BeNumerically("<=", 1), "the API went away more than once: %v", outages)
+	})
+
+	t.Run("removing an etcd node leaves two healthy members; another removal is refused", func(t *testing.T) {
+		g := NewWithT(t)
+		leaving := &v1alpha1.ClusterNode{ObjectMeta: metav1.ObjectMeta{Name: "day2-m-2"}}
+		g.Expect(hc.Delete(ctx, leaving)).To(Succeed())
+		g.Eventually(func() bool {
+			return apierrors.IsNotFound(hc.Get(ctx, client.ObjectKeyFromObject(leaving), leaving))
+		}, 4*time.Minute, time.Second).Should(BeTrue(), func() string { return nodeReport(ctx, hc) })
+		out, err := set.Hosts[0].Run(ctx, filepath.Join(hosts.NodeBinDir(t), "etcdctl"),
+			"--endpoints=https://"+set.Hosts[0].IP.String()+":2379", "--cacert=/etc/drover/pki/etcd/ca.crt",
+			"--cert=/etc/drover/pki/etcd/healthcheck-client.crt", "--key=/etc/drover/pki/etcd/healthcheck-client.key", "endpoint", "health", "--cluster")
+		g.Expect(err).NotTo(HaveOccurred(), "%s", out)
+		g.Expect(strings.Count(string(out), "is healthy")).To(Equal(2), "%s", out)
+		another := &v1alpha1.ClusterNode{ObjectMeta: metav1.ObjectMeta{Name: "day2-m-1"}}
+		err = hc.Delete(ctx, another)
+		if err == nil { // admission let it through: the controller refuses it
+			g.Eventually(func(g Gomega) {
+				g.Expect(hc.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
+				c := findCond(mc.Status.Conditions, v1alpha1.RemovingNodesCondition)
+				g.Expect(c).NotTo(BeNil())
+				g.Expect(c.Message).To(ContainSubstring("quorum"))
+			}, time.Minute, time.Second).Should(Succeed())
+			g.Consistently(func() error { return hc.Get(ctx, client.ObjectKeyFromObject(another), another) }, 5*time.Second, time.Second).Should(Succeed())
+		} else {
+			g.Expect(err.Error()).To(ContainSubstring("quorum"))
+		}
+	})
+}
+
+func ptrIntStr(v intstr.IntOrString) *intstr.IntOrString { return &v }
+
+func hostIndex(node string) int {
+	switch strings.TrimPrefix(node, "day2-") {
+	case "m-0":
+		return 0
+	case "m-1":
+		return 1
+	case "m-2":
+		return 2
+	}
+	return 3
+}
+
+// servedSerial is the serial of the certificate served at addr ("" when it cannot
+// be reached).
+func servedSerial(addr string) string {
+	var got string
+	cfg := &tls.Config{InsecureSkipVerify: true, //nolint:gosec // reads the certificate only
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if c, err := x509.ParseCertificate(raw[0]); err == nil {
+				got = c.SerialNumber.String()
+			}
+			return nil
+		}}
+	// A server that wants a client certificate (etcd) ends the handshake after
+	// presenting its own; that is all this needs.
+	if conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", addr, cfg); err == nil {
+		_ = conn.Close()
+	}
+	return got
+}
+
+// serial reads a certificate file's serial number.
+func serial(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil {
+		t.Fatalf("%s holds no PEM", path)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.String()
+}
