@@ -185,7 +185,7 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 
 	// Day-2 operations: one at a time, each phase kept in status before the plans
 	// that carry it are published, so that a manager that restarts goes on.
-	d := &day2{mc: &mc, base: base, status: status, nodes: nodeList.Items, now: r.Now(), results: map[string]metav1.Condition{}}
+	d := &day2{mc: &mc, base: base, status: status, nodes: nodeList.Items, now: r.Now(), results: map[string]metav1.Condition{}, drained: map[string]bool{}}
 	d.initActions()
 	var out *planner.Output
 	for pass := 0; pass < 4; pass++ {
@@ -201,12 +201,29 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		if len(out.Problems) > 0 || len(out.Checksums) == 0 {
 			break
 		}
+		if ro := out.Rollout; ro != nil && len(ro.Drain) > 0 {
+			// Workers are drained before they move; those drained move now.
+			drained, err := r.drainFor(ctx, d, ro.Drain)
+			if err != nil {
+				d.drainNote = err.Error()
+			} else if len(drained) > 0 {
+				for name := range drained {
+					d.drained[name] = true
+				}
+				continue
+			}
+		}
 		changed, err := d.advance(ctx, r, out)
 		if err != nil {
 			return reconcile.Result{}, err
 		}
 		if !changed {
 			break
+		}
+	}
+	if spec := mc.Spec.Provisioning.UpgradeStrategy; spec != nil && spec.Drain && len(out.Checksums) > 0 && planner.Tier(status.ReachedTier) == planner.TierReady {
+		if err := r.uncordonFor(ctx, d, out.Rollout); err != nil {
+			r.Recorder.Eventf(&mc, nil, corev1.EventTypeWarning, "UncordonFailed", "Drain", "%v", err)
 		}
 	}
 	// The cluster is not Ready while a host it names in sshHosts has not joined.
@@ -267,6 +284,12 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	if op := status.Operation; op != nil && op.Type == v1alpha1.OperationNodeRemoval && op.Phase == phaseTeardown {
 		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil // the give-up time passes without an event
+	}
+	if out.Rollout != nil && len(out.Rollout.Drain) > 0 {
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil // pods leave without an event on the hub
+	}
+	if !d.nextSnapshot.IsZero() {
+		return reconcile.Result{RequeueAfter: max(d.nextSnapshot.Sub(r.Now()), time.Second)}, nil
 	}
 	return reconcile.Result{}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cluster-api/util/conditions"
@@ -55,6 +56,12 @@ type day2 struct {
 	results map[string]metav1.Condition
 	// events to record once the status is kept.
 	events []day2Event
+	// drained are the workers drained for the rollout; drainNote says what holds
+	// a drain up.
+	drained   map[string]bool
+	drainNote string
+	// nextSnapshot is when the next scheduled snapshot is due.
+	nextSnapshot time.Time
 }
 
 type day2Event struct{ typ, reason, message string }
@@ -192,23 +199,22 @@ func (d *day2) start(artifacts map[string]string) {
 		}
 		g := s.Generation
 		d.status.EtcdSnapshotCreateGeneration = &g
-		member := ""
-		for _, m := range d.status.EtcdMembers {
-			if n := d.node(m); n != nil && n.DeletionTimestamp.IsZero() && healthyProbe(n, planner.ProbeEtcd) {
-				member = m
-				break
-			}
-		}
-		switch {
-		case member == "":
-			d.fail(v1alpha1.OperationEtcdSnapshot, "no etcd member is healthy to take the snapshot; bump spec.provisioning.etcdSnapshotCreate.generation again once one is")
-		case !hasArtifact(artifacts, d.status, member, "etcdutl"):
-			d.fail(v1alpha1.OperationEtcdSnapshot, "the artifact source has no etcdutl for the node's version, which checks snapshots: add it (hack/artifacts.sh does)")
-		default:
-			name := d.mc.Name + "-" + d.now.UTC().Format("20060102-150405")
-			d.begin(v1alpha1.OperationEtcdSnapshot, g, name, phaseSaving, member)
-		}
+		d.beginSnapshot(g, artifacts)
 		return
+	}
+	if sched := spec.EtcdSnapshotSchedule; sched != "" && d.status.ReachedTier == string(planner.TierReady) {
+		due, next, err := snapshotDue(sched, d.mc.CreationTimestamp.Time, d.status.EtcdSnapshots, d.now)
+		switch {
+		case err != nil:
+			d.fail(v1alpha1.OperationEtcdSnapshot, err.Error())
+		case due && busy != nil:
+			queued(v1alpha1.OperationEtcdSnapshot, "the scheduled snapshot")
+		case due:
+			d.beginSnapshot(0, artifacts)
+			return
+		default:
+			d.nextSnapshot = next
+		}
 	}
 	if r := spec.RotateCertificates; r != nil && r.Generation != gen(d.status.RotateCertificatesGeneration) {
 		if busy != nil {
@@ -218,6 +224,27 @@ func (d *day2) start(artifacts map[string]string) {
 		g := r.Generation
 		d.status.RotateCertificatesGeneration = &g
 		d.event(corev1.EventTypeNormal, "CertificateRotationStarted", "issuing new certificates (generation %d), node by node", g)
+	}
+}
+
+// beginSnapshot starts a snapshot on the first healthy member; generation is 0 for
+// a scheduled one.
+func (d *day2) beginSnapshot(generation int64, artifacts map[string]string) {
+	member := ""
+	for _, m := range d.status.EtcdMembers {
+		if n := d.node(m); n != nil && n.DeletionTimestamp.IsZero() && healthyProbe(n, planner.ProbeEtcd) {
+			member = m
+			break
+		}
+	}
+	switch {
+	case member == "":
+		d.fail(v1alpha1.OperationEtcdSnapshot, "no etcd member is healthy to take the snapshot; it is taken once one is (bump spec.provisioning.etcdSnapshotCreate.generation again for one asked for by hand)")
+	case !hasArtifact(artifacts, d.status, member, "etcdutl"):
+		d.fail(v1alpha1.OperationEtcdSnapshot, "the artifact source has no etcdutl for the node's version, which checks snapshots: add it (hack/artifacts.sh does)")
+	default:
+		name := d.mc.Name + "-" + d.now.UTC().Format("20060102-150405")
+		d.begin(v1alpha1.OperationEtcdSnapshot, generation, name, phaseSaving, member)
 	}
 }
 
@@ -240,8 +267,10 @@ func (d *day2) begin(opType string, generation int64, target, phase, node string
 }
 
 func (d *day2) fail(opType, msg string) {
+	if c := conditions.Get(d.mc, day2Conditions[opType]); c == nil || c.Reason != v1alpha1.ReasonFailed || c.Message != msg {
+		d.event(corev1.EventTypeWarning, opType+"Failed", "%s", msg)
+	}
 	d.result(opType, metav1.ConditionFalse, v1alpha1.ReasonFailed, msg)
-	d.event(corev1.EventTypeWarning, opType+"Failed", "%s", msg)
 }
 
 func (d *day2) finish(opType, msg string) {
@@ -283,6 +312,8 @@ func (d *day2) input(in *planner.Input) {
 			in.Cluster.WorkerConcurrency = s.WorkerConcurrency.String()
 		}
 	}
+	in.Drain = spec.UpgradeStrategy != nil && spec.UpgradeStrategy.Drain
+	in.Drained = d.drained
 	in.Reached = planner.Tier(d.status.ReachedTier)
 	if in.Reached == "" {
 		in.Reached = planner.Tier(d.status.Tier)
@@ -455,7 +486,12 @@ func (d *day2) rollout(out *planner.Output) error {
 	op = d.status.Operation
 	op.Phase, op.Node = out.Rollout.Phase, strings.Join(out.Rollout.Nodes, ",")
 	op.Message = fmt.Sprintf("%d of %d nodes done", out.Rollout.Done, out.Rollout.Total)
-	if out.Waiting != "" {
+	if len(out.Rollout.Drain) > 0 {
+		op.Message += "; draining " + strings.Join(out.Rollout.Drain, ",")
+		if d.drainNote != "" {
+			op.Message += ": " + d.drainNote
+		}
+	} else if out.Waiting != "" {
 		op.Message += "; waiting for " + out.Waiting
 	}
 	return nil
@@ -529,4 +565,26 @@ func (r *ProvisioningReconciler) deleteTargetNode(ctx context.Context, mc *v1alp
 			"node %s left, but its Node object %s could not be deleted in the cluster: %v", n.Name, n.Spec.Hostname, err)
 	}
 	return nil
+}
+
+// snapshotDue says whether a scheduled snapshot is due at now, and when the next
+// one is: a schedule counts from the newest snapshot (or from the cluster's
+// creation), so that a manager that was down takes one snapshot when it returns,
+// not every one it missed.
+func snapshotDue(schedule string, created time.Time, snapshots []v1alpha1.EtcdSnapshot, now time.Time) (bool, time.Time, error) {
+	sched, err := cron.ParseStandard(schedule)
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("spec.provisioning.etcdSnapshotSchedule %q: %w", schedule, err)
+	}
+	last := created
+	for _, s := range snapshots {
+		if s.CreatedAt != nil && s.CreatedAt.After(last) {
+			last = s.CreatedAt.Time
+		}
+	}
+	next := sched.Next(last.UTC())
+	if !next.After(now) {
+		return true, sched.Next(now.UTC()), nil
+	}
+	return false, next, nil
 }

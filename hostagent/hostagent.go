@@ -445,7 +445,7 @@ func (a *agent) report(ctx context.Context, engine *nodeagent.Agent) {
 	defer tick.Stop()
 	var last []byte
 	for {
-		rep := nodes.StatusReport{Status: engine.Status(), AgentVersion: version.Version, KubernetesVersion: ""}
+		rep := nodes.StatusReport{Status: engine.Status(), AgentVersion: version.Version, KubernetesVersion: engine.KubernetesVersion()}
 		body, _ := json.Marshal(rep)
 		if !bytes.Equal(body, last) || last == nil {
 			if err := a.send(ctx, body); err != nil {

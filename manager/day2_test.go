@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
@@ -250,7 +251,25 @@ func TestDay2(t *testing.T) {
 				mu.Unlock()
 			}
 		}()
-		bump(func(p *v1alpha1.ProvisioningSpec) { p.KubernetesVersion = provisionVersion })
+		// A pod on the worker, which the drain evicts before the worker moves.
+		g.Eventually(func() error {
+			_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+			return err
+		}, time.Minute, time.Second).Should(Succeed())
+		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "tiny", Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: "worker-0", TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{
+				Name: "tiny", Image: hosts.TinyImage, ImagePullPolicy: corev1.PullNever, Args: []string{"serve", ":8080"}}}},
+		}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Eventually(func() corev1.PodPhase {
+			p, _ := cs.CoreV1().Pods("default").Get(ctx, "tiny", metav1.GetOptions{})
+			return p.Status.Phase
+		}, 2*time.Minute, time.Second).Should(Equal(corev1.PodRunning))
+		bump(func(p *v1alpha1.ProvisioningSpec) {
+			p.KubernetesVersion = provisionVersion
+			p.UpgradeStrategy.Drain = true
+		})
 		waitDay2("upgrade to "+provisionVersion, 8*time.Minute, succeeded(v1alpha1.UpgradingCondition))
 		close(stop)
 		<-done
@@ -266,6 +285,24 @@ func TestDay2(t *testing.T) {
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(n.Status.NodeInfo.KubeletVersion).To(Equal(provisionVersion))
 		}, time.Minute, time.Second).Should(Succeed())
+		// kubectl get clusternodes shows the version each node runs.
+		g.Eventually(func(g Gomega) {
+			var list v1alpha1.ClusterNodeList
+			g.Expect(hc.List(ctx, &list)).To(Succeed())
+			for _, n := range list.Items {
+				g.Expect(n.Status.KubernetesVersion).To(Equal(provisionVersion), "ClusterNode %s", n.Name)
+			}
+		}, time.Minute, time.Second).Should(Succeed())
+		// The worker was drained (the pod evicted) and is schedulable again.
+		_, err = cs.CoreV1().Pods("default").Get(ctx, "tiny", metav1.GetOptions{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the pod on the worker was evicted: %v", err)
+		g.Eventually(func(g Gomega) {
+			n, err := cs.CoreV1().Nodes().Get(ctx, "worker-0", metav1.GetOptions{})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(n.Spec.Unschedulable).To(BeFalse())
+			g.Expect(n.Annotations).NotTo(HaveKey(controllers.CordonedAnnotation))
+		}, time.Minute, time.Second).Should(Succeed())
+		g.Expect(eventReasons(g, hc, "day2")).To(ContainElements("NodeCordoned", "NodeUncordoned"))
 		mu.Lock()
 		defer mu.Unlock()
 		// The hub reaches the cluster through the first control plane: only its own
@@ -299,6 +336,19 @@ func TestDay2(t *testing.T) {
 		} else {
 			g.Expect(err.Error()).To(ContainSubstring("quorum"))
 		}
+	})
+
+	t.Run("snapshots on a schedule", func(t *testing.T) {
+		g := NewWithT(t)
+		g.Expect(hc.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
+		before := len(mc.Status.Provisioning.EtcdSnapshots)
+		bump(func(p *v1alpha1.ProvisioningSpec) { p.EtcdSnapshotSchedule = "* * * * *" })
+		waitDay2("scheduled snapshot", 3*time.Minute, func(g Gomega, mc *v1alpha1.ManagedCluster) {
+			g.Expect(len(mc.Status.Provisioning.EtcdSnapshots)).To(BeNumerically(">", before))
+		})
+		bump(func(p *v1alpha1.ProvisioningSpec) { p.EtcdSnapshotSchedule = "" })
+		last := mc.Status.Provisioning.EtcdSnapshots[len(mc.Status.Provisioning.EtcdSnapshots)-1]
+		g.Expect(last.Node).To(BeElementOf("day2-m-0", "day2-m-1"))
 	})
 }
 

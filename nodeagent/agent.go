@@ -111,6 +111,8 @@ type Agent struct {
 
 	mu     sync.Mutex
 	status Status
+	// version is the Kubernetes version of the binaries of the plan applied.
+	version string
 	done   map[string]bool // instruction keys that succeeded
 	files  []string        // the plan files this agent wrote (and so may remove)
 	procs  map[string]*supervised
@@ -246,6 +248,7 @@ func (a *Agent) Run(ctx context.Context, plans <-chan Signed) error {
 		}
 		a.mu.Lock()
 		a.status.AppliedChecksum, a.status.Failure = checksum, nil
+		a.version = versionOf(current)
 		a.mu.Unlock()
 		a.notify()
 		a.log.Info("Plan applied", "checksum", checksum, "attempts", attempts)
@@ -536,3 +539,22 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 var _ io.Writer = (*tail)(nil)
+
+// KubernetesVersion is the Kubernetes version of the binaries the applied plan
+// runs (the directory of its artifacts, e.g. v1.36.3), or "".
+func (a *Agent) KubernetesVersion() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.version
+}
+
+// versionOf reads a plan's Kubernetes version from its artifacts' directory.
+func versionOf(p *nodeplan.Plan) string {
+	for _, art := range p.Artifacts {
+		dir, _, ok := strings.Cut(art.Name, "/")
+		if ok && strings.HasPrefix(dir, "v1.") && strings.Count(dir, ".") == 2 {
+			return dir
+		}
+	}
+	return ""
+}

@@ -21,6 +21,8 @@ type Rollout struct {
 	Nodes []string
 	// Done and Total count the nodes at the cluster's version and generation.
 	Done, Total int
+	// Drain are the workers to drain before they move (Input.Drain).
+	Drain []string
 }
 
 // settled: the node runs its whole plan and every probe of it is healthy.
@@ -119,10 +121,15 @@ func rollout(in Input, out *Output) (map[string]bool, *Rollout) {
 		case 2:
 			limit = workerConcurrency(in.Cluster.WorkerConcurrency, len(g))
 		}
-		for len(inflight) < limit && len(outdated) > 0 {
-			moved[outdated[0]] = true
-			inflight = append(inflight, outdated[0])
+		for len(inflight)+len(ro.Drain) < limit && len(outdated) > 0 {
+			next := outdated[0]
 			outdated = outdated[1:]
+			if i == 2 && in.Drain && !in.Drained[next] {
+				ro.Drain = append(ro.Drain, next) // moves once drained
+				continue
+			}
+			moved[next] = true
+			inflight = append(inflight, next)
 			ro.Done++
 		}
 		ro.Phase, ro.Nodes = phases[i], inflight

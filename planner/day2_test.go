@@ -264,3 +264,24 @@ func TestQuorumRefusal(t *testing.T) {
 		}
 	}
 }
+
+// With drain, a worker moves only once it is drained, and the rollout asks for it.
+func TestUpgradeDrainsWorkers(t *testing.T) {
+	s := ready(t, topology())
+	s.in.Cluster.KubernetesVersion = "v1.36.4"
+	s.in.Drain = true
+	for range 20 {
+		if out := s.step(); out.Rollout != nil && out.Rollout.Phase == "workers" {
+			break
+		}
+	}
+	out := s.step()
+	if out.Rollout == nil || !slices.Equal(out.Rollout.Drain, []string{"c1-w-1"}) || versions(s)["c1-w-1"] == "v1.36.4" {
+		t.Fatalf("rollout %+v, versions %v", out.Rollout, versions(s))
+	}
+	s.in.Drained = map[string]bool{"c1-w-1": true}
+	s.step()
+	if versions(s)["c1-w-1"] != "v1.36.4" || versions(s)["c1-w-2"] == "v1.36.4" {
+		t.Fatalf("versions %v", versions(s))
+	}
+}

@@ -162,6 +162,10 @@ type Input struct {
 	// Hold: no node moves to another version or certificate generation now
 	// (another day-2 operation is under way).
 	Hold bool
+	// Drain: a worker moves only once it is drained (Drained); the rollout names
+	// the workers it waits to have drained (Rollout.Drain).
+	Drain   bool
+	Drained map[string]bool
 }
 
 // Snapshot is an etcd snapshot to take.

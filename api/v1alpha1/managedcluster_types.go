@@ -234,6 +234,8 @@ type ManagedClusterStatus struct {
 // +kubebuilder:printcolumn:name="Endpoint",type=string,priority=10,JSONPath=`.status.apiEndpoint`
 // +kubebuilder:printcolumn:name="Distribution",type=string,priority=10,JSONPath=`.status.distribution`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=10,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
+// +kubebuilder:printcolumn:name="Operation",type=string,priority=10,JSONPath=`.status.provisioning.operation.type`
+// +kubebuilder:printcolumn:name="Target",type=string,priority=10,JSONPath=`.status.provisioning.operation.target`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: Drover uses it as a label value in target clusters"
 type ManagedCluster struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -71,8 +71,17 @@ type ProvisioningSpec struct {
 	// +optional
 	EtcdSnapshotCreate *ActionGeneration `json:"etcdSnapshotCreate,omitempty"`
 
-	// etcdSnapshotRetention is how many snapshots are kept (5); taking one more
-	// deletes the oldest.
+	// etcdSnapshotSchedule takes etcd snapshots on a schedule, in cron's five
+	// fields (minute hour day-of-month month day-of-week, UTC), e.g. "0 */6 * * *",
+	// or @hourly, @daily, @weekly. A snapshot due while another operation runs is
+	// taken when it ends.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^(@(hourly|daily|midnight|weekly|monthly|yearly|annually)|[-0-9*/,A-Za-z]+( [-0-9*/,A-Za-z?]+){4})$`
+	EtcdSnapshotSchedule string `json:"etcdSnapshotSchedule,omitempty"`
+
+	// etcdSnapshotRetention is how many snapshots each etcd node keeps (5); taking
+	// one more deletes the oldest.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
