@@ -412,7 +412,8 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 		case planner.RestoreStop:
 			op.Message = "waiting for every etcd member and control plane to stop"
 			if out.Stopped {
-				op.Phase = planner.RestoreEtcd
+				// The restored member starts alone; the others join it again.
+				op.Phase, d.status.EtcdMembers = planner.RestoreEtcd, []string{op.Node}
 				d.event(corev1.EventTypeNormal, "EtcdRestoring", "etcd and the control planes are stopped; restoring %s on node %s", op.Target, op.Node)
 				return true, nil
 			}

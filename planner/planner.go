@@ -396,8 +396,10 @@ func plan(in Input) (*Output, error) {
 	}
 	restore := in.Restore
 	if restore != nil && restore.Phase == RestoreEtcd {
+		// The caller starts the phase with the restored member alone, and keeps the
+		// members from then on; members that do not start with it are from before.
 		if len(out.Members) == 0 || out.Members[0] != restore.Node {
-			out.Members = []string{restore.Node} // the caller keeps it from now on
+			out.Members = []string{restore.Node}
 		}
 		for _, n := range etcd {
 			if n.Name != restore.Node {
