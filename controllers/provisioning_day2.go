@@ -366,7 +366,8 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 		return n != nil && n.Status.AppliedChecksum != "" && n.Status.AppliedChecksum == out.Checksums[node]
 	}
 	if op == nil || op.Type == v1alpha1.OperationUpgrade || op.Type == v1alpha1.OperationCertificateRotation {
-		return false, d.rollout(out)
+		d.rollout(out)
+		return false, nil
 	}
 	switch op.Type {
 	case v1alpha1.OperationEtcdSnapshot:
@@ -464,7 +465,7 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 }
 
 // rollout shows the upgrade or certificate rotation the planner is rolling out.
-func (d *day2) rollout(out *planner.Output) error {
+func (d *day2) rollout(out *planner.Output) {
 	op := d.status.Operation
 	if out.Rollout == nil {
 		if op != nil {
@@ -474,7 +475,7 @@ func (d *day2) rollout(out *planner.Output) error {
 			}
 			d.finish(op.Type, what)
 		}
-		return nil
+		return
 	}
 	opType, target := v1alpha1.OperationCertificateRotation, fmt.Sprint(gen(d.status.RotateCertificatesGeneration))
 	if out.Rollout.Kind == "Upgrade" {
@@ -495,7 +496,6 @@ func (d *day2) rollout(out *planner.Output) error {
 	} else if out.Waiting != "" {
 		op.Message += "; waiting for " + out.Waiting
 	}
-	return nil
 }
 
 // failure returns the message of a node's failing step when it is the named

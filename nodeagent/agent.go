@@ -113,10 +113,10 @@ type Agent struct {
 	status Status
 	// version is the Kubernetes version of the binaries of the plan applied.
 	version string
-	done   map[string]bool // instruction keys that succeeded
-	files  []string        // the plan files this agent wrote (and so may remove)
-	procs  map[string]*supervised
-	probes map[string]*probeRunner
+	done    map[string]bool // instruction keys that succeeded
+	files   []string        // the plan files this agent wrote (and so may remove)
+	procs   map[string]*supervised
+	probes  map[string]*probeRunner
 	// changed is signalled whenever status changes.
 	changed chan struct{}
 }

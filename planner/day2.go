@@ -237,7 +237,7 @@ mv %[1]s.restoring %[1]s
 
 // removeMembers has a healthy member remove a leaving node from etcd (idempotent:
 // a member already gone is not looked for again).
-func (b *builder) removeMembers(nodes []Node, out *Output) error {
+func (b *builder) removeMembers(nodes []Node, out *Output) {
 	for _, n := range nodes {
 		if !n.Removing || n.MemberRemoved || !slices.Contains(out.Members, n.Name) {
 			continue
@@ -250,7 +250,7 @@ func (b *builder) removeMembers(nodes []Node, out *Output) error {
 			}
 		}
 		if by.Name == "" {
-			return nil // no healthy member to do it: Waiting says why
+			return // no healthy member to do it: Waiting says why
 		}
 		script := fmt.Sprintf(`set -e
 id=$(%[1]s member list | awk -F', ' '$3 == "%[2]s" {print $1}')
@@ -261,9 +261,8 @@ id=$(%[1]s member list | awk -F', ' '$3 == "%[2]s" {print $1}')
 			Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}, Env: []string{"DROVER_MEMBER=" + n.Hostname}},
 			Timeout: nodeplan.Duration{Duration: time.Minute}})
 		out.MemberRemoval = by.Name
-		return nil // one at a time
+		return // one at a time
 	}
-	return nil
 }
 
 // QuorumRefusal says why removing member from an etcd cluster of members would

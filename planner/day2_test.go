@@ -136,7 +136,7 @@ func TestCertificateRotation(t *testing.T) {
 		t.Fatal("the first step changes more than etcd-1's certificates")
 	}
 	// etcd starts again, to read them.
-	if env := s.out.Plans["c1-etcd-1"].Processes[0].Command.Env; !slices.Contains(env, "DROVER_CERTIFICATES_GENERATION=1") {
+	if env := s.out.Plans["c1-etcd-1"].Processes[0].Env; !slices.Contains(env, "DROVER_CERTIFICATES_GENERATION=1") {
 		t.Fatalf("etcd-1's etcd env %v", env)
 	}
 	for range 30 {
@@ -235,7 +235,7 @@ func TestSnapshot(t *testing.T) {
 	if len(p.Instructions) == 0 || p.Instructions[len(p.Instructions)-1].Name != "etcd-snapshot" {
 		t.Fatalf("instructions %+v", p.Instructions)
 	}
-	script := p.Instructions[len(p.Instructions)-1].Command.Args[1]
+	script := p.Instructions[len(p.Instructions)-1].Args[1]
 	if !strings.Contains(script, "snapshot save /var/lib/drover-cluster/etcd-snapshots/c1-20261126-120000.db.part") || !strings.Contains(script, "tail -n +4") {
 		t.Fatal(script)
 	}

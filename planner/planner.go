@@ -456,9 +456,7 @@ func plan(in Input) (*Output, error) {
 		}
 		etcdWhole = false
 	}
-	if err := b.removeMembers(nodes, out); err != nil {
-		return nil, err
-	}
+	b.removeMembers(nodes, out)
 	if !etcdWhole && !cpReached {
 		return b.finish(out, in)
 	}
@@ -627,7 +625,7 @@ func (b *builder) finish(out *Output, in Input) (*Output, error) {
 		if g := b.byName[name].CertificatesGeneration; g > 0 {
 			for i := range p.Processes {
 				if p.Processes[i].Name != "containerd" {
-					p.Processes[i].Command.Env = append(p.Processes[i].Command.Env, fmt.Sprintf("DROVER_CERTIFICATES_GENERATION=%d", g))
+					p.Processes[i].Env = append(p.Processes[i].Env, fmt.Sprintf("DROVER_CERTIFICATES_GENERATION=%d", g))
 				}
 			}
 		}
@@ -746,7 +744,7 @@ func (b *builder) etcd(n Node, members []string) error {
 		if r := b.in.Restore; r != nil && r.Phase == RestoreEtcd {
 			// During a restore the member joins anew: the instruction runs again.
 			// (Never while etcd is stopped: it would fail and block the plan.)
-			add.Command.Env = []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation)}
+			add.Env = []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation)}
 		}
 		p.Instructions = append(p.Instructions, add)
 	}
