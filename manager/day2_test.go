@@ -146,7 +146,10 @@ func TestDay2(t *testing.T) {
 			ready(g, mc)
 		}
 	}
-	waitDay2("provisioned at "+upgradeFrom, 6*time.Minute, ready)
+	waitDay2("provisioned at "+upgradeFrom, 6*time.Minute, func(g Gomega, mc *v1alpha1.ManagedCluster) {
+		g.Expect(mc.Status.Provisioning.Nodes).To(HaveLen(len(names)), "every host registered")
+		ready(g, mc)
+	})
 	t.Logf("provisioned in %s", time.Since(applied).Round(100*time.Millisecond))
 
 	var kc corev1.Secret
@@ -166,6 +169,7 @@ func TestDay2(t *testing.T) {
 		}, 10*time.Second, 200*time.Millisecond).Should(Succeed())
 	}
 
+	outer := t // the manager restarted in a subtest outlives it
 	t.Run("certificate rotation gives every node new serials", func(t *testing.T) {
 		g := NewWithT(t)
 		serials := func() map[string]string {
@@ -231,7 +235,7 @@ func TestDay2(t *testing.T) {
 		})
 		stopManager()
 		t.Log("manager stopped in the middle of the restore; starting another")
-		stopManager = e.startManager(t, hubAddr, managerArgs...)
+		stopManager = e.startManager(outer, hubAddr, managerArgs...)
 		waitDay2("etcd restore", 4*time.Minute, succeeded(v1alpha1.RestoringEtcdCondition))
 		g.Eventually(func() bool {
 			_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "after-snapshot", metav1.GetOptions{})

@@ -194,6 +194,10 @@ func TestRestore(t *testing.T) {
 	if got := processes(out.Plans["c1-cp-1"]); len(got) != 0 {
 		t.Fatalf("cp-1 runs %v before etcd is whole", got)
 	}
+	// Workers keep running through the whole restore.
+	if got := processes(out.Plans["c1-w-1"]); !slices.Contains(got, "kubelet") {
+		t.Fatalf("worker runs %v while etcd is restored", got)
+	}
 	for range 12 {
 		s.step()
 	}

@@ -457,46 +457,48 @@ func plan(in Input) (*Output, error) {
 		etcdWhole = false
 	}
 	b.removeMembers(nodes, out)
-	if !etcdWhole && !cpReached {
-		return b.finish(out, in)
-	}
 
-	// Control planes.
-	out.Tier = TierControlPlane
-	endpoints := make([]string, 0, len(out.Members))
-	for _, m := range out.Members {
-		endpoints = append(endpoints, "https://"+hostPort(byName[m].Address, 2379))
-	}
-	var cpNames []string
-	for _, n := range cps {
-		if err := b.controlPlane(n, endpoints); err != nil {
-			return nil, err
-		}
-		cpNames = append(cpNames, n.Name)
-	}
+	// Control planes, once etcd is whole (or once they have been planned). Workers
+	// that have been planned stay planned meanwhile, whatever else waits.
 	server := "https://" + hostPort(cps[0].Address, APIServerPort)
 	if in.Cluster.ControlPlaneEndpoint != "" {
 		server = "https://" + in.Cluster.ControlPlaneEndpoint
 	}
-	out.Server = server
-	admin, err := b.adminKubeconfig(server)
-	if err != nil {
-		return nil, err
-	}
-	out.AdminKubeconfig = admin
-	// Workers wait for one API server; Ready waits for them all.
+	cpsPlanned := etcdWhole || cpReached
+	var cpNames []string
 	ready := ""
-	for _, n := range cps {
-		if b.healthy(n.Name, ProbeAPIServer) {
-			ready = n.Name
-			break
+	if cpsPlanned {
+		out.Tier = TierControlPlane
+		endpoints := make([]string, 0, len(out.Members))
+		for _, m := range out.Members {
+			endpoints = append(endpoints, "https://"+hostPort(byName[m].Address, 2379))
+		}
+		for _, n := range cps {
+			if err := b.controlPlane(n, endpoints); err != nil {
+				return nil, err
+			}
+			cpNames = append(cpNames, n.Name)
+		}
+		out.Server = server
+		admin, err := b.adminKubeconfig(server)
+		if err != nil {
+			return nil, err
+		}
+		out.AdminKubeconfig = admin
+		// Workers wait for one API server; Ready waits for them all.
+		for _, n := range cps {
+			if b.healthy(n.Name, ProbeAPIServer) {
+				ready = n.Name
+				break
+			}
 		}
 	}
 	if ready == "" && !workersReached {
-		wait(b.waitFor(cpNames[:1], ProbeAPIServer))
+		if cpsPlanned {
+			wait(b.waitFor(cpNames[:1], ProbeAPIServer))
+		}
 		return b.finish(out, in)
 	}
-	out.Tier = TierWorkers
 	var workerNames []string
 	for _, n := range workers {
 		if err := b.worker(n, server); err != nil {
@@ -504,6 +506,10 @@ func plan(in Input) (*Output, error) {
 		}
 		workerNames = append(workerNames, n.Name)
 	}
+	if !cpsPlanned {
+		return b.finish(out, in) // the tier is etcd's: Waiting says for what
+	}
+	out.Tier = TierWorkers
 	wait(b.waitFor(cpNames, ProbeAPIServer))
 	wait(b.waitFor(workerNames, ProbeKubelet))
 	if out.Waiting != "" {
