@@ -282,7 +282,7 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 			return reconcile.Result{}, err
 		}
 	}
-	if op := status.Operation; op != nil && op.Type == v1alpha1.OperationNodeRemoval && op.Phase == phaseTeardown {
+	if op := status.Operation; op != nil && op.Type == v1alpha1.OperationNodeRemoval && (op.Phase == phaseTeardown || op.Phase == phaseDrain) {
 		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil // the give-up time passes without an event
 	}
 	if out.Rollout != nil && len(out.Rollout.Drain) > 0 {

@@ -28,6 +28,7 @@ const NodeRemovalFinalizer = "management.drover.io/node-removal"
 const (
 	phaseSaving       = "Saving"
 	phaseRemoveMember = "RemoveMember"
+	phaseDrain        = "Drain"
 	phaseTeardown     = "Teardown"
 )
 
@@ -164,9 +165,9 @@ func (d *day2) start(artifacts map[string]string) {
 			d.result(v1alpha1.OperationNodeRemoval, metav1.ConditionFalse, v1alpha1.ReasonFailed, msg)
 			continue
 		}
-		phase := phaseTeardown
-		if slices.Contains(d.status.EtcdMembers, n.Name) {
-			phase = phaseRemoveMember
+		phase := d.afterDrain(n.Name)
+		if slices.Contains(n.Spec.Roles, v1alpha1.NodeRoleWorker) && planner.Tier(d.status.ReachedTier) == planner.TierReady {
+			phase = phaseDrain // its pods leave first
 		}
 		d.begin(v1alpha1.OperationNodeRemoval, 0, n.Name, phase, n.Name)
 		return
@@ -277,6 +278,14 @@ func (d *day2) finish(opType, msg string) {
 	d.status.Operation = nil
 	d.result(opType, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, msg)
 	d.event(corev1.EventTypeNormal, opType+"Succeeded", "%s", msg)
+}
+
+// afterDrain is the removal's phase after the drain: the etcd member first.
+func (d *day2) afterDrain(node string) string {
+	if slices.Contains(d.status.EtcdMembers, node) {
+		return phaseRemoveMember
+	}
+	return phaseTeardown
 }
 
 // removalRefused says why a node may not leave now, or "".
@@ -432,6 +441,25 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 			return true, nil
 		}
 		switch op.Phase {
+		case phaseDrain:
+			op.Node, op.Message = op.Target, fmt.Sprintf("draining node %s", op.Target)
+			drained, err := r.drainFor(ctx, d, []string{op.Target})
+			waited := d.now.Sub(n.DeletionTimestamp.Time)
+			switch {
+			case err == nil && drained[op.Target]:
+			case waited > teardownTimeout:
+				d.event(corev1.EventTypeWarning, "NodeNotDrained", "node %s could not be drained within %s; it leaves with what still runs there", op.Target, teardownTimeout)
+			case err != nil:
+				op.Message += ": " + err.Error()
+				return false, nil
+			default:
+				if d.drainNote != "" {
+					op.Message += ": " + d.drainNote
+				}
+				return false, nil
+			}
+			op.Phase = d.afterDrain(op.Target)
+			return true, nil
 		case phaseRemoveMember:
 			op.Node = out.MemberRemoval
 			op.Message = fmt.Sprintf("node %s removes etcd member %s", out.MemberRemoval, op.Target)

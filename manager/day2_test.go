@@ -369,6 +369,30 @@ func TestDay2(t *testing.T) {
 		last := mc.Status.Provisioning.EtcdSnapshots[len(mc.Status.Provisioning.EtcdSnapshots)-1]
 		g.Expect(last.Node).To(BeElementOf("day2-m-0", "day2-m-1"))
 	})
+
+	t.Run("removing the worker drains it, and its Node leaves the cluster", func(t *testing.T) {
+		g := NewWithT(t)
+		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "leaving", Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: "worker-0", TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{
+				Name: "tiny", Image: hosts.TinyImage, ImagePullPolicy: corev1.PullNever, Args: []string{"serve", ":8080"}}}},
+		}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Eventually(func() corev1.PodPhase {
+			p, _ := cs.CoreV1().Pods("default").Get(ctx, "leaving", metav1.GetOptions{})
+			return p.Status.Phase
+		}, 2*time.Minute, time.Second).Should(Equal(corev1.PodRunning))
+		worker := &v1alpha1.ClusterNode{ObjectMeta: metav1.ObjectMeta{Name: "day2-worker-0"}}
+		g.Expect(hc.Delete(ctx, worker)).To(Succeed())
+		g.Eventually(func() bool {
+			return apierrors.IsNotFound(hc.Get(ctx, client.ObjectKeyFromObject(worker), worker))
+		}, 3*time.Minute, time.Second).Should(BeTrue(), func() string { return nodeReport(ctx, hc) })
+		_, err = cs.CoreV1().Pods("default").Get(ctx, "leaving", metav1.GetOptions{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the pod was evicted: %v", err)
+		_, err = cs.CoreV1().Nodes().Get(ctx, "worker-0", metav1.GetOptions{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Node left the cluster: %v", err)
+		g.Expect(eventReasons(g, hc, "day2")).To(ContainElement("NodeRemovalSucceeded"))
+	})
 }
 
 func ptrIntStr(v intstr.IntOrString) *intstr.IntOrString { return &v }
