@@ -337,7 +337,9 @@ func (d *day2) input(in *planner.Input) {
 		if st, ok := states[n.Name]; ok {
 			n.Version, n.CertificatesGeneration = st.KubernetesVersion, st.CertificatesGeneration
 		}
-		if op != nil && op.Type == v1alpha1.OperationNodeRemoval && op.Target == n.Name {
+		if op != nil && op.Type == v1alpha1.OperationNodeRemoval && op.Target == n.Name && op.Phase != phaseDrain {
+			// A node being drained keeps running what it runs: its pods must be able
+			// to stop, which takes its kubelet.
 			n.Removing, n.MemberRemoved = true, op.Phase == phaseTeardown
 		}
 	}

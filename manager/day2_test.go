@@ -16,6 +16,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -384,15 +385,35 @@ func TestDay2(t *testing.T) {
 		}, 2*time.Minute, time.Second).Should(Equal(corev1.PodRunning))
 		worker := &v1alpha1.ClusterNode{ObjectMeta: metav1.ObjectMeta{Name: "day2-worker-0"}}
 		g.Expect(hc.Delete(ctx, worker)).To(Succeed())
+		began := time.Now()
 		g.Eventually(func() bool {
 			return apierrors.IsNotFound(hc.Get(ctx, client.ObjectKeyFromObject(worker), worker))
-		}, 3*time.Minute, time.Second).Should(BeTrue(), func() string { return nodeReport(ctx, hc) })
+		}, 3*time.Minute, time.Second).Should(BeTrue(), func() string { return nodeReport(ctx, hc) + day2Events(ctx, hc) })
+		t.Logf("worker removed in %s", time.Since(began).Round(100*time.Millisecond))
+		if p, err := cs.CoreV1().Pods("default").Get(ctx, "leaving", metav1.GetOptions{}); err == nil {
+			t.Logf("pod leaving: deletionTimestamp %v, phase %s; events:\n%s", p.DeletionTimestamp, p.Status.Phase, day2Events(ctx, hc))
+		}
 		_, err = cs.CoreV1().Pods("default").Get(ctx, "leaving", metav1.GetOptions{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the pod was evicted: %v", err)
 		_, err = cs.CoreV1().Nodes().Get(ctx, "worker-0", metav1.GetOptions{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Node left the cluster: %v", err)
 		g.Expect(eventReasons(g, hc, "day2")).To(ContainElement("NodeRemovalSucceeded"))
 	})
+}
+
+// day2Events lists the events of ManagedCluster day2, for a failure.
+func day2Events(ctx context.Context, c client.Client) string {
+	var list eventsv1.EventList
+	if err := c.List(ctx, &list); err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, e := range list.Items {
+		if e.Regarding.Name == "day2" {
+			fmt.Fprintf(&b, "%s %s: %s\n", e.CreationTimestamp.Format(time.TimeOnly), e.Reason, e.Note)
+		}
+	}
+	return b.String()
 }
 
 func ptrIntStr(v intstr.IntOrString) *intstr.IntOrString { return &v }
