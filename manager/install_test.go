@@ -101,9 +101,12 @@ func TestInstallManifest(t *testing.T) {
 		slices.Sort(names)
 		g.Expect(names).To(Equal(want))
 	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
-	var record corev1.ConfigMap
-	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: DefaultNamespace, Name: builtins.RecordName}, &record)).To(Succeed())
-	g.Expect(record.Data).To(HaveLen(len(want)))
+	// The installer writes its record after the templates.
+	g.Eventually(func(g Gomega) {
+		var record corev1.ConfigMap
+		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: DefaultNamespace, Name: builtins.RecordName}, &record)).To(Succeed())
+		g.Expect(record.Data).To(HaveLen(len(want)))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 
 	// The samples, through the webhook, as a GitOps tool syncs them.
 	var samples []*unstructured.Unstructured
