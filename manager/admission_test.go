@@ -83,7 +83,7 @@ func TestAdmission(t *testing.T) {
 		var secret corev1.Secret
 		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: opsNamespace, Name: admission.TLSSecretName}, &secret)).To(Succeed())
 		g.Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
-		g.Expect(vwc.Webhooks).To(HaveLen(3))
+		g.Expect(vwc.Webhooks).To(HaveLen(5)) // accessbindings, roletemplates, clusterprojects, clusternodes, managedclusters
 		for _, w := range vwc.Webhooks {
 			g.Expect(*w.FailurePolicy).To(Equal(admissionregistrationv1.Fail), w.Name)
 			g.Expect(*w.TimeoutSeconds).To(Equal(admission.TimeoutSeconds), w.Name)
