@@ -91,15 +91,7 @@ func (v ClusterNodeValidator) ValidateDelete(ctx context.Context, n *v1alpha1.Cl
 	}
 	msg := planner.QuorumRefusal(n.Name, members, func(m string) bool {
 		o := nodes[m]
-		if o == nil {
-			return false
-		}
-		for _, p := range o.Status.Probes {
-			if p.Name == planner.ProbeEtcd {
-				return p.Healthy
-			}
-		}
-		return false
+		return o != nil && o.ProbeHealthy(planner.ProbeEtcd)
 	})
 	if msg != "" {
 		return nil, refuse(msg)

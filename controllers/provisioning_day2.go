@@ -17,7 +17,6 @@ import (
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/planner"
-	"github.com/drover-io/drover/remote"
 )
 
 // NodeRemovalFinalizer holds a ClusterNode until it is out of its cluster: its etcd
@@ -34,6 +33,14 @@ const (
 
 // defaultSnapshotRetention is how many etcd snapshots are kept by default.
 const defaultSnapshotRetention = 5
+
+// snapshotRetention is how many snapshots each etcd node keeps.
+func snapshotRetention(spec *v1alpha1.ProvisioningSpec) int {
+	if spec.EtcdSnapshotRetention > 0 {
+		return int(spec.EtcdSnapshotRetention)
+	}
+	return defaultSnapshotRetention
+}
 
 // day2Conditions are the conditions the provisioning controller owns, one per kind
 // of operation.
@@ -124,15 +131,6 @@ func (d *day2) node(name string) *v1alpha1.ClusterNode {
 		}
 	}
 	return nil
-}
-
-func healthyProbe(n *v1alpha1.ClusterNode, probe string) bool {
-	for _, p := range n.Status.Probes {
-		if p.Name == probe {
-			return p.Healthy
-		}
-	}
-	return false
 }
 
 // start begins the next operation when none runs: a node removal first, then a
@@ -233,7 +231,7 @@ func (d *day2) start(artifacts map[string]string) {
 func (d *day2) beginSnapshot(generation int64, artifacts map[string]string) {
 	member := ""
 	for _, m := range d.status.EtcdMembers {
-		if n := d.node(m); n != nil && n.DeletionTimestamp.IsZero() && healthyProbe(n, planner.ProbeEtcd) {
+		if n := d.node(m); n != nil && n.DeletionTimestamp.IsZero() && n.ProbeHealthy(planner.ProbeEtcd) {
 			member = m
 			break
 		}
@@ -307,7 +305,7 @@ func (d *day2) removalRefused(n *v1alpha1.ClusterNode) string {
 	}
 	return planner.QuorumRefusal(n.Name, d.status.EtcdMembers, func(m string) bool {
 		o := d.node(m)
-		return o != nil && healthyProbe(o, planner.ProbeEtcd)
+		return o != nil && o.ProbeHealthy(planner.ProbeEtcd)
 	})
 }
 
@@ -348,11 +346,7 @@ func (d *day2) input(in *planner.Input) {
 	}
 	switch op.Type {
 	case v1alpha1.OperationEtcdSnapshot:
-		retention := int(spec.EtcdSnapshotRetention)
-		if retention == 0 {
-			retention = defaultSnapshotRetention
-		}
-		in.Snapshot = &planner.Snapshot{Name: op.Target, Node: op.Node, Retention: retention}
+		in.Snapshot = &planner.Snapshot{Name: op.Target, Node: op.Node, Retention: snapshotRetention(spec)}
 		in.Hold = true
 	case v1alpha1.OperationEtcdRestore:
 		path := ""
@@ -394,10 +388,7 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 		t := metav1.NewTime(d.now)
 		d.status.EtcdSnapshots = append(d.status.EtcdSnapshots, v1alpha1.EtcdSnapshot{Name: op.Target, Node: op.Node,
 			Path: planner.SnapshotPath(planner.DefaultLayout, op.Target), CreatedAt: &t, KubernetesVersion: d.mc.Spec.Provisioning.KubernetesVersion})
-		retention := int(d.mc.Spec.Provisioning.EtcdSnapshotRetention)
-		if retention == 0 {
-			retention = defaultSnapshotRetention
-		}
+		retention := snapshotRetention(d.mc.Spec.Provisioning)
 		// The node keeps its newest files; the list keeps what may still exist.
 		var kept []v1alpha1.EtcdSnapshot
 		count := map[string]int{}
@@ -477,10 +468,7 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 				if !applied(op.Target) {
 					d.event(corev1.EventTypeWarning, "NodeGivenUp", "node %s did not stop its components within %s; it is released as it is", op.Target, teardownTimeout)
 				}
-				if err := r.deleteTargetNode(ctx, d.mc, n); err != nil {
-					op.Message = fmt.Sprintf("deleting Node %s in the cluster: %v", n.Spec.Hostname, err)
-					return false, nil
-				}
+				r.deleteTargetNode(ctx, d.mc, n)
 				before := n.DeepCopy()
 				controllerutil.RemoveFinalizer(n, NodeRemovalFinalizer)
 				if err := r.Client.Patch(ctx, n, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
@@ -567,8 +555,7 @@ func (d *day2) conditions() {
 		}
 		d.result(op.Type, metav1.ConditionTrue, v1alpha1.ReasonInProgress, msg)
 	}
-	for opType, c := range d.results {
-		_ = opType
+	for _, c := range d.results {
 		set(d.mc, c.Type, c.Status, c.Reason, c.Message)
 	}
 }
@@ -576,26 +563,16 @@ func (d *day2) conditions() {
 // deleteTargetNode deletes a leaving node's Node object in the cluster, through the
 // hub's kubeconfig for it, best effort: a cluster that cannot be reached keeps a
 // NotReady Node, which says so in an event.
-func (r *ProvisioningReconciler) deleteTargetNode(ctx context.Context, mc *v1alpha1.ManagedCluster, n *v1alpha1.ClusterNode) error {
-	var sec corev1.Secret
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: ProvisionedKubeconfigSecretName(mc.Name)}, &sec); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	cfg, err := remote.ParseKubeconfig(sec.Data[v1alpha1.DefaultKubeconfigKey])
+func (r *ProvisioningReconciler) deleteTargetNode(ctx context.Context, mc *v1alpha1.ManagedCluster, n *v1alpha1.ClusterNode) {
+	cs, err := r.targetClientset(ctx, mc)
 	if err != nil {
-		return nil
+		return // no kubeconfig yet, or none that parses: there is no Node to delete
 	}
-	cfg.Timeout = 10 * time.Second
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		return nil
-	}
-	err = c.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Spec.Hostname}})
+	err = cs.CoreV1().Nodes().Delete(ctx, n.Spec.Hostname, metav1.DeleteOptions{})
 	if client.IgnoreNotFound(err) != nil {
 		r.Recorder.Eventf(mc, nil, corev1.EventTypeWarning, "NodeNotDeleted", "Remove",
 			"node %s left, but its Node object %s could not be deleted in the cluster: %v", n.Name, n.Spec.Hostname, err)
 	}
-	return nil
 }
 
 // snapshotDue says whether a scheduled snapshot is due at now, and when the next

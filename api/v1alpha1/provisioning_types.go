@@ -496,6 +496,17 @@ func (n *ClusterNode) GetConditions() []metav1.Condition { return n.Status.Condi
 // SetConditions replaces the status conditions (for condition helpers).
 func (n *ClusterNode) SetConditions(conds []metav1.Condition) { n.Status.Conditions = conds }
 
+// ProbeHealthy says whether the node agent reports the named probe healthy (false
+// when it does not report it at all).
+func (n *ClusterNode) ProbeHealthy(probe string) bool {
+	for _, p := range n.Status.Probes {
+		if p.Name == probe {
+			return p.Healthy
+		}
+	}
+	return false
+}
+
 // ClusterNodeList is a list of ClusterNodes.
 //
 // +kubebuilder:object:root=true
