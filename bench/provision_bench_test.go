@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -35,12 +34,7 @@ func BenchmarkProvision(b *testing.B) {
 	artifacts := hosts.ArtifactSource(b, version, planner.PauseImage)
 	drover := hosts.BuildDrover(b)
 	e := setup(b, 0)
-	ln, err := net.Listen("tcp", net.JoinHostPort(set.Gateway.String(), "0"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	hubAddr := ln.Addr().String()
-	_ = ln.Close()
+	hubAddr := set.FreeGatewayAddr(b)
 	e.startManagerWith(b, hubAddr, "--artifacts-dir="+artifacts, "--node-agent-binary="+drover)
 	ctx := context.Background()
 

@@ -63,10 +63,7 @@ func TestDay2(t *testing.T) {
 	t.Logf("%5.1fs hosts, artifact source (%s and %s) and drover ready", time.Since(start).Seconds(), upgradeFrom, provisionVersion)
 
 	hub, _, hc := startBareHub(t, "day2-hub", DefaultNamespace)
-	ln, err := net.Listen("tcp", net.JoinHostPort(set.Gateway.String(), "0"))
-	g.Expect(err).NotTo(HaveOccurred())
-	hubAddr := ln.Addr().String()
-	_ = ln.Close()
+	hubAddr := set.FreeGatewayAddr(t)
 	e := &hubEnv{cp: hub, c: hc}
 	// With the admission webhook, which refuses a removal that would break etcd's
 	// quorum, and an upgrade that skips a minor version for some node.

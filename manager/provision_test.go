@@ -74,10 +74,7 @@ func TestProvision(t *testing.T) {
 
 	// The hub, its server on the bridge's address so that the hosts reach it.
 	hub, _, hc := startBareHub(t, "provision-hub", DefaultNamespace)
-	ln, err := net.Listen("tcp", net.JoinHostPort(set.Gateway.String(), "0"))
-	g.Expect(err).NotTo(HaveOccurred())
-	hubAddr := ln.Addr().String()
-	_ = ln.Close()
+	hubAddr := set.FreeGatewayAddr(t)
 	e := &hubEnv{cp: hub, c: hc}
 	e.startManager(t, hubAddr, "--artifacts-dir="+artifacts, "--node-agent-binary="+drover, "--zap-log-level=info")
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -198,6 +199,18 @@ func NodeBinDir(t testing.TB) string {
 		t.Fatal(nodeBin.err)
 	}
 	return nodeBin.dir
+}
+
+// FreeGatewayAddr is a free host:port on the bridge's gateway, where the hosts reach
+// this machine: for a hub server they must reach.
+func (s *Set) FreeGatewayAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.Gateway.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
 }
 
 // NodeBinDirVersion is NodeBinDir for another Kubernetes release than the one
