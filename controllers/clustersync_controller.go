@@ -83,6 +83,9 @@ type ClusterSyncReconciler struct {
 	retries workqueue.TypedRateLimiter[string]
 	// changeLog says when the hub saw each intent change.
 	changeLog *changeLog
+	// prepared is the cluster-independent part of rendering the current intents,
+	// shared by every cluster's sync until an intent changes.
+	prepared render.PreparedCache
 }
 
 // SetupWithManager registers the syncer.
@@ -254,8 +257,8 @@ func (r *ClusterSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res := render.Render(render.Cluster{Name: mc.Name, Labels: mc.Labels, Hub: r.Hub, AgentImage: r.AgentImage,
-		Tunnel: mc.Spec.Registration != nil}, in)
+	res := r.prepared.Prepare(in).Render(render.Cluster{Name: mc.Name, Labels: mc.Labels, Hub: r.Hub, AgentImage: r.AgentImage,
+		Tunnel: mc.Spec.Registration != nil})
 	kinds := r.kindsInUse(ctx, cl, res.Objects)
 	if err := r.watchOwned(mc.Name, kinds); err != nil {
 		return ctrl.Result{}, err
@@ -655,13 +658,15 @@ func (r *ClusterSyncReconciler) event(mc *v1alpha1.ManagedCluster, typ, reason, 
 	}
 }
 
-// intents reads every intent from the hub's cache.
+// intents reads every intent from the hub's cache. They are the cache's own
+// objects, not copies (every cluster's sync reads them all): rendering and
+// summarize only read them, and nothing may change them.
 func (r *ClusterSyncReconciler) intents(ctx context.Context) (render.Intents, error) {
 	var rts v1alpha1.RoleTemplateList
 	var abs v1alpha1.AccessBindingList
 	var cps v1alpha1.ClusterProjectList
 	for _, l := range []client.ObjectList{&rts, &abs, &cps} {
-		if err := r.Client.List(ctx, l); err != nil {
+		if err := r.Client.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
 			return render.Intents{}, err
 		}
 	}

@@ -101,8 +101,9 @@ func uniqueNames(in Intents) Intents {
 
 // FuzzRender checks the renderer's invariants on arbitrary intents: it terminates
 // (cycles are never looped on), is deterministic, labels and names everything it
-// renders as Drover's, never renders a binding with a problem, and puts RoleBindings
-// only into namespaces it also renders.
+// renders as Drover's, never renders a binding with a problem, puts RoleBindings
+// only into namespaces it also renders, and renders the same from a Prepared shared
+// with other clusters as afresh.
 func FuzzRender(f *testing.F) {
 	f.Add([]byte{3, 0, 1, 1, 1, 0, 0, 1, 2, 0, 1, 1, 2, 1, 0, 2, 1, 0, 0, 2, 0, 1})
 	f.Add([]byte{5, 1, 2, 1, 2, 1, 1, 0, 1, 2, 2, 0, 0, 4, 4, 4, 4})
@@ -112,6 +113,15 @@ func FuzzRender(f *testing.F) {
 		res := Render(cluster, in)
 		if again := Render(cluster, in); !reflect.DeepEqual(names(res.Objects), names(again.Objects)) {
 			t.Fatalf("not deterministic: %v vs %v", names(res.Objects), names(again.Objects))
+		}
+		// One Prepared serves every cluster: rendering other clusters from it (with
+		// their own labels) first changes nothing this one gets.
+		prepared := Prepare(in)
+		for _, other := range []Cluster{{Name: "other", Labels: map[string]string{"env": "prod"}, Hub: "h", AgentImage: "a"}, {Name: "c3", Hub: "h"}} {
+			_ = prepared.Render(other)
+		}
+		if shared := prepared.Render(cluster); !reflect.DeepEqual(shared, res) {
+			t.Fatalf("rendered from a shared Prepared:\n%+v\nafresh:\n%+v", shared, res)
 		}
 		templates := ResolveTemplates(in.RoleTemplates)
 		projects := map[string]*v1alpha1.ClusterProject{}

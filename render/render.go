@@ -16,6 +16,7 @@ package render
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -214,53 +215,112 @@ func Held(hold map[string]bool, o client.Object) bool {
 }
 
 // Render computes what cluster must hold. It never fails: an intent with a problem is
-// left out (see TemplateProblems and BindingProblem, which say why).
+// left out (see TemplateProblems and BindingProblem, which say why). It is
+// Prepare(in).Render(cluster); a caller rendering many clusters prepares once.
 func Render(cluster Cluster, in Intents) Result {
-	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}, NamespaceConflicts: map[string][]string{},
-		NamespacesLost: map[string][]string{}, NamespacePolicy: map[string]string{}, Hold: map[string]bool{}, UseExisting: map[string]bool{}}
+	return Prepare(in).Render(cluster)
+}
+
+// Prepared is the part of rendering that does not depend on the cluster: the
+// templates flattened and turned into ClusterRoles, each binding's problem, role
+// and subjects, and the projects in the order in which they claim namespaces.
+// Rendering a Prepared for a cluster only selects and labels, so a fleet of a
+// thousand clusters resolves its intents once per change rather than once per
+// cluster (see PreparedCache).
+//
+// A Prepared is never changed once Prepare returns, so many goroutines may render
+// from it at once. It keeps pointers into the intents it was prepared from, which
+// must not change either (objects from a controller-runtime cache never do: an
+// update replaces them). The objects Render returns share their rules and subjects
+// with it: callers must treat them as read-only, and copy before changing one.
+type Prepared struct {
+	namespacePolicy map[string]string
+	projects        map[string]*v1alpha1.ClusterProject
+	// ordered: the projects that are not being deleted, older first, so that a
+	// namespace claimed by two projects goes to the older claim, deterministically.
+	ordered []*v1alpha1.ClusterProject
+	// roles are the rendered templates, by name, without the cluster's labels.
+	roles []*ResolvedTemplate
+	// heldTemplates are the templates whose inheritance is broken.
+	heldTemplates []string
+	// bindings are the bindings not being deleted, by name.
+	bindings []preparedBinding
+}
+
+type preparedBinding struct {
+	b *v1alpha1.AccessBinding
+	// held: the binding has a problem (BindingProblem) and is not rendered.
+	held     bool
+	roleRef  rbacv1.RoleRef
+	subjects []rbacv1.Subject
+}
+
+// Prepare does the cluster-independent part of rendering the intents.
+func Prepare(in Intents) *Prepared {
+	p := &Prepared{namespacePolicy: map[string]string{}, projects: map[string]*v1alpha1.ClusterProject{}}
 	for i := range in.Projects {
-		if in.Projects[i].DeletionTimestamp.IsZero() {
-			res.NamespacePolicy[in.Projects[i].Name] = string(in.Projects[i].NamespaceDeletionPolicyOrDefault())
+		cp := &in.Projects[i]
+		p.projects[cp.Name] = cp
+		if cp.DeletionTimestamp.IsZero() {
+			p.namespacePolicy[cp.Name] = string(cp.NamespaceDeletionPolicyOrDefault())
+			p.ordered = append(p.ordered, cp)
 		}
 	}
-	templates := ResolveTemplates(in.RoleTemplates)
-
-	projects := map[string]*v1alpha1.ClusterProject{}
-	for i := range in.Projects {
-		projects[in.Projects[i].Name] = &in.Projects[i]
-	}
-
-	// Older projects first, so that a namespace claimed by two projects goes to the
-	// older claim, deterministically.
-	ordered := make([]*v1alpha1.ClusterProject, 0, len(in.Projects))
-	for i := range in.Projects {
-		ordered = append(ordered, &in.Projects[i])
-	}
-	sort.SliceStable(ordered, func(i, j int) bool {
-		ti, tj := ordered[i].CreationTimestamp, ordered[j].CreationTimestamp
+	sort.SliceStable(p.ordered, func(i, j int) bool {
+		ti, tj := p.ordered[i].CreationTimestamp, p.ordered[j].CreationTimestamp
 		if !ti.Equal(&tj) {
 			return ti.Before(&tj)
 		}
-		return ordered[i].Name < ordered[j].Name
+		return p.ordered[i].Name < p.ordered[j].Name
 	})
+
+	templates := ResolveTemplates(in.RoleTemplates)
+	for _, name := range sortedKeys(templates) {
+		if t := templates[name]; t.Problem != nil {
+			p.heldTemplates = append(p.heldTemplates, name)
+		} else {
+			p.roles = append(p.roles, t)
+		}
+	}
+
+	abs := make([]*v1alpha1.AccessBinding, 0, len(in.AccessBindings))
+	for i := range in.AccessBindings {
+		if in.AccessBindings[i].DeletionTimestamp.IsZero() {
+			abs = append(abs, &in.AccessBindings[i])
+		}
+	}
+	sort.SliceStable(abs, func(i, j int) bool { return abs[i].Name < abs[j].Name })
+	for _, b := range abs {
+		pb := preparedBinding{b: b, held: BindingProblem(b, templates, p.projects) != nil}
+		if !pb.held {
+			pb.roleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: RoleName(b)}
+			pb.subjects = renderSubjects(b.Spec.Subjects)
+		}
+		p.bindings = append(p.bindings, pb)
+	}
+	return p
+}
+
+// Render computes what cluster must hold, from p.
+func (p *Prepared) Render(cluster Cluster) Result {
+	res := Result{ClusterRoleRefs: map[string]string{}, Adoptable: map[string]bool{}, NamespaceConflicts: map[string][]string{},
+		NamespacesLost: map[string][]string{}, NamespacePolicy: maps.Clone(p.namespacePolicy), Hold: map[string]bool{}, UseExisting: map[string]bool{}}
+
 	var namespaces, namespaced []client.Object
 	placed := map[string]bool{}
 	// owner maps each namespace to the one project that holds it on this cluster.
 	owner := map[string]string{}
-	for _, p := range ordered {
-		if !p.DeletionTimestamp.IsZero() {
-			continue
-		}
-		ok, err := Selects(p.Spec.Clusters, cluster)
+	for _, cp := range p.ordered {
+		ok, err := Selects(cp.Spec.Clusters, cluster)
 		if err != nil {
 			// Fail safe: a placement that cannot be evaluated keeps the project
 			// (and the bindings in it) as last applied, rather than unplacing it.
 			// Its claims on namespaces stand, so that no younger project takes
 			// (and so releases or deletes) one of them meanwhile.
-			res.Hold[HeldKey(ProjectLabel, p.Name)] = true
-			for _, ns := range p.Spec.Namespaces {
+			res.Hold[HeldKey(ProjectLabel, cp.Name)] = true
+			for _, ns := range cp.Spec.Namespaces {
 				if _, taken := owner[ns.Name]; !taken {
-					owner[ns.Name] = p.Name
+					owner[ns.Name] = cp.Name
 				}
 			}
 			continue
@@ -268,60 +328,51 @@ func Render(cluster Cluster, in Intents) Result {
 		if !ok {
 			continue
 		}
-		placed[p.Name] = true
-		res.Projects = append(res.Projects, p.Name)
+		placed[cp.Name] = true
+		res.Projects = append(res.Projects, cp.Name)
 		var held []string
-		for _, ns := range p.Spec.Namespaces {
+		for _, ns := range cp.Spec.Namespaces {
 			if other, taken := owner[ns.Name]; taken {
 				// Claimed by an older project (or listed twice): the first claim
 				// wins, deterministically, and the younger project is told.
-				if other != p.Name {
+				if other != cp.Name {
 					lost := fmt.Sprintf("namespace %s belongs to project %s, which claimed it first", ns.Name, other)
-					res.NamespaceConflicts[p.Name] = append(res.NamespaceConflicts[p.Name], lost)
-					res.NamespacesLost[p.Name] = append(res.NamespacesLost[p.Name], lost)
+					res.NamespaceConflicts[cp.Name] = append(res.NamespaceConflicts[cp.Name], lost)
+					res.NamespacesLost[cp.Name] = append(res.NamespacesLost[cp.Name], lost)
 					res.NamespaceConflicts[other] = append(res.NamespaceConflicts[other], fmt.Sprintf(
-						"namespace %s is also claimed by project %s, which does not get it", ns.Name, p.Name))
+						"namespace %s is also claimed by project %s, which does not get it", ns.Name, cp.Name))
 				}
 				continue
 			}
-			owner[ns.Name] = p.Name
+			owner[ns.Name] = cp.Name
 			held = append(held, ns.Name)
-			namespaces = append(namespaces, renderNamespace(p, ns))
+			namespaces = append(namespaces, renderNamespace(cp, ns))
 			if ns.Adopt {
 				res.Adoptable[ns.Name] = true
 			}
 		}
 		sort.Strings(held)
 		for _, ns := range held {
-			namespaced = append(namespaced, renderProjectPolicies(p, ns, held)...)
+			namespaced = append(namespaced, renderProjectPolicies(cp, ns, held)...)
 		}
 	}
 
-	var roles []client.Object
-	for _, name := range sortedKeys(templates) {
-		t := templates[name]
-		if t.Problem != nil {
-			res.Hold[HeldKey(RoleTemplateLabel, name)] = true
-			continue
-		}
+	for _, name := range p.heldTemplates {
+		res.Hold[HeldKey(RoleTemplateLabel, name)] = true
+	}
+	roles := make([]client.Object, 0, len(p.roles))
+	for _, t := range p.roles {
 		roles = append(roles, renderClusterRole(t))
-		res.Templates = append(res.Templates, name)
+		res.Templates = append(res.Templates, t.Name)
 	}
 
 	var bindings []client.Object
-	abs := append([]v1alpha1.AccessBinding(nil), in.AccessBindings...)
-	sort.Slice(abs, func(i, j int) bool { return abs[i].Name < abs[j].Name })
-	for i := range abs {
-		b := &abs[i]
-		if !b.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if BindingProblem(b, templates, projects) != nil {
+	for _, pb := range p.bindings {
+		b := pb.b
+		if pb.held {
 			res.Hold[HeldKey(AccessBindingLabel, b.Name)] = true
 			continue
 		}
-		roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: RoleName(b)}
-		subjects := renderSubjects(b.Spec.Subjects)
 		if b.Spec.Project == "" {
 			if ok, _ := Selects(*b.Spec.Clusters, cluster); !ok {
 				continue
@@ -329,15 +380,15 @@ func Render(cluster Cluster, in Intents) Result {
 			bindings = append(bindings, &rbacv1.ClusterRoleBinding{
 				TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"},
 				ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + b.Name, Labels: bindingLabels(b, "")},
-				RoleRef:    roleRef,
-				Subjects:   subjects,
+				RoleRef:    pb.roleRef,
+				Subjects:   pb.subjects,
 			})
 		} else {
 			if !placed[b.Spec.Project] {
 				continue
 			}
 			done := map[string]bool{}
-			for _, ns := range projects[b.Spec.Project].Spec.Namespaces {
+			for _, ns := range p.projects[b.Spec.Project].Spec.Namespaces {
 				if owner[ns.Name] != b.Spec.Project || done[ns.Name] {
 					continue
 				}
@@ -345,8 +396,8 @@ func Render(cluster Cluster, in Intents) Result {
 				bindings = append(bindings, &rbacv1.RoleBinding{
 					TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
 					ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + b.Name, Namespace: ns.Name, Labels: bindingLabels(b, b.Spec.Project)},
-					RoleRef:    roleRef,
-					Subjects:   subjects,
+					RoleRef:    pb.roleRef,
+					Subjects:   pb.subjects,
 				})
 			}
 		}
@@ -801,24 +852,16 @@ func rulesEqual(a, b []rbacv1.PolicyRule) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	// Field by field: a nil and an empty list are alike, as the API server makes
+	// them on a round trip (slices.Equal compares lengths, then elements).
 	for i := range a {
-		if !equality.Semantic.DeepEqual(normRule(a[i]), normRule(b[i])) {
+		x, y := &a[i], &b[i]
+		if !slices.Equal(x.Verbs, y.Verbs) || !slices.Equal(x.APIGroups, y.APIGroups) || !slices.Equal(x.Resources, y.Resources) ||
+			!slices.Equal(x.ResourceNames, y.ResourceNames) || !slices.Equal(x.NonResourceURLs, y.NonResourceURLs) {
 			return false
 		}
 	}
 	return true
-}
-
-// normRule treats nil and empty lists alike, as the API server does on a round trip.
-func normRule(r rbacv1.PolicyRule) rbacv1.PolicyRule {
-	n := func(s []string) []string {
-		if len(s) == 0 {
-			return nil
-		}
-		return s
-	}
-	return rbacv1.PolicyRule{Verbs: n(r.Verbs), APIGroups: n(r.APIGroups), Resources: n(r.Resources),
-		ResourceNames: n(r.ResourceNames), NonResourceURLs: n(r.NonResourceURLs)}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

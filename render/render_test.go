@@ -391,3 +391,35 @@ func TestHeldProjectKeepsItsNamespaces(t *testing.T) {
 		t.Fatalf("project b should be told it does not get data: %v", res.NamespacesLost)
 	}
 }
+
+func TestRulesEqual(t *testing.T) {
+	base := rbacv1.PolicyRule{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods"}, ResourceNames: []string{"a"}, NonResourceURLs: nil}
+	with := func(f func(*rbacv1.PolicyRule)) []rbacv1.PolicyRule {
+		r := *base.DeepCopy()
+		f(&r)
+		return []rbacv1.PolicyRule{r}
+	}
+	cases := []struct {
+		name  string
+		other []rbacv1.PolicyRule
+		equal bool
+	}{
+		{"same", with(func(*rbacv1.PolicyRule) {}), true},
+		{"empty for nil", with(func(r *rbacv1.PolicyRule) { r.NonResourceURLs = []string{} }), true},
+		{"verbs", with(func(r *rbacv1.PolicyRule) { r.Verbs = []string{"list"} }), false},
+		{"a verb added", with(func(r *rbacv1.PolicyRule) { r.Verbs = append(r.Verbs, "list") }), false},
+		{"api groups", with(func(r *rbacv1.PolicyRule) { r.APIGroups = []string{"apps"} }), false},
+		{"resources", with(func(r *rbacv1.PolicyRule) { r.Resources = []string{"secrets"} }), false},
+		{"resource names dropped", with(func(r *rbacv1.PolicyRule) { r.ResourceNames = nil }), false},
+		{"non-resource URLs", with(func(r *rbacv1.PolicyRule) { r.NonResourceURLs = []string{"/healthz"} }), false},
+		{"a rule more", append(with(func(*rbacv1.PolicyRule) {}), base), false},
+		{"no rules", nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rulesEqual([]rbacv1.PolicyRule{base}, tc.other); got != tc.equal {
+				t.Errorf("rulesEqual = %v, want %v", got, tc.equal)
+			}
+		})
+	}
+}
