@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -129,8 +128,9 @@ type Cluster struct {
 	scheme *runtime.Scheme
 	mapper meta.RESTMapper
 
-	// idSeen mirrors id for readers that scan every connection (NamesWithID).
-	idSeen atomic.Pointer[string]
+	// onIdentified tells the Cache that this connection has read its identity,
+	// for its index by identity (NamesWithID).
+	onIdentified func(*Cluster)
 
 	mu    sync.Mutex
 	id    string
@@ -229,9 +229,10 @@ func (c *Cluster) identify(timeout time.Duration) bool {
 	}
 	c.mu.Lock()
 	c.id, c.idErr, c.idDenied = string(m.UID), "", false
-	id := c.id
-	c.idSeen.Store(&id)
 	c.mu.Unlock()
+	if c.onIdentified != nil {
+		c.onIdentified(c)
+	}
 	return true
 }
 
@@ -302,17 +303,46 @@ func (c *Cache) IDs() map[string]string {
 	return out
 }
 
-// NamesWithID lists the clusters whose connection has read the identity id.
+// NamesWithID lists the clusters whose connection has read the identity id. It reads
+// an index, not every connection: every sync of every cluster asks.
 func (c *Cache) NamesWithID(id string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []string
-	for name, cl := range c.clusters {
-		if p := cl.idSeen.Load(); p != nil && *p == id {
-			out = append(out, name)
-		}
+	out := make([]string, 0, len(c.byID[id]))
+	for name := range c.byID[id] {
+		out = append(out, name)
 	}
 	return out
+}
+
+// identified indexes a connection by the identity it has read, unless it has been
+// replaced or closed meanwhile.
+func (c *Cache) identified(cl *Cluster) {
+	id := cl.ID()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id == "" || c.clusters[cl.Name] != cl {
+		return
+	}
+	if c.byID[id] == nil {
+		c.byID[id] = map[string]*Cluster{}
+	}
+	c.byID[id][cl.Name] = cl
+}
+
+// unindex drops a connection that is being replaced or closed from the index by
+// identity. c.mu must be held.
+func (c *Cache) unindex(cl *Cluster) {
+	if cl == nil {
+		return
+	}
+	id := cl.ID()
+	if byName := c.byID[id]; byName[cl.Name] == cl {
+		delete(byName, cl.Name)
+		if len(byName) == 0 {
+			delete(c.byID, id)
+		}
+	}
 }
 
 // IDOf is the identity a cluster's connection has read, or "".
@@ -337,7 +367,10 @@ type Cache struct {
 
 	mu       sync.Mutex
 	clusters map[string]*Cluster
-	queues   []workqueue.TypedRateLimitingInterface[reconcile.Request]
+	// byID indexes the current connections by the identity they have read:
+	// identity -> cluster name -> connection.
+	byID   map[string]map[string]*Cluster
+	queues []workqueue.TypedRateLimitingInterface[reconcile.Request]
 	// last holds how each cluster last connected (its kubeconfig, or its tunnel), so that a cluster
 	// whose Secret was deleted together with it (kubectl delete -f, a GitOps prune)
 	// can still be cleaned up. Forget drops it.
@@ -384,7 +417,7 @@ func New(opts Options) *Cache {
 	if s == nil {
 		s = clientgoscheme.Scheme
 	}
-	return &Cache{opts: opts, scheme: s, clusters: map[string]*Cluster{}, last: map[string]remembered{}}
+	return &Cache{opts: opts, scheme: s, clusters: map[string]*Cluster{}, byID: map[string]map[string]*Cluster{}, last: map[string]remembered{}}
 }
 
 // Source lets a controller receive an event for a ManagedCluster whenever its
@@ -505,6 +538,7 @@ func (c *Cache) install(ctx context.Context, name string, existing, cl *Cluster,
 		cl.cancel()
 		return cur
 	}
+	c.unindex(existing)
 	c.clusters[name] = cl
 	c.last[name] = r
 	c.mu.Unlock()
@@ -556,6 +590,7 @@ func (c *Cache) Disconnect(name string) {
 	c.mu.Lock()
 	cl := c.clusters[name]
 	delete(c.clusters, name)
+	c.unindex(cl)
 	c.mu.Unlock()
 	if cl != nil {
 		cl.close()
@@ -647,7 +682,7 @@ func (c *Cache) build(name string, cfg *rest.Config, hash, source string, dial D
 		Name: name, Endpoint: cfg.Host, Config: cfg, HTTPClient: httpClient,
 		Reader: uncached, scheme: c.scheme, mapper: mapper,
 		source: source, hash: hash, ctx: ctx, cancel: cancel, discovery: dc,
-		onChange: c.notify, threshold: c.opts.FailureThreshold,
+		onChange: c.notify, onIdentified: c.identified, threshold: c.opts.FailureThreshold,
 		health:  Health{Reason: ReasonProbing, Message: "probing " + cfg.Host},
 		watches: sets.New[string](),
 		marks:   sets.New[string](),
