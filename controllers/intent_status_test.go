@@ -247,3 +247,41 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("template: %+v", got)
 	}
 }
+
+// TestSpacer: the first result of a fan-out passes at once, the rest are spaced one
+// interval apart, and a result that comes after a quiet interval passes at once again.
+func TestSpacer(t *testing.T) {
+	const iv = 500 * time.Millisecond
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	type call struct {
+		key  string
+		at   time.Duration // since the start
+		want time.Duration
+	}
+	cases := []struct {
+		name  string
+		calls []call
+	}{
+		{"a lone result passes at once", []call{{"b/x", 0, 0}}},
+		{"a burst: the first at once, the rest together one interval later", []call{
+			{"b/x", 0, 0}, {"b/x", ms(10), ms(490)}, {"b/x", ms(200), ms(300)}, {"b/x", ms(499), ms(1)},
+		}},
+		{"a long fan-out: one pass per interval", []call{
+			{"b/x", 0, 0}, {"b/x", ms(100), ms(400)}, {"b/x", ms(600), ms(400)}, {"b/x", ms(900), ms(100)}, {"b/x", ms(1100), ms(400)},
+		}},
+		{"after a quiet interval: at once again", []call{{"b/x", 0, 0}, {"b/x", ms(100), ms(400)}, {"b/x", ms(1000), 0}}},
+		{"keys are spaced apart from each other", []call{{"b/x", 0, 0}, {"b/y", ms(10), 0}, {"t/x", ms(20), 0}, {"b/x", ms(30), ms(470)}}},
+		{"forgotten after a sweep, still correct", []call{{"b/x", 0, 0}, {"b/y", 2 * time.Minute, 0}, {"b/x", 2*time.Minute + ms(10), 0}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var s spacer
+			start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			for i, c := range tc.calls {
+				if got := s.delay(c.key, start.Add(c.at), iv); got != c.want {
+					t.Errorf("call %d (%s at %s): delay %s, want %s", i, c.key, c.at, got, c.want)
+				}
+			}
+		})
+	}
+}

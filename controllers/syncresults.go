@@ -64,6 +64,58 @@ type syncResults struct {
 	mu       sync.Mutex
 	clusters map[string]clusterResult
 	queues   map[string][]workqueue.TypedRateLimitingInterface[reconcile.Request]
+	// spacing spaces each intent's status recomputations while its clusters
+	// report one after another.
+	spacing spacer
+}
+
+// statusSpacing is the least time between two status recomputations of one intent
+// that its clusters' results ask for. A change that reaches a thousand clusters
+// brings a thousand results within a few seconds: each would recompute the intent's
+// status over the whole fleet and write it (12/1000, 13/1000, ...). The first result
+// is passed on at once (a change to a few clusters shows in status as soon as it
+// holds), later ones at most once per statusSpacing, and the last is never dropped,
+// so status still ends up describing every cluster, a fraction of a second later.
+const statusSpacing = 500 * time.Millisecond
+
+// spacer spaces recomputations per key: delay says how long to wait before
+// enqueueing a key so that it runs at most once per interval.
+type spacer struct {
+	mu sync.Mutex
+	// next holds, per key, when it was last let through or is due to be.
+	next  map[string]time.Time
+	swept time.Time
+}
+
+// delay returns how long to wait before enqueueing key (0: at once), and books that
+// time. A key already due later joins that time: the workqueue holds one waiting
+// item per key and keeps the earliest time it was asked for.
+func (s *spacer) delay(key string, now time.Time, interval time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next == nil {
+		s.next = map[string]time.Time{}
+	}
+	if now.Sub(s.swept) > time.Minute {
+		// Forget keys not seen for a while (deleted intents).
+		for k, t := range s.next {
+			if now.Sub(t) > interval {
+				delete(s.next, k)
+			}
+		}
+		s.swept = now
+	}
+	last, seen := s.next[key]
+	switch {
+	case seen && last.After(now):
+		return last.Sub(now)
+	case !seen || now.Sub(last) >= interval:
+		s.next[key] = now
+		return 0
+	}
+	due := last.Add(interval)
+	s.next[key] = due
+	return due.Sub(now)
 }
 
 const (
@@ -162,23 +214,26 @@ func (r *syncResults) set(cluster string, res clusterResult, keep bool) {
 	}
 
 	clusterChanged := !had || old.Synced != res.Synced || old.Reason != res.Reason || old.Message != res.Message || !keep
-	notify := func(queues []workqueue.TypedRateLimitingInterface[reconcile.Request], before, after map[string]itemResult) {
+	now := time.Now()
+	notify := func(kind string, queues []workqueue.TypedRateLimitingInterface[reconcile.Request], before, after map[string]itemResult) {
+		enqueue := func(name string) {
+			d := r.spacing.delay(kind+"/"+name, now, statusSpacing)
+			for _, q := range queues {
+				q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}}, d)
+			}
+		}
 		for name, a := range after {
 			if b, ok := before[name]; clusterChanged || !ok || !equality.Semantic.DeepEqual(a, b) {
-				for _, q := range queues {
-					q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
-				}
+				enqueue(name)
 			}
 		}
 		for name := range before {
 			if _, ok := after[name]; !ok {
-				for _, q := range queues {
-					q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
-				}
+				enqueue(name)
 			}
 		}
 	}
-	notify(bq, old.Bindings, res.Bindings)
-	notify(tq, old.Templates, res.Templates)
-	notify(pq, old.Projects, res.Projects)
+	notify(kindAccessBinding, bq, old.Bindings, res.Bindings)
+	notify(kindRoleTemplate, tq, old.Templates, res.Templates)
+	notify(kindClusterProject, pq, old.Projects, res.Projects)
 }
