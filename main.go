@@ -17,6 +17,7 @@ import (
 
 	"github.com/drover-io/drover/agent"
 	"github.com/drover-io/drover/hostagent"
+	"github.com/drover-io/drover/snapshotstore"
 	"github.com/drover-io/drover/manager"
 	"github.com/drover-io/drover/userkubeconfig"
 	"github.com/drover-io/drover/version"
@@ -50,6 +51,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if len(args) > 0 && args[0] == "node-agent" {
 		return hostagent.Main(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == snapshotstore.Command {
+		return snapshotstore.Main(ctx, args[1:], os.Stdout)
 	}
 	if len(args) > 0 && args[0] == "kubeconfig" {
 		return userkubeconfig.Main(ctx, args[1:], os.Stdout, os.Stderr)

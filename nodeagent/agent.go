@@ -53,7 +53,15 @@ type Options struct {
 	Fetch func(ctx context.Context, art nodeplan.Artifact, w io.Writer) error
 	// Log receives the agent's log lines; never a file's content.
 	Log logr.Logger
+	// Self is the drover binary that instructions and exec probes reach as
+	// $DROVER_BIN (default: the agent's own executable).
+	Self string
 }
+
+// SelfEnv names the environment variable that gives instructions and exec probes
+// the node agent's own drover binary, for the subcommands plans run (drover
+// etcd-snapshot-s3).
+const SelfEnv = "DROVER_BIN"
 
 // Signed is a plan as published: its bytes and the checksum they must match.
 type Signed struct {
@@ -137,6 +145,11 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 10 * time.Second
+	}
+	if opts.Self == "" {
+		if exe, err := os.Executable(); err == nil {
+			opts.Self = exe
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(opts.DataDir, "logs"), 0o700); err != nil {
 		return nil, fmt.Errorf("node agent: data directory: %w", err)
@@ -472,7 +485,7 @@ func (a *Agent) recordDone(key string) error {
 // command builds an exec.Cmd for c, in its own process group.
 func (a *Agent) command(ctx context.Context, c nodeplan.Command) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
-	cmd.Env = append(os.Environ(), c.Env...)
+	cmd.Env = append(append(os.Environ(), SelfEnv+"="+a.opts.Self), c.Env...)
 	cmd.Dir = c.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = a.opts.DataDir

@@ -408,3 +408,20 @@ func TestProbeStartsAgainWithItsProcess(t *testing.T) {
 		return s.AppliedChecksum == sum && !s.Probes[0].Healthy && strings.Contains(s.Probes[0].Message, "exit status 1")
 	})
 }
+
+// Instructions find the agent's own binary in $DROVER_BIN, for the drover
+// subcommands plans run.
+func TestInstructionsFindTheAgentsBinary(t *testing.T) {
+	h := newHost(t)
+	out := h.path("/var/run/self")
+	sum := h.send(&nodeplan.Plan{Instructions: []nodeplan.Instruction{{Name: "self",
+		Command: sh("mkdir -p " + filepath.Dir(out) + ` && printf %s "$` + SelfEnv + `" > ` + out)}}})
+	h.until("applied", func(s Status) bool { return s.AppliedChecksum == sum })
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != exe {
+		t.Fatalf("$%s = %q, want %q", SelfEnv, b, exe)
+	}
+}

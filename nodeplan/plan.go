@@ -98,7 +98,8 @@ type Command struct {
 	// Path is the program, absolute, or a name found in PATH.
 	Path string   `json:"path"`
 	Args []string `json:"args,omitempty"`
-	// Env adds NAME=value pairs to the agent's environment.
+	// Env adds NAME=value pairs to the agent's environment. Instructions and exec
+	// probes also find the agent's own drover binary in $DROVER_BIN.
 	Env []string `json:"env,omitempty"`
 	// Dir is the working directory (absolute); the agent's data directory when empty.
 	Dir string `json:"dir,omitempty"`
