@@ -3,7 +3,9 @@
 // host of a cluster Drover provisions; `drover kubeconfig` prints a
 // person's kubeconfig for the authentication proxy (also as the kubectl plugin
 // `kubectl drover kubeconfig`, when installed as kubectl-drover); `drover version` (or
-// `drover --version`) prints the version and commit it was built from.
+// `drover --version`) prints the version and commit it was built from; `drover
+// etcd-snapshot-s3` stores and fetches etcd snapshots in S3-compatible storage, run on
+// an etcd node by its plan.
 package main
 
 import (
@@ -17,8 +19,8 @@ import (
 
 	"github.com/drover-io/drover/agent"
 	"github.com/drover-io/drover/hostagent"
-	"github.com/drover-io/drover/snapshotstore"
 	"github.com/drover-io/drover/manager"
+	"github.com/drover-io/drover/snapshotstore"
 	"github.com/drover-io/drover/userkubeconfig"
 	"github.com/drover-io/drover/version"
 )

@@ -186,6 +186,9 @@ func (r *ProvisioningReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	// Day-2 operations: one at a time, each phase kept in status before the plans
 	// that carry it are published, so that a manager that restarts goes on.
 	d := &day2{mc: &mc, base: base, status: status, nodes: nodeList.Items, now: r.Now(), results: map[string]metav1.Condition{}, drained: map[string]bool{}}
+	if d.s3, d.s3Problem, err = r.snapshotS3(ctx, &mc); err != nil {
+		return reconcile.Result{}, err
+	}
 	d.initActions()
 	var out *planner.Output
 	for pass := 0; pass < 4; pass++ {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -10,13 +11,16 @@ import (
 
 	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/planner"
+	"github.com/drover-io/drover/snapshotstore"
 )
 
 // NodeRemovalFinalizer holds a ClusterNode until it is out of its cluster: its etcd
@@ -70,6 +74,10 @@ type day2 struct {
 	drainNote string
 	// nextSnapshot is when the next scheduled snapshot is due.
 	nextSnapshot time.Time
+	// s3 is spec.provisioning.etcdSnapshotS3 with its credentials, when it is set
+	// and they could be read; s3Problem says why they could not.
+	s3        *snapshotstore.Config
+	s3Problem string
 }
 
 type day2Event struct{ typ, reason, message string }
@@ -178,16 +186,24 @@ func (d *day2) start(artifacts map[string]string) {
 		g := r.Generation
 		d.status.EtcdSnapshotRestoreGeneration = &g
 		i := slices.IndexFunc(d.status.EtcdSnapshots, func(s v1alpha1.EtcdSnapshot) bool { return s.Name == r.Name })
-		switch {
-		case i < 0:
+		if i < 0 {
 			d.fail(v1alpha1.OperationEtcdRestore, fmt.Sprintf("spec.provisioning.etcdSnapshotRestore.name: snapshot %q is not in status.provisioning.etcdSnapshots", r.Name))
-		case d.node(d.status.EtcdSnapshots[i].Node) == nil || !slices.Contains(d.status.EtcdMembers, d.status.EtcdSnapshots[i].Node):
-			d.fail(v1alpha1.OperationEtcdRestore, fmt.Sprintf("snapshot %s is on node %s, which is no longer an etcd member of the cluster", r.Name, d.status.EtcdSnapshots[i].Node))
-		case !hasArtifact(artifacts, d.status, d.status.EtcdSnapshots[i].Node, "etcdutl"):
+			return
+		}
+		snap := d.status.EtcdSnapshots[i]
+		node, problem := d.restoreNode(snap)
+		switch {
+		case problem != "":
+			d.fail(v1alpha1.OperationEtcdRestore, problem)
+		case !hasArtifact(artifacts, d.status, node, "etcdutl"):
 			d.fail(v1alpha1.OperationEtcdRestore, "the artifact source has no etcdutl for the node's version: add it (hack/artifacts.sh does)")
 		default:
-			d.begin(v1alpha1.OperationEtcdRestore, g, r.Name, planner.RestoreStop, d.status.EtcdSnapshots[i].Node)
-			d.event(corev1.EventTypeNormal, "EtcdRestoreStarted", "restoring etcd snapshot %s: stopping etcd and the control planes", r.Name)
+			d.begin(v1alpha1.OperationEtcdRestore, g, r.Name, planner.RestoreStop, node)
+			from := "node " + node
+			if snap.S3 != nil {
+				from = fmt.Sprintf("s3://%s/%s, downloaded by node %s", snap.S3.Bucket, snap.S3.Key, node)
+			}
+			d.event(corev1.EventTypeNormal, "EtcdRestoreStarted", "restoring etcd snapshot %s from %s: stopping etcd and the control planes", r.Name, from)
 		}
 		return
 	}
@@ -226,6 +242,49 @@ func (d *day2) start(artifacts map[string]string) {
 	}
 }
 
+// restoreNode chooses the etcd member that restores the snapshot and starts the
+// restored cluster: the node that holds it, or for a snapshot in S3 that node if
+// it is still a member and else the first member, which downloads it.
+func (d *day2) restoreNode(snap v1alpha1.EtcdSnapshot) (string, string) {
+	member := func(name string) bool {
+		n := d.node(name)
+		return n != nil && n.DeletionTimestamp.IsZero() && slices.Contains(d.status.EtcdMembers, name)
+	}
+	if snap.S3 == nil {
+		if !member(snap.Node) {
+			return "", fmt.Sprintf("snapshot %s is on node %s, which is no longer an etcd member of the cluster (set spec.provisioning.etcdSnapshotS3 so that snapshots outlive their node)", snap.Name, snap.Node)
+		}
+		return snap.Node, ""
+	}
+	if d.s3Problem != "" {
+		return "", fmt.Sprintf("snapshot %s is in s3://%s/%s, which cannot be read: %s", snap.Name, snap.S3.Bucket, snap.S3.Key, d.s3Problem)
+	}
+	if member(snap.Node) {
+		return snap.Node, ""
+	}
+	for _, m := range d.status.EtcdMembers {
+		if member(m) {
+			return m, ""
+		}
+	}
+	return "", fmt.Sprintf("snapshot %s cannot be restored: the cluster has no etcd member left to restore it on", snap.Name)
+}
+
+// restoreS3 is the storage to download a snapshot from: its recorded location,
+// with the spec's settings and credentials only where the spec names the same
+// endpoint (credentials never go to another endpoint than the one they are for).
+func (d *day2) restoreS3(snap v1alpha1.EtcdSnapshot) *snapshotstore.Config {
+	var cfg snapshotstore.Config
+	if d.s3 != nil && d.s3.Endpoint == snap.S3.Endpoint {
+		cfg = *d.s3
+	} else if spec := d.mc.Spec.Provisioning.EtcdSnapshotS3; spec != nil && spec.Endpoint == snap.S3.Endpoint {
+		cfg = snapshotstore.Config{Region: spec.Region, CA: spec.EndpointCA, Insecure: spec.Insecure}
+	}
+	cfg.Endpoint, cfg.Bucket = snap.S3.Endpoint, snap.S3.Bucket
+	cfg.Folder = strings.TrimSuffix(strings.TrimSuffix(snap.S3.Key, snap.Name+".db"), "/")
+	return &cfg
+}
+
 // beginSnapshot starts a snapshot on the first healthy member; generation is 0 for
 // a scheduled one.
 func (d *day2) beginSnapshot(generation int64, artifacts map[string]string) {
@@ -237,6 +296,8 @@ func (d *day2) beginSnapshot(generation int64, artifacts map[string]string) {
 		}
 	}
 	switch {
+	case d.s3Problem != "":
+		d.fail(v1alpha1.OperationEtcdSnapshot, "the snapshot is not taken: "+d.s3Problem)
 	case member == "":
 		d.fail(v1alpha1.OperationEtcdSnapshot, "no etcd member is healthy to take the snapshot; it is taken once one is (bump spec.provisioning.etcdSnapshotCreate.generation again for one asked for by hand)")
 	case !hasArtifact(artifacts, d.status, member, "etcdutl"):
@@ -245,6 +306,27 @@ func (d *day2) beginSnapshot(generation int64, artifacts map[string]string) {
 		name := d.mc.Name + "-" + d.now.UTC().Format("20060102-150405")
 		d.begin(v1alpha1.OperationEtcdSnapshot, generation, name, phaseSaving, member)
 	}
+}
+
+// keptSnapshots is the list of snapshots that may still exist: each node keeps
+// its newest retention files, and the storage its newest retention of the
+// cluster's objects.
+func keptSnapshots(snaps []v1alpha1.EtcdSnapshot, retention int) []v1alpha1.EtcdSnapshot {
+	var kept []v1alpha1.EtcdSnapshot
+	count := map[string]int{}
+	for i := len(snaps) - 1; i >= 0; i-- {
+		s := snaps[i]
+		where := "node/" + s.Node
+		if s.S3 != nil {
+			where = "s3/" + s.S3.Endpoint + "/" + s.S3.Bucket + "/" + path.Dir(s.S3.Key)
+		}
+		if count[where] < retention {
+			count[where]++
+			kept = append(kept, s)
+		}
+	}
+	slices.Reverse(kept)
+	return kept
 }
 
 func hasArtifact(artifacts map[string]string, status *v1alpha1.ProvisioningStatus, node, binary string) bool {
@@ -346,16 +428,18 @@ func (d *day2) input(in *planner.Input) {
 	}
 	switch op.Type {
 	case v1alpha1.OperationEtcdSnapshot:
-		in.Snapshot = &planner.Snapshot{Name: op.Target, Node: op.Node, Retention: snapshotRetention(spec)}
+		in.Snapshot = &planner.Snapshot{Name: op.Target, Node: op.Node, Retention: snapshotRetention(spec), S3: d.s3}
 		in.Hold = true
 	case v1alpha1.OperationEtcdRestore:
-		path := ""
+		in.Restore = &planner.Restore{Generation: op.Generation, Phase: op.Phase, Node: op.Node, Name: op.Target}
 		for _, s := range d.status.EtcdSnapshots {
 			if s.Name == op.Target {
-				path = s.Path
+				in.Restore.Path = s.Path
+				if s.S3 != nil {
+					in.Restore.S3 = d.restoreS3(s)
+				}
 			}
 		}
-		in.Restore = &planner.Restore{Generation: op.Generation, Phase: op.Phase, Node: op.Node, Path: path}
 		in.Hold = true
 	case v1alpha1.OperationNodeRemoval:
 		in.Hold = true
@@ -381,26 +465,28 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 			d.fail(op.Type, fmt.Sprintf("snapshot %s on node %s failed: %s", op.Target, op.Node, f))
 			return true, nil
 		}
+		if d.s3Problem != "" {
+			d.status.Operation = nil
+			d.fail(op.Type, fmt.Sprintf("snapshot %s was not stored: %s", op.Target, d.s3Problem))
+			return true, nil
+		}
 		op.Message = fmt.Sprintf("node %s saves snapshot %s", op.Node, op.Target)
+		if d.s3 != nil {
+			op.Message += " and stores it in " + d.s3.URL(op.Target)
+		}
 		if !applied(op.Node) {
 			return false, nil
 		}
 		t := metav1.NewTime(d.now)
-		d.status.EtcdSnapshots = append(d.status.EtcdSnapshots, v1alpha1.EtcdSnapshot{Name: op.Target, Node: op.Node,
-			Path: planner.SnapshotPath(planner.DefaultLayout, op.Target), CreatedAt: &t, KubernetesVersion: d.mc.Spec.Provisioning.KubernetesVersion})
-		retention := snapshotRetention(d.mc.Spec.Provisioning)
-		// The node keeps its newest files; the list keeps what may still exist.
-		var kept []v1alpha1.EtcdSnapshot
-		count := map[string]int{}
-		for i := len(d.status.EtcdSnapshots) - 1; i >= 0; i-- {
-			s := d.status.EtcdSnapshots[i]
-			if count[s.Node] < retention {
-				count[s.Node]++
-				kept = append([]v1alpha1.EtcdSnapshot{s}, kept...)
-			}
+		snap := v1alpha1.EtcdSnapshot{Name: op.Target, Node: op.Node,
+			Path: planner.SnapshotPath(planner.DefaultLayout, op.Target), CreatedAt: &t, KubernetesVersion: d.mc.Spec.Provisioning.KubernetesVersion}
+		msg := fmt.Sprintf("snapshot %s taken on node %s", op.Target, op.Node)
+		if d.s3 != nil {
+			snap.S3 = &v1alpha1.EtcdSnapshotS3Location{Endpoint: d.s3.Endpoint, Bucket: d.s3.Bucket, Key: d.s3.Key(op.Target)}
+			msg += " and stored in " + d.s3.URL(op.Target)
 		}
-		d.status.EtcdSnapshots = kept
-		d.finish(op.Type, fmt.Sprintf("snapshot %s taken on node %s", op.Target, op.Node))
+		d.status.EtcdSnapshots = keptSnapshots(append(d.status.EtcdSnapshots, snap), snapshotRetention(d.mc.Spec.Provisioning))
+		d.finish(op.Type, msg)
 		return true, nil
 	case v1alpha1.OperationEtcdRestore:
 		for _, step := range []string{"etcd-restore", "etcd-reset"} {
@@ -595,4 +681,46 @@ func snapshotDue(schedule string, created time.Time, snapshots []v1alpha1.EtcdSn
 		return true, sched.Next(now.UTC()), nil
 	}
 	return false, next, nil
+}
+
+// Keys of the Secret that spec.provisioning.etcdSnapshotS3.credentialsSecretRef names.
+const (
+	s3AccessKeyID     = "accessKeyID"
+	s3SecretAccessKey = "secretAccessKey"
+	s3SessionToken    = "sessionToken"
+)
+
+// snapshotS3 reads spec.provisioning.etcdSnapshotS3 and its credentials. It
+// returns nil and "" when it is not set, and a problem, naming the field, when
+// it cannot be used; an error only when the hub cannot be read.
+func (r *ProvisioningReconciler) snapshotS3(ctx context.Context, mc *v1alpha1.ManagedCluster) (*snapshotstore.Config, string, error) {
+	spec := mc.Spec.Provisioning.EtcdSnapshotS3
+	if spec == nil {
+		return nil, "", nil
+	}
+	cfg := snapshotstore.Config{Endpoint: spec.Endpoint, Bucket: spec.Bucket, Folder: spec.Folder, Region: spec.Region,
+		CA: spec.EndpointCA, Insecure: spec.Insecure}
+	if ref := spec.CredentialsSecretRef; ref != nil {
+		field := "spec.provisioning.etcdSnapshotS3.credentialsSecretRef"
+		var sec corev1.Secret
+		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: ref.Name}, &sec); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, fmt.Sprintf("%s: Secret %s/%s does not exist", field, r.Namespace, ref.Name), nil
+			}
+			return nil, "", err
+		}
+		cfg.AccessKeyID = string(sec.Data[s3AccessKeyID])
+		cfg.SecretAccessKey = string(sec.Data[s3SecretAccessKey])
+		cfg.SessionToken = string(sec.Data[s3SessionToken])
+		if cfg.AccessKeyID == "" || cfg.SecretAccessKey == "" {
+			return nil, fmt.Sprintf("%s: Secret %s/%s needs the keys %s and %s", field, r.Namespace, ref.Name, s3AccessKeyID, s3SecretAccessKey), nil
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, "spec.provisioning.etcdSnapshotS3: " + err.Error(), nil
+	}
+	if _, err := snapshotstore.Open(cfg); err != nil {
+		return nil, "spec.provisioning.etcdSnapshotS3: " + err.Error(), nil
+	}
+	return &cfg, "", nil
 }

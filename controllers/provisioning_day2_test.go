@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/snapshotstore"
 )
 
 func TestSnapshotDue(t *testing.T) {
@@ -44,5 +45,77 @@ func TestSnapshotDue(t *testing.T) {
 				t.Fatalf("due %v next %v err %v; want %v %v", due, next, err, tc.due, tc.next)
 			}
 		})
+	}
+}
+
+func TestKeptSnapshots(t *testing.T) {
+	s3 := func(name, folder string) v1alpha1.EtcdSnapshot {
+		return v1alpha1.EtcdSnapshot{Name: name, Node: "n1", S3: &v1alpha1.EtcdSnapshotS3Location{Endpoint: "s3", Bucket: "b", Key: folder + "/" + name + ".db"}}
+	}
+	local := func(name, node string) v1alpha1.EtcdSnapshot { return v1alpha1.EtcdSnapshot{Name: name, Node: node} }
+	names := func(s []v1alpha1.EtcdSnapshot) string {
+		var n []string
+		for _, x := range s {
+			n = append(n, x.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	for _, tc := range []struct {
+		name string
+		in   []v1alpha1.EtcdSnapshot
+		want string
+	}{
+		{"per node", []v1alpha1.EtcdSnapshot{local("a", "n1"), local("b", "n2"), local("c", "n1"), local("d", "n1")}, "b,c,d"},
+		{"s3 counts apart from the node", []v1alpha1.EtcdSnapshot{s3("a", "f"), local("b", "n1"), s3("c", "f"), s3("d", "f"), local("e", "n1")}, "b,c,d,e"},
+		{"per folder", []v1alpha1.EtcdSnapshot{s3("a", "f"), s3("b", "g"), s3("c", "f"), s3("d", "f")}, "b,c,d"},
+	} {
+		if got := names(keptSnapshots(tc.in, 2)); got != tc.want {
+			t.Errorf("%s: kept %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A snapshot in S3 is restored by its node if it is still a member, else by
+// another member; the spec's credentials go only to the endpoint they are for.
+func TestRestoreFromS3(t *testing.T) {
+	node := func(name string, deleting bool) v1alpha1.ClusterNode {
+		n := v1alpha1.ClusterNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if deleting {
+			now := metav1.Now()
+			n.DeletionTimestamp = &now
+		}
+		return n
+	}
+	mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}, Spec: v1alpha1.ManagedClusterSpec{Provisioning: &v1alpha1.ProvisioningSpec{
+		EtcdSnapshotS3: &v1alpha1.EtcdSnapshotS3{Endpoint: "s3.example.com", Bucket: "new", Folder: "now", Region: "eu-west-1"}}}}
+	d := &day2{mc: mc, status: &v1alpha1.ProvisioningStatus{EtcdMembers: []string{"c1-a", "c1-b", "c1-c"}},
+		nodes: []v1alpha1.ClusterNode{node("c1-a", true), node("c1-b", false), node("c1-c", false)}}
+	d.s3 = &snapshotstore.Config{Endpoint: "s3.example.com", Bucket: "new", Folder: "now", Region: "eu-west-1", AccessKeyID: "AKID", SecretAccessKey: "secret"}
+	snap := v1alpha1.EtcdSnapshot{Name: "c1-20261126-120000", Node: "c1-gone",
+		S3: &v1alpha1.EtcdSnapshotS3Location{Endpoint: "s3.example.com", Bucket: "old", Key: "then/c1-20261126-120000.db"}}
+
+	if n, problem := d.restoreNode(snap); n != "c1-b" || problem != "" {
+		t.Fatalf("restored by %q (%s), want c1-b, the first member that is not leaving", n, problem)
+	}
+	snap.Node = "c1-c"
+	if n, _ := d.restoreNode(snap); n != "c1-c" {
+		t.Fatalf("restored by %q, want its own node c1-c", n)
+	}
+	cfg := d.restoreS3(snap)
+	if cfg.Bucket != "old" || cfg.Folder != "then" || cfg.AccessKeyID != "AKID" || cfg.Region != "eu-west-1" {
+		t.Fatalf("config %+v", cfg)
+	}
+	snap.S3 = &v1alpha1.EtcdSnapshotS3Location{Endpoint: "elsewhere.example.com", Bucket: "old", Key: "c1-20261126-120000.db"}
+	if cfg := d.restoreS3(snap); cfg.AccessKeyID != "" || cfg.Endpoint != "elsewhere.example.com" || cfg.Folder != "" {
+		t.Fatalf("credentials went to another endpoint: %+v", cfg)
+	}
+
+	local := v1alpha1.EtcdSnapshot{Name: "c1-20261126-120000", Node: "c1-a"}
+	if _, problem := d.restoreNode(local); !strings.Contains(problem, "no longer an etcd member") {
+		t.Fatalf("problem %q", problem)
+	}
+	d.s3Problem = "spec.provisioning.etcdSnapshotS3.credentialsSecretRef: Secret drover-system/x does not exist"
+	if _, problem := d.restoreNode(snap); !strings.Contains(problem, "does not exist") || !strings.Contains(problem, "s3://old/c1-20261126-120000.db") {
+		t.Fatalf("problem %q", problem)
 	}
 }

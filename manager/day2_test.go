@@ -1,9 +1,11 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -28,6 +30,7 @@ import (
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
 	"github.com/drover-io/drover/controllers"
 	"github.com/drover-io/drover/controlplane"
+	"github.com/drover-io/drover/internal/fakes3"
 	"github.com/drover-io/drover/internal/hosts"
 	"github.com/drover-io/drover/planner"
 )
@@ -39,9 +42,9 @@ const upgradeFrom = "v1.36.1"
 // TestDay2 runs the day-2 operations on a real provisioned cluster of four hosts
 // (three etcd + control-plane, one worker), as a user would, by editing the
 // ManagedCluster: a certificate rotation (new serials on every node), an etcd
-// snapshot and its restore (a ConfigMap written after the snapshot is gone), an
-// upgrade across a patch release with concurrency 1 (the API never out for longer
-// than one control-plane restart), and the removal of an etcd node (two healthy
+// snapshot stored in S3 and its restore from there (a ConfigMap written after the
+// snapshot is gone), an upgrade across a patch release with concurrency 1 (the API
+// never out for longer than one control-plane restart), and the removal of an etcd node (two healthy
 // members left; removing another, which would break quorum, is refused).
 func TestDay2(t *testing.T) {
 	if os.Getenv(controlplane.AssetsEnv) == "" {
@@ -205,18 +208,53 @@ func TestDay2(t *testing.T) {
 		}
 	})
 
+	// Snapshots also go to S3-compatible storage, which the nodes reach through
+	// their gateway, over HTTPS with a CA of its own.
+	store := fakes3.Start(outer, net.JoinHostPort(set.Gateway.String(), "0"), "etcd-backups")
+	const s3Key, s3Secret = "AKIDDAY2", "day2-s3-secret-value"
 	var snapshot string
-	t.Run("snapshot, write, restore: the write is gone", func(t *testing.T) {
+	t.Run("snapshot to S3, write, lose the local file, restore from S3: the write is gone", func(t *testing.T) {
 		g := NewWithT(t)
-		bump(func(p *v1alpha1.ProvisioningSpec) { p.EtcdSnapshotCreate = &v1alpha1.ActionGeneration{Generation: 1} })
+		// Credentials that are not there yet: the snapshot fails, naming the field.
+		bump(func(p *v1alpha1.ProvisioningSpec) {
+			p.EtcdSnapshotS3 = &v1alpha1.EtcdSnapshotS3{Endpoint: store.Endpoint, Bucket: "etcd-backups", Folder: "fleet/day2", Region: "us-east-1",
+				CredentialsSecretRef: &v1alpha1.SecretReference{Name: "day2-s3"}, EndpointCA: string(store.CA)}
+			p.EtcdSnapshotCreate = &v1alpha1.ActionGeneration{Generation: 1}
+		})
+		waitDay2("etcd snapshot without credentials", time.Minute, func(g Gomega, mc *v1alpha1.ManagedCluster) {
+			c := findCond(mc.Status.Conditions, v1alpha1.SnapshottingEtcdCondition)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonFailed))
+			g.Expect(c.Message).To(ContainSubstring("spec.provisioning.etcdSnapshotS3.credentialsSecretRef: Secret " + DefaultNamespace + "/day2-s3 does not exist"))
+		})
+		g.Expect(hc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace, Name: "day2-s3"},
+			Data: map[string][]byte{"accessKeyID": []byte(s3Key), "secretAccessKey": []byte(s3Secret)}})).To(Succeed())
+		bump(func(p *v1alpha1.ProvisioningSpec) { p.EtcdSnapshotCreate = &v1alpha1.ActionGeneration{Generation: 2} })
 		waitDay2("etcd snapshot", 3*time.Minute, succeeded(v1alpha1.SnapshottingEtcdCondition))
 		g.Expect(mc.Status.Provisioning.EtcdSnapshots).To(HaveLen(1))
 		snap := mc.Status.Provisioning.EtcdSnapshots[0]
 		snapshot = snap.Name
 		g.Expect(snap.Name).To(HavePrefix("day2-"))
+		g.Expect(snap.S3).To(Equal(&v1alpha1.EtcdSnapshotS3Location{Endpoint: store.Endpoint, Bucket: "etcd-backups", Key: "fleet/day2/" + snap.Name + ".db"}))
 		host := set.Hosts[hostIndex(snap.Node)]
-		_, err := os.Stat(host.Path(snap.Path))
+		local, err := os.ReadFile(host.Path(snap.Path))
 		g.Expect(err).NotTo(HaveOccurred(), "the snapshot file is on node %s", snap.Node)
+		g.Expect(store.Keys(t, "etcd-backups")).To(Equal([]string{snap.S3.Key}))
+		g.Expect(bytes.Equal(store.Object(t, "etcd-backups", snap.S3.Key), local)).To(BeTrue(), "the stored snapshot is the node's file")
+		g.Expect(store.SignedWith(s3Key)).To(BeTrue(), "the Secret's credentials signed the upload")
+		// The credentials leave the node once the snapshot is taken, and are in no
+		// event or status.
+		g.Eventually(func() bool {
+			_, err := os.Stat(host.Path(planner.S3ConfigPath(planner.DefaultLayout)))
+			return os.IsNotExist(err)
+		}, time.Minute, time.Second).Should(BeTrue(), "the S3 configuration file is removed from node %s", snap.Node)
+		g.Expect(day2Events(ctx, hc)).NotTo(ContainSubstring(s3Secret))
+		var nodeList v1alpha1.ClusterNodeList
+		g.Expect(hc.List(ctx, &nodeList)).To(Succeed())
+		raw, _ := json.Marshal(nodeList)
+		g.Expect(string(raw)).NotTo(ContainSubstring(s3Secret))
+		// The node loses its copy: the restore must come from S3.
+		g.Expect(os.Remove(host.Path(snap.Path))).To(Succeed())
 		g.Eventually(func() error {
 			_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after-snapshot"}}, metav1.CreateOptions{})
 			return err
@@ -366,6 +404,8 @@ func TestDay2(t *testing.T) {
 		bump(func(p *v1alpha1.ProvisioningSpec) { p.EtcdSnapshotSchedule = "" })
 		last := mc.Status.Provisioning.EtcdSnapshots[len(mc.Status.Provisioning.EtcdSnapshots)-1]
 		g.Expect(last.Node).To(BeElementOf("day2-m-0", "day2-m-1"))
+		g.Expect(last.S3).NotTo(BeNil())
+		g.Expect(store.Keys(t, "etcd-backups")).To(ContainElement(last.S3.Key))
 	})
 
 	t.Run("removing the worker drains it, and its Node leaves the cluster", func(t *testing.T) {

@@ -58,11 +58,6 @@ type Options struct {
 	Self string
 }
 
-// SelfEnv names the environment variable that gives instructions and exec probes
-// the node agent's own drover binary, for the subcommands plans run (drover
-// etcd-snapshot-s3).
-const SelfEnv = "DROVER_BIN"
-
 // Signed is a plan as published: its bytes and the checksum they must match.
 type Signed struct {
 	Data     []byte
@@ -485,7 +480,7 @@ func (a *Agent) recordDone(key string) error {
 // command builds an exec.Cmd for c, in its own process group.
 func (a *Agent) command(ctx context.Context, c nodeplan.Command) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
-	cmd.Env = append(append(os.Environ(), SelfEnv+"="+a.opts.Self), c.Env...)
+	cmd.Env = append(append(os.Environ(), nodeplan.SelfEnv+"="+a.opts.Self), c.Env...)
 	cmd.Dir = c.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = a.opts.DataDir

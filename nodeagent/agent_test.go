@@ -415,13 +415,13 @@ func TestInstructionsFindTheAgentsBinary(t *testing.T) {
 	h := newHost(t)
 	out := h.path("/var/run/self")
 	sum := h.send(&nodeplan.Plan{Instructions: []nodeplan.Instruction{{Name: "self",
-		Command: sh("mkdir -p " + filepath.Dir(out) + ` && printf %s "$` + SelfEnv + `" > ` + out)}}})
+		Command: sh("mkdir -p " + filepath.Dir(out) + ` && printf %s "$` + nodeplan.SelfEnv + `" > ` + out)}}})
 	h.until("applied", func(s Status) bool { return s.AppliedChecksum == sum })
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(out); string(b) != exe {
-		t.Fatalf("$%s = %q, want %q", SelfEnv, b, exe)
+		t.Fatalf("$%s = %q, want %q", nodeplan.SelfEnv, b, exe)
 	}
 }

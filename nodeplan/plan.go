@@ -55,6 +55,11 @@ const (
 	defaultThreshold = 1
 )
 
+// SelfEnv names the environment variable that gives instructions and exec probes
+// the node agent's own drover binary, for the drover subcommands plans run
+// (drover etcd-snapshot-s3).
+const SelfEnv = "DROVER_BIN"
+
 // Plan is what one node must hold and run.
 type Plan struct {
 	// Artifacts are binaries the node agent downloads from the hub's artifact

@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/drover-io/drover/nodeplan"
+	"github.com/drover-io/drover/snapshotstore"
 )
 
 // Rollout is an upgrade or a certificate rotation under way.
@@ -164,8 +166,9 @@ func (b *builder) etcdctl(n Node) string {
 		b.bin(n.Name, "etcdctl"), hostPort(n.Address, 2379), pki, pki, pki)
 }
 
-// snapshot has a member save an etcd snapshot, check it with etcdutl, and keep
-// only the newest Retention snapshot files.
+// snapshot has a member save an etcd snapshot, check it with etcdutl, keep only
+// the newest Retention snapshot files, and store it in S3 when asked to. Each
+// step is idempotent, so the instruction is safe to run again after a failure.
 func (b *builder) snapshot(s Snapshot) error {
 	n, ok := b.byName[s.Node]
 	if !ok || !n.has(RoleEtcd) || !slices.ContainsFunc(b.plans[s.Node].Processes, func(p nodeplan.Process) bool { return p.Name == "etcd" }) {
@@ -175,6 +178,15 @@ func (b *builder) snapshot(s Snapshot) error {
 	f := SnapshotPath(l, s.Name)
 	dir := f[:strings.LastIndex(f, "/")]
 	keep := max(s.Retention, 1)
+	upload := ""
+	if s.S3 != nil {
+		cfg, err := b.s3Config(n, *s.S3)
+		if err != nil {
+			return err
+		}
+		upload = fmt.Sprintf("\"$%s\" %s upload --config=%s --file=%s --name=%s --cluster=%s --retention=%d\n",
+			nodeplan.SelfEnv, snapshotstore.Command, cfg, f, s.Name, b.in.Cluster.Name, keep)
+	}
 	script := fmt.Sprintf(`set -e
 mkdir -p %[1]s
 if [ ! -s %[2]s ]; then
@@ -183,13 +195,28 @@ if [ ! -s %[2]s ]; then
   %[4]s snapshot status %[2]s.part -w json
   mv %[2]s.part %[2]s
 fi
-ls -1t %[1]s/*.db | tail -n +%[5]d | xargs -r rm -f
-`, dir, f, b.etcdctl(n), b.bin(n.Name, "etcdutl"), keep+1)
+%[6]sls -1t %[1]s/*.db | tail -n +%[5]d | xargs -r rm -f
+`, dir, f, b.etcdctl(n), b.bin(n.Name, "etcdutl"), keep+1, upload)
 	p := b.plans[n.Name]
 	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-snapshot",
 		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}, Env: []string{"DROVER_SNAPSHOT=" + s.Name}},
 		Timeout: nodeplan.Duration{Duration: 10 * time.Minute}})
 	return nil
+}
+
+// s3Config puts the storage's configuration, credentials included, in a file of
+// the node's plan that only root reads, and returns its path.
+func (b *builder) s3Config(n Node, cfg snapshotstore.Config) (string, error) {
+	if err := cfg.Validate(); err != nil {
+		return "", fmt.Errorf("etcd snapshot storage: %w", err)
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	path := S3ConfigPath(b.layout(n.Name))
+	b.file(n.Name, path, data, 0o600)
+	return path, nil
 }
 
 // controlPlaneProcesses are what a restore stops.
@@ -218,16 +245,29 @@ func (b *builder) resetEtcd(n Node, generation int64) {
 // into a fresh directory and swaps it in last.
 func (b *builder) restoreEtcd(n Node, r *Restore) error {
 	if n.Name == "" {
-		return fmt.Errorf("the node that holds snapshot %s is not part of the cluster", r.Path)
+		return fmt.Errorf("the node that restores snapshot %s is not part of the cluster", r.Name)
 	}
 	data := b.layout(n.Name).Var + "/etcd"
 	peer := "https://" + hostPort(n.Address, 2380)
+	src, download, cleanup := r.Path, "", ""
+	if r.S3 != nil {
+		src = DownloadPath(b.layout(n.Name), r.Name)
+		cleanup = "rm -f " + src + "\n"
+		// The snapshot comes from the storage, checked against the sha256 recorded
+		// at upload; the node that took it may be gone.
+		cfg, err := b.s3Config(n, *r.S3)
+		if err != nil {
+			return err
+		}
+		download = fmt.Sprintf("mkdir -p %s\n\"$%s\" %s download --config=%s --file=%s --name=%s\n",
+			src[:strings.LastIndex(src, "/")], nodeplan.SelfEnv, snapshotstore.Command, cfg, src, r.Name)
+	}
 	script := fmt.Sprintf(`set -e
 rm -rf %[1]s.restoring
-%[2]s snapshot restore %[3]s --name=%[4]s --initial-cluster=%[4]s=%[5]s --initial-advertise-peer-urls=%[5]s --initial-cluster-token=%[6]s --bump-revision=1000000000 --mark-compacted --data-dir=%[1]s.restoring
+%[8]s%[2]s snapshot restore %[3]s --name=%[4]s --initial-cluster=%[4]s=%[5]s --initial-advertise-peer-urls=%[5]s --initial-cluster-token=%[6]s --bump-revision=1000000000 --mark-compacted --data-dir=%[1]s.restoring
 if [ -d %[1]s ]; then rm -rf %[1]s.before-restore-%[7]d; mv %[1]s %[1]s.before-restore-%[7]d; fi
 mv %[1]s.restoring %[1]s
-`, data, b.bin(n.Name, "etcdutl"), r.Path, n.Hostname, peer, b.in.Cluster.Name, r.Generation)
+%[9]s`, data, b.bin(n.Name, "etcdutl"), src, n.Hostname, peer, b.in.Cluster.Name, r.Generation, download, cleanup)
 	p := b.plans[n.Name]
 	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-restore",
 		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}, Env: []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation)}},

@@ -1,9 +1,13 @@
 package planner
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/drover-io/drover/nodeplan"
+	"github.com/drover-io/drover/snapshotstore"
 )
 
 // ready walks a simulated cluster to Ready.
@@ -288,5 +292,67 @@ func TestUpgradeDrainsWorkers(t *testing.T) {
 	s.step()
 	if versions(s)["c1-w-1"] != "v1.36.4" || versions(s)["c1-w-2"] == "v1.36.4" {
 		t.Fatalf("versions %v", versions(s))
+	}
+}
+
+// With S3, the member that takes the snapshot also uploads it, and the one that
+// restores it downloads it first; the credentials reach only that node, in a
+// file of its plan that only root reads, never in a command line.
+func TestSnapshotS3(t *testing.T) {
+	store := &snapshotstore.Config{Endpoint: "s3.example.com", Bucket: "etcd", Folder: "c1", AccessKeyID: "AKID", SecretAccessKey: "s3cr3t-value"}
+	s := ready(t, topology())
+	s.in.Snapshot = &Snapshot{Name: "c1-20261126-120000", Node: "c1-etcd-1", Retention: 3, S3: store}
+	out := s.step()
+	checkS3 := func(node, instruction string, want ...string) {
+		t.Helper()
+		p := out.Plans[node]
+		i := slices.IndexFunc(p.Instructions, func(in nodeplan.Instruction) bool { return in.Name == instruction })
+		if i < 0 {
+			t.Fatalf("%s has no %s: %+v", node, instruction, p.Instructions)
+		}
+		script := p.Instructions[i].Args[1]
+		for _, w := range want {
+			if !strings.Contains(script, w) {
+				t.Fatalf("%s script lacks %q:\n%s", instruction, w, script)
+			}
+		}
+		raw, _ := json.Marshal(p.Instructions)
+		if strings.Contains(string(raw), "s3cr3t-value") {
+			t.Fatal("the secret is in an instruction")
+		}
+		f := slices.IndexFunc(p.Files, func(f nodeplan.File) bool { return f.Path == "/etc/drover/etcd-snapshot-s3.json" })
+		if f < 0 || p.Files[f].Mode != 0o600 {
+			t.Fatalf("%s: no S3 configuration file with mode 0600: %+v", node, p.Files)
+		}
+		var got snapshotstore.Config
+		if err := json.Unmarshal(p.Files[f].Content, &got); err != nil || got != *store {
+			t.Fatalf("configuration file %+v (%v)", got, err)
+		}
+		for other, op := range out.Plans {
+			if other != node && slices.ContainsFunc(op.Files, func(f nodeplan.File) bool { return strings.Contains(f.Path, "s3") }) {
+				t.Fatalf("%s also holds the S3 credentials", other)
+			}
+		}
+	}
+	checkS3("c1-etcd-1", "etcd-snapshot",
+		`"$DROVER_BIN" etcd-snapshot-s3 upload --config=/etc/drover/etcd-snapshot-s3.json --file=/var/lib/drover-cluster/etcd-snapshots/c1-20261126-120000.db --name=c1-20261126-120000 --cluster=c1 --retention=3`)
+
+	s.in.Snapshot = nil
+	s.in.Restore = &Restore{Generation: 1, Phase: RestoreStop, Node: "c1-etcd-3", Name: "c1-20261126-120000", S3: store}
+	s.step()
+	s.step()
+	s.in.Restore.Phase = RestoreEtcd
+	s.in.Members = []string{"c1-etcd-3"}
+	out = s.step()
+	checkS3("c1-etcd-3", "etcd-restore",
+		`"$DROVER_BIN" etcd-snapshot-s3 download --config=/etc/drover/etcd-snapshot-s3.json --file=/var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db --name=c1-20261126-120000`,
+		"snapshot restore /var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db",
+		"rm -f /var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db")
+
+	// A configuration that cannot work is refused by the planner too.
+	s.in.Restore = nil
+	s.in.Snapshot = &Snapshot{Name: "c1-20261126-130000", Node: "c1-etcd-1", S3: &snapshotstore.Config{Endpoint: "https://s3.example.com", Bucket: "etcd"}}
+	if _, err := Plan(s.in); err == nil || !strings.Contains(err.Error(), "without a scheme") {
+		t.Fatalf("err = %v", err)
 	}
 }

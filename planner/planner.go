@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/drover-io/drover/nodeplan"
+	"github.com/drover-io/drover/snapshotstore"
 )
 
 // Role is what a node does in the cluster.
@@ -174,8 +175,13 @@ type Snapshot struct {
 	Name string
 	// Node takes it: an etcd member.
 	Node string
-	// Retention is how many snapshot files the node keeps (the newest).
+	// Retention is how many snapshot files the node keeps (the newest), and, with
+	// S3, how many of the cluster's snapshots the storage's folder keeps.
 	Retention int
+	// S3, when set, is where the node also stores the snapshot. Its credentials
+	// reach the node in a file of its plan (S3ConfigPath, mode 0600) for as long
+	// as the snapshot is in the plan.
+	S3 *snapshotstore.Config
 }
 
 // Restore phases.
@@ -194,10 +200,21 @@ type Restore struct {
 	Phase      string
 	// Node holds the snapshot, at Path; it becomes the first member.
 	Node, Path string
+	// Name of the snapshot.
+	Name string
+	// S3, when set, holds the snapshot: Node downloads it (to Path) first.
+	S3 *snapshotstore.Config
 }
 
 // SnapshotPath is where a node keeps the named snapshot.
 func SnapshotPath(l Layout, name string) string { return l.Var + "/etcd-snapshots/" + name + ".db" }
+
+// DownloadPath is where a node keeps a snapshot it downloads to restore it.
+func DownloadPath(l Layout, name string) string { return l.Var + "/etcd-restore/" + name + ".db" }
+
+// S3ConfigPath is the file of a node's plan that holds the S3 storage's address
+// and credentials during a snapshot or a restore.
+func S3ConfigPath(l Layout) string { return l.Etc + "/etcd-snapshot-s3.json" }
 
 // Output is the planner's decision.
 type Output struct {

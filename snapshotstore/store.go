@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -80,7 +79,7 @@ func (c Config) Key(name string) string {
 	if c.Folder == "" {
 		return name + ".db"
 	}
-	return path.Join(c.Folder, name+".db")
+	return c.Folder + "/" + name + ".db"
 }
 
 // URL is the snapshot's location, for status and messages (no credentials).
@@ -122,7 +121,7 @@ func Open(cfg Config) (*Store, error) {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM([]byte(cfg.CA)) {
-			return nil, errors.New("ca holds no PEM certificate")
+			return nil, errors.New("the CA bundle (endpointCA) holds no PEM certificate")
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -6,50 +6,27 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/minio/minio-go/v7"
+
+	"github.com/drover-io/drover/internal/fakes3"
 )
 
-// fakeS3 is an in-memory S3 over HTTPS that records the access keys requests
-// were signed with.
 type fakeS3 struct {
-	backend *s3mem.Backend
-	cfg     Config
-	mu      sync.Mutex
-	keys    map[string]bool
+	*fakes3.Server
+	cfg Config
 }
 
 func newFakeS3(t *testing.T) *fakeS3 {
 	t.Helper()
-	f := &fakeS3{backend: s3mem.New(), keys: map[string]bool{}}
-	if err := f.backend.CreateBucket("snapshots"); err != nil {
-		t.Fatal(err)
-	}
-	h := gofakes3.New(f.backend).Server()
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, after, ok := strings.Cut(r.Header.Get("Authorization"), "Credential="); ok {
-			f.mu.Lock()
-			f.keys[strings.SplitN(after, "/", 2)[0]] = true
-			f.mu.Unlock()
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	f.cfg = Config{Endpoint: strings.TrimPrefix(srv.URL, "https://"), Bucket: "snapshots", Folder: "fleet/etcd", Region: "us-east-1",
-		CA: string(ca), AccessKeyID: "AKIDDROVERTEST", SecretAccessKey: "not-a-real-secret"}
-	return f
+	srv := fakes3.Start(t, "127.0.0.1:0", "snapshots")
+	return &fakeS3{Server: srv, cfg: Config{Endpoint: srv.Endpoint, Bucket: "snapshots", Folder: "fleet/etcd", Region: "us-east-1",
+		CA: string(srv.CA), AccessKeyID: "AKIDDROVERTEST", SecretAccessKey: "not-a-real-secret"}}
 }
 
 // put stores an object the way another writer would, bypassing Upload's checks.
@@ -64,19 +41,7 @@ func (f *fakeS3) put(t *testing.T, key string, body []byte, meta map[string]stri
 	}
 }
 
-func (f *fakeS3) list(t *testing.T) []string {
-	t.Helper()
-	res, err := f.backend.ListBucket("snapshots", &gofakes3.Prefix{}, gofakes3.ListBucketPage{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, o := range res.Contents {
-		keys = append(keys, o.Key)
-	}
-	slices.Sort(keys)
-	return keys
-}
+func (f *fakeS3) list(t *testing.T) []string { return f.Keys(t, "snapshots") }
 
 func writeFile(t *testing.T, dir, name string, b []byte) string {
 	t.Helper()
@@ -105,8 +70,8 @@ func TestUploadDownload(t *testing.T) {
 	if u.URL != "s3://snapshots/fleet/etcd/edge-1-20261126-120000.db" || u.Size != int64(len(body)) || u.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("upload = %+v", u)
 	}
-	if !f.keys["AKIDDROVERTEST"] {
-		t.Fatalf("no request was signed with the configured access key: %v", f.keys)
+	if !f.SignedWith("AKIDDROVERTEST") {
+		t.Fatal("no request was signed with the configured access key")
 	}
 	// Uploading again finds it there.
 	if _, err := s.Upload(ctx, src, "edge-1-20261126-120000"); err != nil {
@@ -168,11 +133,8 @@ func TestPruneTouchesOnlyTheClustersSnapshots(t *testing.T) {
 	for _, k := range others {
 		f.put(t, k, []byte("x"), nil)
 	}
-	var ours []string
 	for _, ts := range []string{"20261121-000000", "20261124-000000", "20261122-000000", "20261123-000000"} {
-		k := "fleet/etcd/edge-1-" + ts + ".db"
-		ours = append(ours, k)
-		f.put(t, k, []byte(ts), nil)
+		f.put(t, "fleet/etcd/edge-1-"+ts+".db", []byte(ts), nil)
 	}
 	deleted, err := s.Prune(context.Background(), "edge-1", 2)
 	if err != nil {
@@ -276,14 +238,14 @@ func FuzzOwnedBy(f *testing.F) {
 		if !c.OwnedBy(key, cluster) {
 			return
 		}
-		// Whatever is owned is exactly a name Drover gives this cluster's snapshots.
-		name := strings.TrimSuffix(key, ".db")
-		if c.Key(name) != key && !(folder != "" && c.Key(strings.TrimPrefix(name, folder+"/")) == key) {
-			t.Fatalf("owned key %q is not a snapshot key in folder %q", key, folder)
+		// Whatever is owned is exactly the key of a snapshot name Drover gives this
+		// cluster: <cluster>-YYYYMMDD-HHMMSS in this folder.
+		stamp, ok := strings.CutPrefix(key, strings.TrimSuffix(c.Key(cluster), ".db"))
+		if !ok || len(stamp) != len("-20261126-120000.db") {
+			t.Fatalf("owned key %q of cluster %q in folder %q has stamp %q", key, cluster, folder, stamp)
 		}
-		stamp := strings.TrimPrefix(key, strings.TrimSuffix(c.Key(cluster), ".db"))
-		if len(stamp) != len("-20261126-120000.db") {
-			t.Fatalf("owned key %q of cluster %q has stamp %q", key, cluster, stamp)
+		if c.Key(cluster+strings.TrimSuffix(stamp, ".db")) != key {
+			t.Fatalf("owned key %q is not a snapshot key of cluster %q in folder %q", key, cluster, folder)
 		}
 	})
 }

@@ -66,8 +66,9 @@ type ProvisioningSpec struct {
 	NodeTokenSecretRef *SecretKeyReference `json:"nodeTokenSecretRef,omitempty"`
 
 	// etcdSnapshotCreate takes an etcd snapshot when its generation changes. The
-	// snapshot is kept on the disk of the etcd node that takes it, listed in
-	// status.provisioning.etcdSnapshots and named <cluster>-<YYYYMMDD-HHMMSS>.
+	// snapshot is kept on the disk of the etcd node that takes it (and in
+	// etcdSnapshotS3 when that is set), listed in status.provisioning.etcdSnapshots
+	// and named <cluster>-<YYYYMMDD-HHMMSS>.
 	// +optional
 	EtcdSnapshotCreate *ActionGeneration `json:"etcdSnapshotCreate,omitempty"`
 
@@ -81,11 +82,18 @@ type ProvisioningSpec struct {
 	EtcdSnapshotSchedule string `json:"etcdSnapshotSchedule,omitempty"`
 
 	// etcdSnapshotRetention is how many snapshots each etcd node keeps (5); taking
-	// one more deletes the oldest.
+	// one more deletes the oldest. With etcdSnapshotS3, the folder keeps as many of
+	// the cluster's snapshots too.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	EtcdSnapshotRetention int32 `json:"etcdSnapshotRetention,omitempty"`
+
+	// etcdSnapshotS3 also stores every snapshot in S3-compatible object storage,
+	// so that it outlives the node that took it: a restore then downloads it onto
+	// an etcd member of the cluster as it is now.
+	// +optional
+	EtcdSnapshotS3 *EtcdSnapshotS3 `json:"etcdSnapshotS3,omitempty"`
 
 	// etcdSnapshotRestore restores the named snapshot when its generation changes.
 	// +optional
@@ -165,6 +173,62 @@ type ActionGeneration struct {
 	// +required
 	// +kubebuilder:validation:Minimum=0
 	Generation int64 `json:"generation"`
+}
+
+// EtcdSnapshotS3 is S3-compatible storage for etcd snapshots (AWS S3, MinIO, Ceph
+// RGW, ...). The etcd nodes reach it directly; the hub never does.
+type EtcdSnapshotS3 struct {
+	// endpoint is host[:port] of the storage, without a scheme, e.g.
+	// s3.eu-west-1.amazonaws.com or minio.example.com:9000.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9.\[\]:-]+$`
+	Endpoint string `json:"endpoint"`
+	// bucket holds the snapshots; it must exist.
+	// +required
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9][a-z0-9.-]*[a-z0-9]$`
+	Bucket string `json:"bucket"`
+	// folder is a prefix in the bucket, e.g. etcd/prod (default: the bucket's
+	// root). Objects are named <folder>/<snapshot name>.db; retention deletes only
+	// this cluster's snapshots there.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$`
+	Folder string `json:"folder,omitempty"`
+	// region of the bucket, where the storage needs one (e.g. eu-west-1).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9-]+$`
+	Region string `json:"region,omitempty"`
+	// credentialsSecretRef names a Secret in the operator's namespace with keys
+	// accessKeyID and secretAccessKey (and sessionToken, optionally). Without it
+	// the nodes use their own credentials: AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY in the node agent's environment, or the instance's IAM
+	// role. The credentials reach only the node that takes or restores a
+	// snapshot, in a file of its plan (mode 0600) removed when the operation ends.
+	// +optional
+	CredentialsSecretRef *SecretReference `json:"credentialsSecretRef,omitempty"`
+	// endpointCA is a PEM bundle that verifies the endpoint's certificate, in
+	// addition to the nodes' system roots.
+	// +optional
+	// +kubebuilder:validation:MaxLength=65536
+	EndpointCA string `json:"endpointCA,omitempty"`
+	// insecure speaks plain HTTP to the endpoint instead of HTTPS.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// SecretReference names a Secret in the operator's namespace.
+type SecretReference struct {
+	// name of the Secret, in the operator's namespace (drover-system by default).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
 }
 
 // EtcdSnapshotRestore restores an etcd snapshot.
@@ -322,6 +386,26 @@ type EtcdSnapshot struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=16
 	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// s3 is where the snapshot is stored in S3-compatible storage, when
+	// spec.provisioning.etcdSnapshotS3 was set when it was taken.
+	// +optional
+	S3 *EtcdSnapshotS3Location `json:"s3,omitempty"`
+}
+
+// EtcdSnapshotS3Location is a snapshot's object in S3-compatible storage.
+type EtcdSnapshotS3Location struct {
+	// endpoint of the storage.
+	// +required
+	// +kubebuilder:validation:MaxLength=261
+	Endpoint string `json:"endpoint"`
+	// bucket holding the object.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Bucket string `json:"bucket"`
+	// key of the object: <folder>/<name>.db.
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Key string `json:"key"`
 }
 
 // SSHHostKey is the public key an SSH host presented.

@@ -118,6 +118,17 @@ apiVersion: management.drover.io/v1alpha1
 kind: ManagedCluster
 metadata: {name: bad-endpoint}
 spec: {provisioning: {kubernetesVersion: v1.36.3, controlPlaneEndpoint: "https://lb/"}}`, []string{"spec.provisioning.controlPlaneEndpoint: Invalid value"}},
+		{"provisioning bad snapshot storage", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: bad-s3}
+spec: {provisioning: {kubernetesVersion: v1.36.3, etcdSnapshotS3: {endpoint: "https://s3.example.com", bucket: "B", folder: "/etcd/"}}}`, []string{
+			"spec.provisioning.etcdSnapshotS3.endpoint: Invalid value", "spec.provisioning.etcdSnapshotS3.bucket: Invalid value", "spec.provisioning.etcdSnapshotS3.folder: Invalid value"}},
+		{"provisioning snapshot storage without a bucket", `
+apiVersion: management.drover.io/v1alpha1
+kind: ManagedCluster
+metadata: {name: bad-s3}
+spec: {provisioning: {kubernetesVersion: v1.36.3, etcdSnapshotS3: {endpoint: s3.example.com}}}`, []string{"spec.provisioning.etcdSnapshotS3.bucket: Required value"}},
 		{"provisioning bad worker concurrency", `
 apiVersion: management.drover.io/v1alpha1
 kind: ManagedCluster
@@ -529,6 +540,7 @@ spec:
     - {address: 10.0.0.15, user: root, sshKeySecretRef: {name: edge-1-ssh}, roles: [worker]}
     etcdSnapshotCreate: {generation: 1}
     etcdSnapshotRestore: {name: edge-1-20261201-0600, generation: 1}
+    etcdSnapshotS3: {endpoint: "minio.example.com:9000", bucket: etcd-backups, folder: fleet/edge-1, region: eu-west-1, credentialsSecretRef: {name: edge-1-s3}}
     rotateCertificates: {generation: 1}`, `
 apiVersion: management.drover.io/v1alpha1
 kind: ClusterNode
