@@ -77,7 +77,9 @@ type Syncer struct {
 	// look at objects that are not Drover's (which the cache does not hold), and for
 	// every write.
 	Direct client.Client
-	// Kinds are the lists of the kinds the syncer prunes, e.g. &rbacv1.ClusterRoleList{}.
+	// Kinds are the lists of the kinds the syncer prunes, e.g. &rbacv1.ClusterRoleList{}
+	// (DefaultKinds, KindsNamed). Each is listed from Cached once per Sync, for
+	// pruning and for comparing the desired objects of that kind.
 	Kinds []client.ObjectList
 	// Hub is this hub's ID and Cluster the ManagedCluster's name: the values of
 	// render.HubLabel and render.ClusterLabel on what this syncer owns.
@@ -123,14 +125,16 @@ var kindTable = []kindInfo{
 	{"Namespace", corev1.SchemeGroupVersion.WithKind("Namespace"), func() client.Object { return &corev1.Namespace{} }, func() client.ObjectList { return &corev1.NamespaceList{} }},
 }
 
-// kinds and kindByType index kindTable by kind name and by Go type.
-var kinds, kindByType = func() (map[string]kindInfo, map[reflect.Type]string) {
-	byName, byType := map[string]kindInfo{}, map[reflect.Type]string{}
+// kinds, kindByType and kindByListType index kindTable by kind name, by Go type
+// and by the Go type of its list.
+var kinds, kindByType, kindByListType = func() (map[string]kindInfo, map[reflect.Type]string, map[reflect.Type]string) {
+	byName, byType, byListType := map[string]kindInfo{}, map[reflect.Type]string{}, map[reflect.Type]string{}
 	for _, k := range kindTable {
 		byName[k.name] = k
 		byType[reflect.TypeOf(k.new())] = k.name
+		byListType[reflect.TypeOf(k.list())] = k.name
 	}
-	return byName, byType
+	return byName, byType, byListType
 }()
 
 // DefaultKinds are the kinds rendering produces, in prune order.
@@ -355,11 +359,15 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	for _, d := range desired {
 		want[KeyOf(d)] = true
 	}
+	held, err := s.snapshot(ctx)
+	if err != nil {
+		return rep, err
+	}
 	// The agent goes after everything else, and the binding that lets the hub act
 	// through the agent's tunnel goes last of all: removing it first would cut the
 	// hub off before it has cleaned up.
 	for _, pass := range prunePasses {
-		if err := s.prune(ctx, want, opts, beforeWrite, &rep, pass); err != nil {
+		if err := s.prune(ctx, held, want, opts, beforeWrite, &rep, pass); err != nil {
 			return rep, err
 		}
 	}
@@ -370,8 +378,7 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 	lives := map[Key]client.Object{}
 	for _, d := range desired {
 		key := KeyOf(d)
-		live := kinds[key.Kind].new()
-		err := s.withTimeout(ctx, func(ctx context.Context) error { return s.Cached.Get(ctx, client.ObjectKeyFromObject(d), live) })
+		live, err := held.get(ctx, s, d, key)
 		switch {
 		case err == nil:
 			// The desired labels include the hub's and the cluster's, so an
@@ -379,7 +386,8 @@ func (s *Syncer) Sync(ctx context.Context, desired []client.Object, opts Options
 			if render.Equivalent(d, live) {
 				continue
 			}
-			lives[key] = live
+			// A copy: the snapshot's objects are the cache's own.
+			lives[key] = live.DeepCopyObject().(client.Object)
 			pending = append(pending, d)
 		case apierrors.IsNotFound(err):
 			lookups = append(lookups, d)
@@ -492,28 +500,85 @@ func isTunnelBinding(o client.Object) bool {
 	return ok && o.GetName() == render.AgentTunnelBindingName && o.GetLabels()[render.ComponentLabel] == render.AgentComponent
 }
 
-func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, beforeWrite func(context.Context) error, rep *Report, pass func(client.Object) bool) error {
-	var mu sync.Mutex
+// held is what the cache holds with Drover's label of each kind the syncer works
+// with (Syncer.Kinds), read once per Sync, without copies (a cache shares its
+// objects, so nothing here is ever changed: what is written or removed is copied
+// first). The prune passes and the comparison with the desired objects all read it,
+// rather than list every kind once per pass and get every desired object again.
+type held struct {
+	// kinds are the kinds listed, in Syncer.Kinds' (prune) order.
+	kinds []heldKind
+	// byKey indexes every object listed; listed says which kinds were.
+	byKey  map[Key]client.Object
+	listed map[string]bool
+	// notServed names the kinds the target does not serve.
+	notServed map[string]bool
+}
+
+type heldKind struct {
+	name  string
+	items []client.Object
+}
+
+// snapshot lists what the cache holds of each kind in s.Kinds.
+func (s *Syncer) snapshot(ctx context.Context) (*held, error) {
+	h := &held{byKey: map[Key]client.Object{}, listed: map[string]bool{}, notServed: map[string]bool{}}
 	for _, list := range s.Kinds {
+		name, ok := kindByListType[reflect.TypeOf(list)]
+		if !ok {
+			return nil, fmt.Errorf("the syncer does not work with %T", list)
+		}
 		// Bounded too: a cache that has to start an informer waits for a target
 		// that may have stopped answering.
-		// Read without copies (a cache shares its objects): only what goes is copied.
 		err := s.withTimeout(ctx, func(ctx context.Context) error {
 			return s.Cached.List(ctx, list, client.MatchingLabels{render.ManagedByLabel: render.ManagedByValue}, client.UnsafeDisableDeepCopy)
 		})
 		if err != nil {
 			if meta.IsNoMatchError(err) {
+				h.notServed[name] = true
 				continue
 			}
-			return fmt.Errorf("list %T: %w", list, err)
+			return nil, fmt.Errorf("list %T: %w", list, err)
 		}
 		items, err := meta.ExtractList(list)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		var gone []client.Object
+		k := heldKind{name: name, items: make([]client.Object, 0, len(items))}
 		for _, item := range items {
 			obj := item.(client.Object)
+			k.items = append(k.items, obj)
+			h.byKey[KeyOf(obj)] = obj
+		}
+		h.kinds = append(h.kinds, k)
+		h.listed[name] = true
+	}
+	return h, nil
+}
+
+// get returns the cached state of desired object d, a copy, or a NotFound or
+// NoMatch error. A kind that the snapshot did not list is read from the cache.
+func (h *held) get(ctx context.Context, s *Syncer, d client.Object, key Key) (client.Object, error) {
+	switch {
+	case h.listed[key.Kind]:
+		o, ok := h.byKey[key]
+		if !ok {
+			return nil, apierrors.NewNotFound(schema.GroupResource{Group: kinds[key.Kind].gvk.Group, Resource: strings.ToLower(key.Kind)}, key.Name)
+		}
+		return o, nil
+	case h.notServed[key.Kind]:
+		return nil, &meta.NoKindMatchError{GroupKind: kinds[key.Kind].gvk.GroupKind()}
+	}
+	live := kinds[key.Kind].new()
+	err := s.withTimeout(ctx, func(ctx context.Context) error { return s.Cached.Get(ctx, client.ObjectKeyFromObject(d), live) })
+	return live, err
+}
+
+func (s *Syncer) prune(ctx context.Context, h *held, want map[Key]bool, opts Options, beforeWrite func(context.Context) error, rep *Report, pass func(client.Object) bool) error {
+	var mu sync.Mutex
+	for _, k := range h.kinds {
+		var gone []client.Object
+		for _, obj := range k.items {
 			if !pass(obj) || want[KeyOf(obj)] || !s.prunable(obj) || !obj.GetDeletionTimestamp().IsZero() {
 				continue
 			}
@@ -528,7 +593,7 @@ func (s *Syncer) prune(ctx context.Context, want map[Key]bool, opts Options, bef
 				return err
 			}
 		}
-		err = s.parallel(ctx, gone, nil, func(obj client.Object) error {
+		err := s.parallel(ctx, gone, nil, func(obj client.Object) error {
 			err := s.withTimeout(ctx, func(ctx context.Context) error { return Prune(ctx, s.Direct, obj) })
 			mu.Lock()
 			defer mu.Unlock()
