@@ -130,6 +130,22 @@ func (d *day2) initActions() {
 		}
 		d.status.RotateCertificatesGeneration = &g
 	}
+	if d.status.CertificatesGeneration == nil {
+		// Before the certificates had a generation of their own, the action's was.
+		g := gen(d.status.RotateCertificatesGeneration)
+		d.status.CertificatesGeneration = &g
+	}
+}
+
+// certificateRenewBefore: when a certificate in use ends sooner than this, Drover
+// rotates the cluster's certificates, node by node (the planner itself reissues a
+// certificate 30 days before its end, which restarts nothing).
+const certificateRenewBefore = 60 * 24 * time.Hour
+
+// renewalDue says whether the certificates in use end soon enough to be rotated.
+func (d *day2) renewalDue(out *planner.Output) bool {
+	return d.status.ReachedTier == string(planner.TierReady) && !out.CertificatesExpire.IsZero() &&
+		out.CertificatesExpire.Before(d.now.Add(certificateRenewBefore))
 }
 
 func (d *day2) node(name string) *v1alpha1.ClusterNode {
@@ -236,9 +252,9 @@ func (d *day2) start(artifacts map[string]string) {
 			queued(v1alpha1.OperationCertificateRotation, "the certificate rotation")
 			return
 		}
-		g := r.Generation
-		d.status.RotateCertificatesGeneration = &g
-		d.event(corev1.EventTypeNormal, "CertificateRotationStarted", "issuing new certificates (generation %d), node by node", g)
+		g, cg := r.Generation, gen(d.status.CertificatesGeneration)+1
+		d.status.RotateCertificatesGeneration, d.status.CertificatesGeneration = &g, &cg
+		d.event(corev1.EventTypeNormal, "CertificateRotationStarted", "issuing new certificates (generation %d), node by node", cg)
 	}
 }
 
@@ -394,7 +410,7 @@ func (d *day2) removalRefused(n *v1alpha1.ClusterNode) string {
 // input sets what the planner needs of the operation under way.
 func (d *day2) input(in *planner.Input) {
 	spec := d.mc.Spec.Provisioning
-	in.Cluster.CertificatesGeneration = gen(d.status.RotateCertificatesGeneration)
+	in.Cluster.CertificatesGeneration = gen(d.status.CertificatesGeneration)
 	if s := spec.UpgradeStrategy; s != nil {
 		in.Cluster.ControlPlaneConcurrency = int(s.ControlPlaneConcurrency)
 		if s.WorkerConcurrency != nil {
@@ -453,6 +469,13 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 	applied := func(node string) bool {
 		n := d.node(node)
 		return n != nil && n.Status.AppliedChecksum != "" && n.Status.AppliedChecksum == out.Checksums[node]
+	}
+	if op == nil && out.Rollout == nil && d.renewalDue(out) {
+		g := gen(d.status.CertificatesGeneration) + 1
+		d.status.CertificatesGeneration = &g
+		d.event(corev1.EventTypeNormal, "CertificatesExpiring", "a certificate in use ends on %s, within %d days: issuing new certificates (generation %d), node by node",
+			out.CertificatesExpire.UTC().Format(time.RFC3339), int(certificateRenewBefore.Hours()/24), g)
+		return true, nil
 	}
 	if op == nil || op.Type == v1alpha1.OperationUpgrade || op.Type == v1alpha1.OperationCertificateRotation {
 		d.rollout(out)
@@ -581,7 +604,7 @@ func (d *day2) rollout(out *planner.Output) {
 		}
 		return
 	}
-	opType, target := v1alpha1.OperationCertificateRotation, fmt.Sprint(gen(d.status.RotateCertificatesGeneration))
+	opType, target := v1alpha1.OperationCertificateRotation, fmt.Sprint(gen(d.status.CertificatesGeneration))
 	if out.Rollout.Kind == "Upgrade" {
 		opType, target = v1alpha1.OperationUpgrade, d.mc.Spec.Provisioning.KubernetesVersion
 	}
@@ -623,6 +646,12 @@ func (d *day2) keep(out *planner.Output) {
 	}
 	if out.Reached != "" {
 		d.status.ReachedTier = string(out.Reached)
+	}
+	if !out.CertificatesExpire.IsZero() {
+		t := metav1.NewTime(out.CertificatesExpire.UTC().Truncate(time.Second))
+		if d.status.CertificatesExpire == nil || !d.status.CertificatesExpire.Equal(&t) {
+			d.status.CertificatesExpire = &t
+		}
 	}
 }
 

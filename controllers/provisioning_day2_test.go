@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/drover-io/drover/api/v1alpha1"
+	"github.com/drover-io/drover/planner"
 	"github.com/drover-io/drover/snapshotstore"
 )
 
@@ -117,5 +119,45 @@ func TestRestoreFromS3(t *testing.T) {
 	d.s3Problem = "spec.provisioning.etcdSnapshotS3.credentialsSecretRef: Secret drover-system/x does not exist"
 	if _, problem := d.restoreNode(snap); !strings.Contains(problem, "does not exist") || !strings.Contains(problem, "s3://old/c1-20261126-120000.db") {
 		t.Fatalf("problem %q", problem)
+	}
+}
+
+// Certificates that end within 60 days start a rotation, once, and only when no
+// other operation or rollout runs.
+func TestCertificatesRenewedBeforeTheyEnd(t *testing.T) {
+	now := time.Date(2027, 10, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		expire  time.Time
+		op      *v1alpha1.ProvisioningOperation
+		rollout *planner.Rollout
+		tier    string
+		renew   bool
+	}{
+		{"61 days left", now.Add(61 * 24 * time.Hour), nil, nil, string(planner.TierReady), false},
+		{"59 days left", now.Add(59 * 24 * time.Hour), nil, nil, string(planner.TierReady), true},
+		{"already ended", now.Add(-time.Hour), nil, nil, string(planner.TierReady), true},
+		{"not built yet", now.Add(59 * 24 * time.Hour), nil, nil, string(planner.TierWorkers), false},
+		{"another operation", now.Add(59 * 24 * time.Hour), &v1alpha1.ProvisioningOperation{Type: v1alpha1.OperationEtcdSnapshot}, nil, string(planner.TierReady), false},
+		{"a rollout under way", now.Add(59 * 24 * time.Hour), nil, &planner.Rollout{Kind: "Upgrade"}, string(planner.TierReady), false},
+		{"nothing issued", time.Time{}, nil, nil, string(planner.TierReady), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := int64(3)
+			mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}, Spec: v1alpha1.ManagedClusterSpec{
+				Provisioning: &v1alpha1.ProvisioningSpec{KubernetesVersion: "v1.36.3"}}}
+			d := &day2{mc: mc, now: now, results: map[string]metav1.Condition{},
+				status: &v1alpha1.ProvisioningStatus{ReachedTier: tc.tier, CertificatesGeneration: &g, Operation: tc.op}}
+			changed, err := d.advance(context.Background(), nil, &planner.Output{CertificatesExpire: tc.expire, Rollout: tc.rollout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if changed != tc.renew || (gen(d.status.CertificatesGeneration) == 4) != tc.renew {
+				t.Fatalf("changed %v, generation %d; want renewal %v", changed, gen(d.status.CertificatesGeneration), tc.renew)
+			}
+			if tc.renew && (len(d.events) != 1 || d.events[0].reason != "CertificatesExpiring") {
+				t.Fatalf("events %+v", d.events)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/drover-io/drover/nodeplan"
 	"github.com/drover-io/drover/snapshotstore"
@@ -354,5 +355,71 @@ func TestSnapshotS3(t *testing.T) {
 	s.in.Snapshot = &Snapshot{Name: "c1-20261126-130000", Node: "c1-etcd-1", S3: &snapshotstore.Config{Endpoint: "https://s3.example.com", Bucket: "etcd"}}
 	if _, err := Plan(s.in); err == nil || !strings.Contains(err.Error(), "without a scheme") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// In a stacked cluster (etcd and control plane on the same nodes) each API server
+// talks to its own member, so removing another member changes no API server's
+// plan: they do not all restart at once.
+func TestStackedControlPlanesSurviveMembershipChanges(t *testing.T) {
+	n := func(name, addr string, roles ...Role) Node {
+		return Node{Name: "c1-" + name, Hostname: name, Address: addr, Roles: roles, Healthy: map[string]bool{}}
+	}
+	s := ready(t, []Node{n("m-1", "10.0.0.11", RoleEtcd, RoleControlPlane), n("m-2", "10.0.0.12", RoleEtcd, RoleControlPlane),
+		n("m-3", "10.0.0.13", RoleEtcd, RoleControlPlane), n("w-1", "10.0.0.31", RoleWorker)})
+	before := map[string]string{}
+	for _, name := range []string{"c1-m-1", "c1-m-2"} {
+		before[name] = arg(s.out.Plans[name], "kube-apiserver", "--etcd-servers")
+	}
+	if before["c1-m-1"] != "https://10.0.0.11:2379" || before["c1-m-2"] != "https://10.0.0.12:2379" {
+		t.Fatalf("etcd servers %v", before)
+	}
+	apiserver := func(p *nodeplan.Plan) string {
+		for _, pr := range p.Processes {
+			if pr.Name == "kube-apiserver" {
+				b, _ := json.Marshal(pr)
+				return string(b)
+			}
+		}
+		return ""
+	}
+	was := map[string]string{"c1-m-1": apiserver(s.out.Plans["c1-m-1"]), "c1-m-2": apiserver(s.out.Plans["c1-m-2"])}
+	s.in.Nodes[2].Removing = true
+	s.step()
+	s.in.Nodes[2].MemberRemoved = true
+	out := s.step()
+	if slices.Contains(out.Members, "c1-m-3") {
+		t.Fatalf("members %v", out.Members)
+	}
+	for name, w := range was {
+		if got := apiserver(out.Plans[name]); got != w {
+			t.Fatalf("%s's API server changed with the membership:\n%s\n%s", name, w, got)
+		}
+	}
+}
+
+// The plans say when the first certificate in use ends; a rotation issues every
+// one anew, so that afterwards none ends soon (the controller rotates when one
+// would, and must not find one still ending soon after).
+func TestCertificatesExpire(t *testing.T) {
+	s := ready(t, topology())
+	if want := now.Add(leafValidity); !s.out.CertificatesExpire.Equal(want) {
+		t.Fatalf("certificates expire %v, want %v", s.out.CertificatesExpire, want)
+	}
+	later := now.Add(leafValidity - 45*24*time.Hour)
+	s.in.Now = later
+	s.step()
+	if !s.out.CertificatesExpire.Equal(now.Add(leafValidity)) || s.out.CertsChanged {
+		t.Fatalf("45 days before their end: expire %v, changed %v", s.out.CertificatesExpire, s.out.CertsChanged)
+	}
+	s.in.Cluster.CertificatesGeneration = 1
+	for range 20 {
+		s.step()
+	}
+	if s.out.Rollout != nil {
+		t.Fatalf("rotation still under way: %+v", s.out.Rollout)
+	}
+	if want := later.Add(leafValidity); !s.out.CertificatesExpire.Equal(want) {
+		t.Fatalf("after the rotation the first certificate ends %v, want %v", s.out.CertificatesExpire, want)
 	}
 }

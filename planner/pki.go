@@ -62,6 +62,8 @@ type pki struct {
 	certs   map[string]KeyPair
 	changed bool
 	now     time.Time
+	// expires is the earliest end of the leaf certificates handed out.
+	expires time.Time
 }
 
 func newPKI(existing map[string]KeyPair, now time.Time) *pki {
@@ -126,6 +128,9 @@ func (p *pki) leaf(name string, spec certSpec) (KeyPair, error) {
 		return KeyPair{}, err
 	}
 	if kp, ok := p.certs[name]; ok && p.matches(kp, caCert, spec) {
+		if cert, err := selfcert.ParseCert(kp.Cert); err == nil {
+			p.used(cert.NotAfter)
+		}
 		return kp, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -158,7 +163,14 @@ func (p *pki) leaf(name string, spec certSpec) (KeyPair, error) {
 	kp := KeyPair{Cert: selfcert.PEM("CERTIFICATE", der), Key: selfcert.PEM("EC PRIVATE KEY", keyDER), Generation: spec.generation}
 	p.certs[name] = kp
 	p.changed = true
+	p.used(tmpl.NotAfter)
 	return kp, nil
+}
+
+func (p *pki) used(notAfter time.Time) {
+	if p.expires.IsZero() || notAfter.Before(p.expires) {
+		p.expires = notAfter
+	}
 }
 
 func (p *pki) matches(kp KeyPair, ca *x509.Certificate, spec certSpec) bool {

@@ -228,6 +228,9 @@ type Output struct {
 	// Certs are all certificates; CertsChanged says whether any was issued.
 	Certs        map[string]KeyPair
 	CertsChanged bool
+	// CertificatesExpire is the earliest end of the leaf certificates the plans
+	// (and the hub's admin kubeconfig) use; zero before any is issued.
+	CertificatesExpire time.Time
 	// Members are the etcd members in join order, including one joining now.
 	Members []string
 	// Tier is the tier being worked on; Waiting says for what, naming the node and
@@ -491,7 +494,14 @@ func plan(in Input) (*Output, error) {
 			endpoints = append(endpoints, "https://"+hostPort(byName[m].Address, 2379))
 		}
 		for _, n := range cps {
-			if err := b.controlPlane(n, endpoints); err != nil {
+			eps := endpoints
+			if slices.Contains(out.Members, n.Name) {
+				// A stacked control plane talks to its own member only, as kubeadm's
+				// do: adding or removing another member then restarts no API server,
+				// where a shared list would restart them all at once.
+				eps = []string{"https://" + hostPort(n.Address, 2379)}
+			}
+			if err := b.controlPlane(n, eps); err != nil {
 				return nil, err
 			}
 			cpNames = append(cpNames, n.Name)
@@ -668,7 +678,7 @@ func (b *builder) finish(out *Output, in Input) (*Output, error) {
 			out.Stopped = false
 		}
 	}
-	out.Certs, out.CertsChanged = b.pki.certs, b.pki.changed
+	out.Certs, out.CertsChanged, out.CertificatesExpire = b.pki.certs, b.pki.changed, b.pki.expires
 	return out, nil
 }
 

@@ -300,6 +300,16 @@ type ProvisioningStatus struct {
 	EtcdSnapshotRestoreGeneration *int64 `json:"etcdSnapshotRestoreGeneration,omitempty"`
 	// +optional
 	RotateCertificatesGeneration *int64 `json:"rotateCertificatesGeneration,omitempty"`
+	// certificatesGeneration is the generation the cluster's certificates are
+	// issued at. A rotateCertificates bump moves it on by one, and so does Drover
+	// itself when a certificate in use is due to end within 60 days, so that
+	// certificates are renewed node by node, restarting what uses them, long
+	// before they expire.
+	// +optional
+	CertificatesGeneration *int64 `json:"certificatesGeneration,omitempty"`
+	// certificatesExpire is when the first of the certificates in use ends.
+	// +optional
+	CertificatesExpire *metav1.Time `json:"certificatesExpire,omitempty"`
 	// sshHostKeys are the host keys seen first for sshHosts without a pinned one.
 	// +optional
 	// +listType=map

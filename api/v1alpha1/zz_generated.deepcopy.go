@@ -1034,6 +1034,15 @@ func (in *ProvisioningStatus) DeepCopyInto(out *ProvisioningStatus) {
 		*out = new(int64)
 		**out = **in
 	}
+	if in.CertificatesGeneration != nil {
+		in, out := &in.CertificatesGeneration, &out.CertificatesGeneration
+		*out = new(int64)
+		**out = **in
+	}
+	if in.CertificatesExpire != nil {
+		in, out := &in.CertificatesExpire, &out.CertificatesExpire
+		*out = (*in).DeepCopy()
+	}
 	if in.SSHHostKeys != nil {
 		in, out := &in.SSHHostKeys, &out.SSHHostKeys
 		*out = make([]SSHHostKey, len(*in))
