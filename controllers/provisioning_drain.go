@@ -122,6 +122,9 @@ func (r *ProvisioningReconciler) uncordon(ctx context.Context, cs kubernetes.Int
 		if ro != nil && (slices.Contains(ro.Drain, name) || slices.Contains(ro.Nodes, name)) {
 			continue
 		}
+		if op := d.status.Operation; op != nil && op.Type == v1alpha1.OperationNodeRemoval && op.Target == name {
+			continue // it is drained to leave, not to move
+		}
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}},"spec":{"unschedulable":false}}`, CordonedAnnotation)
 		if _, err := cs.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			return fmt.Errorf("uncordoning node %s: %w", n.Name, err)

@@ -405,14 +405,22 @@ func TestDay2(t *testing.T) {
 		worker := &v1alpha1.ClusterNode{ObjectMeta: metav1.ObjectMeta{Name: "day2-worker-0"}}
 		g.Expect(hc.Delete(ctx, worker)).To(Succeed())
 		began := time.Now()
+		last := ""
 		g.Eventually(func() bool {
+			if err := hc.Get(ctx, client.ObjectKeyFromObject(mc), mc); err == nil && mc.Status.Provisioning.Operation != nil {
+				op := mc.Status.Provisioning.Operation
+				if s := op.Type + " " + op.Phase + " " + op.Node + ": " + op.Message; s != last {
+					last = s
+					t.Logf("%5.1fs removing the worker: %s", time.Since(began).Seconds(), s)
+				}
+			}
 			return apierrors.IsNotFound(hc.Get(ctx, client.ObjectKeyFromObject(worker), worker))
 		}, 3*time.Minute, time.Second).Should(BeTrue(), func() string { return nodeReport(ctx, hc) + day2Events(ctx, hc) })
 		t.Logf("worker removed in %s", time.Since(began).Round(100*time.Millisecond))
 		if time.Since(began) > time.Minute {
 			// A drain or a teardown that ran into its 2-minute bound says so in
 			// an event (NodeNotDrained, NodeGivenUp).
-			t.Logf("slow removal; events:\n%s", day2Events(ctx, hc))
+			t.Logf("slow removal; events:\n%s%s", day2Events(ctx, hc), agentLogs())
 		}
 		if p, err := cs.CoreV1().Pods("default").Get(ctx, "leaving", metav1.GetOptions{}); err == nil {
 			t.Logf("pod leaving: deletionTimestamp %v, phase %s; events:\n%s", p.DeletionTimestamp, p.Status.Phase, day2Events(ctx, hc))
