@@ -144,7 +144,9 @@ const certificateRenewBefore = 60 * 24 * time.Hour
 
 // renewalDue says whether the certificates in use end soon enough to be rotated.
 func (d *day2) renewalDue(out *planner.Output) bool {
-	return d.status.ReachedTier == string(planner.TierReady) && !out.CertificatesExpire.IsZero() &&
+	// Only a cluster whose every node is healthy: a rotation waits for each node
+	// it moves, and would hold every other operation back meanwhile.
+	return d.status.ReachedTier == string(planner.TierReady) && out.Settled && !out.CertificatesExpire.IsZero() &&
 		out.CertificatesExpire.Before(d.now.Add(certificateRenewBefore))
 }
 
@@ -214,12 +216,14 @@ func (d *day2) start(artifacts map[string]string) {
 		case !hasArtifact(artifacts, d.status, node, "etcdutl"):
 			d.fail(v1alpha1.OperationEtcdRestore, "the artifact source has no etcdutl for the node's version: add it (hack/artifacts.sh does)")
 		default:
-			d.begin(v1alpha1.OperationEtcdRestore, g, r.Name, planner.RestoreStop, node)
-			from := "node " + node
 			if snap.S3 != nil {
-				from = fmt.Sprintf("s3://%s/%s, downloaded by node %s", snap.S3.Bucket, snap.S3.Key, node)
+				d.begin(v1alpha1.OperationEtcdRestore, g, r.Name, planner.RestoreDownload, node)
+				d.event(corev1.EventTypeNormal, "EtcdRestoreStarted", "restoring etcd snapshot %s from s3://%s/%s: node %s downloads it first, while everything runs",
+					r.Name, snap.S3.Bucket, snap.S3.Key, node)
+			} else {
+				d.begin(v1alpha1.OperationEtcdRestore, g, r.Name, planner.RestoreStop, node)
+				d.event(corev1.EventTypeNormal, "EtcdRestoreStarted", "restoring etcd snapshot %s from node %s: stopping etcd and the control planes", r.Name, node)
 			}
-			d.event(corev1.EventTypeNormal, "EtcdRestoreStarted", "restoring etcd snapshot %s from %s: stopping etcd and the control planes", r.Name, from)
 		}
 		return
 	}
@@ -234,13 +238,19 @@ func (d *day2) start(artifacts map[string]string) {
 		return
 	}
 	if sched := spec.EtcdSnapshotSchedule; sched != "" && d.status.ReachedTier == string(planner.TierReady) {
-		due, next, err := snapshotDue(sched, d.mc.CreationTimestamp.Time, d.status.EtcdSnapshots, d.now)
+		since := d.mc.CreationTimestamp.Time
+		if a := d.status.EtcdSnapshotScheduledAt; a != nil && a.After(since) {
+			since = a.Time // a scheduled snapshot that failed waits for the next slot
+		}
+		due, next, err := snapshotDue(sched, since, d.status.EtcdSnapshots, d.now)
 		switch {
 		case err != nil:
 			d.fail(v1alpha1.OperationEtcdSnapshot, err.Error())
 		case due && busy != nil:
 			queued(v1alpha1.OperationEtcdSnapshot, "the scheduled snapshot")
 		case due:
+			t := metav1.NewTime(d.now.UTC().Truncate(time.Second))
+			d.status.EtcdSnapshotScheduledAt = &t
 			d.beginSnapshot(0, artifacts)
 			return
 		default:
@@ -521,6 +531,19 @@ func (d *day2) advance(ctx context.Context, r *ProvisioningReconciler, out *plan
 			}
 		}
 		switch op.Phase {
+		case planner.RestoreDownload:
+			if f := d.failure(op.Node, "etcd-snapshot-download"); f != "" {
+				// Nothing was stopped: the restore ends here, and says why.
+				d.status.Operation = nil
+				d.fail(op.Type, fmt.Sprintf("snapshot %s could not be downloaded by node %s, so nothing was stopped: %s", op.Target, op.Node, f))
+				return true, nil
+			}
+			op.Message = fmt.Sprintf("node %s downloads and checks snapshot %s", op.Node, op.Target)
+			if applied(op.Node) {
+				op.Phase = planner.RestoreStop
+				d.event(corev1.EventTypeNormal, "EtcdSnapshotDownloaded", "node %s downloaded and checked snapshot %s; stopping etcd and the control planes", op.Node, op.Target)
+				return true, nil
+			}
 		case planner.RestoreStop:
 			op.Message = "waiting for every etcd member and control plane to stop"
 			if out.Stopped {

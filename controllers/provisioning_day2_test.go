@@ -141,6 +141,7 @@ func TestCertificatesRenewedBeforeTheyEnd(t *testing.T) {
 		{"another operation", now.Add(59 * 24 * time.Hour), &v1alpha1.ProvisioningOperation{Type: v1alpha1.OperationEtcdSnapshot}, nil, string(planner.TierReady), false},
 		{"a rollout under way", now.Add(59 * 24 * time.Hour), nil, &planner.Rollout{Kind: "Upgrade"}, string(planner.TierReady), false},
 		{"nothing issued", time.Time{}, nil, nil, string(planner.TierReady), false},
+		{"a node unhealthy", now.Add(59 * 24 * time.Hour), nil, nil, "unsettled", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := int64(3)
@@ -148,7 +149,11 @@ func TestCertificatesRenewedBeforeTheyEnd(t *testing.T) {
 				Provisioning: &v1alpha1.ProvisioningSpec{KubernetesVersion: "v1.36.3"}}}
 			d := &day2{mc: mc, now: now, results: map[string]metav1.Condition{},
 				status: &v1alpha1.ProvisioningStatus{ReachedTier: tc.tier, CertificatesGeneration: &g, Operation: tc.op}}
-			changed, err := d.advance(context.Background(), nil, &planner.Output{CertificatesExpire: tc.expire, Rollout: tc.rollout})
+			settled := tc.tier != "unsettled"
+			if !settled {
+				d.status.ReachedTier = string(planner.TierReady)
+			}
+			changed, err := d.advance(context.Background(), nil, &planner.Output{CertificatesExpire: tc.expire, Rollout: tc.rollout, Settled: settled})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -157,6 +162,42 @@ func TestCertificatesRenewedBeforeTheyEnd(t *testing.T) {
 			}
 			if tc.renew && (len(d.events) != 1 || d.events[0].reason != "CertificatesExpiring") {
 				t.Fatalf("events %+v", d.events)
+			}
+		})
+	}
+}
+
+// A scheduled snapshot that failed is tried again at the next time the schedule
+// names, not at once: a broken storage must not have the node save snapshot after
+// snapshot.
+func TestFailedScheduledSnapshotWaitsForTheNextSlot(t *testing.T) {
+	created := metav1.NewTime(time.Date(2026, 11, 26, 10, 7, 0, 0, time.UTC))
+	attempt := metav1.NewTime(time.Date(2026, 11, 26, 12, 0, 30, 0, time.UTC))
+	now := time.Date(2026, 11, 26, 12, 10, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		attempt *metav1.Time
+		begins  bool
+	}{
+		{"never tried: due", nil, true},
+		{"tried at 12:00 and failed: waits for 13:00", &attempt, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := &v1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1", CreationTimestamp: created}, Spec: v1alpha1.ManagedClusterSpec{
+				Provisioning: &v1alpha1.ProvisioningSpec{KubernetesVersion: "v1.36.3", EtcdSnapshotSchedule: "@hourly"}}}
+			zero := int64(0)
+			d := &day2{mc: mc, now: now, results: map[string]metav1.Condition{}, status: &v1alpha1.ProvisioningStatus{
+				ReachedTier: string(planner.TierReady), EtcdSnapshotScheduledAt: tc.attempt,
+				EtcdSnapshotCreateGeneration: &zero, EtcdSnapshotRestoreGeneration: &zero, RotateCertificatesGeneration: &zero, CertificatesGeneration: &zero}}
+			d.start(nil)
+			// With no healthy member the snapshot fails at once; what matters is
+			// whether one was attempted, which records the attempt.
+			attempted := d.status.EtcdSnapshotScheduledAt != nil && !d.status.EtcdSnapshotScheduledAt.Equal(tc.attempt)
+			if attempted != tc.begins {
+				t.Fatalf("attempted %v, want %v (results %v)", attempted, tc.begins, d.results)
+			}
+			if !tc.begins && !d.nextSnapshot.Equal(time.Date(2026, 11, 26, 13, 0, 0, 0, time.UTC)) {
+				t.Fatalf("next snapshot %v", d.nextSnapshot)
 			}
 		})
 	}

@@ -292,7 +292,16 @@ func (s *Server) credential(ctx context.Context, r *http.Request) (Identity, *v1
 		return Identity{}, nil, errorf(http.StatusUnauthorized, "%v", err)
 	}
 	var node v1alpha1.ClusterNode
-	if err := s.opts.Cache.Get(ctx, client.ObjectKey{Name: id.Node()}, &node); err != nil {
+	err = s.opts.Cache.Get(ctx, client.ObjectKey{Name: id.Node()}, &node)
+	if (err == nil && string(node.UID) != id.UID) || apierrors.IsNotFound(err) {
+		// The cache may not hold a ClusterNode created a moment ago (the node
+		// registered, then asked for its plan at once): a credential is revoked
+		// only on what the API server itself says.
+		if s.opts.Reader != nil {
+			err = s.opts.Reader.Get(ctx, client.ObjectKey{Name: id.Node()}, &node)
+		}
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return Identity{}, nil, errorf(http.StatusForbidden, "ClusterNode %s no longer exists: this node's credential is revoked", id.Node())
 		}

@@ -178,14 +178,18 @@ func (b *builder) snapshot(s Snapshot) error {
 	f := SnapshotPath(l, s.Name)
 	dir := f[:strings.LastIndex(f, "/")]
 	keep := max(s.Retention, 1)
-	upload := ""
+	upload, env := "", []string{"DROVER_SNAPSHOT=" + s.Name}
 	if s.S3 != nil {
 		cfg, err := b.s3Config(n, *s.S3)
 		if err != nil {
 			return err
 		}
-		upload = fmt.Sprintf("\"$%s\" %s upload --config=%s --file=%s --name=%s --cluster=%s --retention=%d\n",
+		// The newest file is kept by the clean-up above, so a failing upload
+		// leaves no more than Retention files behind.
+		upload = fmt.Sprintf("\"${%s:?the node agent is too old for etcdSnapshotS3}\" %s upload --config=%s --file=%s --name=%s --cluster=%s --retention=%d\n",
 			nodeplan.SelfEnv, snapshotstore.Command, cfg, f, s.Name, b.in.Cluster.Name, keep)
+		// Where it goes is part of the instruction: another bucket uploads again.
+		env = append(env, "DROVER_SNAPSHOT_S3="+s.S3.Endpoint+"/"+s.S3.Bucket+"/"+s.S3.Key(s.Name))
 	}
 	script := fmt.Sprintf(`set -e
 mkdir -p %[1]s
@@ -195,12 +199,34 @@ if [ ! -s %[2]s ]; then
   %[4]s snapshot status %[2]s.part -w json
   mv %[2]s.part %[2]s
 fi
-%[6]sls -1t %[1]s/*.db | tail -n +%[5]d | xargs -r rm -f
-`, dir, f, b.etcdctl(n), b.bin(n.Name, "etcdutl"), keep+1, upload)
+ls -1t %[1]s/*.db | tail -n +%[5]d | xargs -r rm -f
+%[6]s`, dir, f, b.etcdctl(n), b.bin(n.Name, "etcdutl"), keep+1, upload)
 	p := b.plans[n.Name]
 	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-snapshot",
-		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}, Env: []string{"DROVER_SNAPSHOT=" + s.Name}},
+		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}, Env: env},
 		Timeout: nodeplan.Duration{Duration: 10 * time.Minute}})
+	return nil
+}
+
+// downloadSnapshot has the node that will restore a snapshot stored in S3
+// download and check it, before anything is stopped.
+func (b *builder) downloadSnapshot(r Restore) error {
+	n, ok := b.byName[r.Node]
+	if !ok || r.S3 == nil {
+		return fmt.Errorf("snapshot %s: node %s cannot download it", r.Name, r.Node)
+	}
+	cfg, err := b.s3Config(n, *r.S3)
+	if err != nil {
+		return err
+	}
+	dst := DownloadPath(b.layout(n.Name), r.Name)
+	script := fmt.Sprintf("set -e\nmkdir -p %s\n\"${%s:?the node agent is too old for etcdSnapshotS3}\" %s download --config=%s --file=%s --name=%s --timeout=29m\n",
+		dst[:strings.LastIndex(dst, "/")], nodeplan.SelfEnv, snapshotstore.Command, cfg, dst, r.Name)
+	p := b.plans[n.Name]
+	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-snapshot-download",
+		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script},
+			Env: []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation), "DROVER_SNAPSHOT_S3=" + r.S3.Endpoint + "/" + r.S3.Bucket + "/" + r.S3.Key(r.Name)}},
+		Timeout: nodeplan.Duration{Duration: nodeplan.MaxStepTimeout}})
 	return nil
 }
 
@@ -249,25 +275,18 @@ func (b *builder) restoreEtcd(n Node, r *Restore) error {
 	}
 	data := b.layout(n.Name).Var + "/etcd"
 	peer := "https://" + hostPort(n.Address, 2380)
-	src, download, cleanup := r.Path, "", ""
+	src, cleanup := r.Path, ""
 	if r.S3 != nil {
+		// Downloaded and checked in the RestoreDownload phase.
 		src = DownloadPath(b.layout(n.Name), r.Name)
 		cleanup = "rm -f " + src + "\n"
-		// The snapshot comes from the storage, checked against the sha256 recorded
-		// at upload; the node that took it may be gone.
-		cfg, err := b.s3Config(n, *r.S3)
-		if err != nil {
-			return err
-		}
-		download = fmt.Sprintf("mkdir -p %s\n\"$%s\" %s download --config=%s --file=%s --name=%s\n",
-			src[:strings.LastIndex(src, "/")], nodeplan.SelfEnv, snapshotstore.Command, cfg, src, r.Name)
 	}
 	script := fmt.Sprintf(`set -e
 rm -rf %[1]s.restoring
-%[8]s%[2]s snapshot restore %[3]s --name=%[4]s --initial-cluster=%[4]s=%[5]s --initial-advertise-peer-urls=%[5]s --initial-cluster-token=%[6]s --bump-revision=1000000000 --mark-compacted --data-dir=%[1]s.restoring
+%[2]s snapshot restore %[3]s --name=%[4]s --initial-cluster=%[4]s=%[5]s --initial-advertise-peer-urls=%[5]s --initial-cluster-token=%[6]s --bump-revision=1000000000 --mark-compacted --data-dir=%[1]s.restoring
 if [ -d %[1]s ]; then rm -rf %[1]s.before-restore-%[7]d; mv %[1]s %[1]s.before-restore-%[7]d; fi
 mv %[1]s.restoring %[1]s
-%[9]s`, data, b.bin(n.Name, "etcdutl"), src, n.Hostname, peer, b.in.Cluster.Name, r.Generation, download, cleanup)
+%[8]s`, data, b.bin(n.Name, "etcdutl"), src, n.Hostname, peer, b.in.Cluster.Name, r.Generation, cleanup)
 	p := b.plans[n.Name]
 	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-restore",
 		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}, Env: []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation)}},

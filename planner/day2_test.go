@@ -336,19 +336,42 @@ func TestSnapshotS3(t *testing.T) {
 		}
 	}
 	checkS3("c1-etcd-1", "etcd-snapshot",
-		`"$DROVER_BIN" etcd-snapshot-s3 upload --config=/etc/drover/etcd-snapshot-s3.json --file=/var/lib/drover-cluster/etcd-snapshots/c1-20261126-120000.db --name=c1-20261126-120000 --cluster=c1 --retention=3`)
+		`"${DROVER_BIN:?the node agent is too old for etcdSnapshotS3}" etcd-snapshot-s3 upload --config=/etc/drover/etcd-snapshot-s3.json --file=/var/lib/drover-cluster/etcd-snapshots/c1-20261126-120000.db --name=c1-20261126-120000 --cluster=c1 --retention=3`)
+	// The local clean-up runs before the upload: a failing upload leaves no
+	// more than Retention files behind.
+	script := out.Plans["c1-etcd-1"].Instructions[len(out.Plans["c1-etcd-1"].Instructions)-1].Args[1]
+	if strings.Index(script, "xargs -r rm -f") > strings.Index(script, "upload") {
+		t.Fatalf("the clean-up runs after the upload:\n%s", script)
+	}
 
+	// Restore: the snapshot is downloaded while everything still runs, then the
+	// control plane stops, then the downloaded file is restored.
 	s.in.Snapshot = nil
-	s.in.Restore = &Restore{Generation: 1, Phase: RestoreStop, Node: "c1-etcd-3", Name: "c1-20261126-120000", S3: store}
+	s.in.Restore = &Restore{Generation: 1, Phase: RestoreDownload, Node: "c1-etcd-3", Name: "c1-20261126-120000", S3: store}
+	out = s.step()
+	checkS3("c1-etcd-3", "etcd-snapshot-download",
+		`"${DROVER_BIN:?the node agent is too old for etcdSnapshotS3}" etcd-snapshot-s3 download --config=/etc/drover/etcd-snapshot-s3.json --file=/var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db --name=c1-20261126-120000`)
+	for _, name := range []string{"c1-etcd-1", "c1-etcd-3", "c1-cp-1"} {
+		if got := processes(out.Plans[name]); len(got) == 0 {
+			t.Fatalf("%s stopped while the snapshot downloads", name)
+		}
+	}
+	s.in.Restore.Phase = RestoreStop
 	s.step()
 	s.step()
 	s.in.Restore.Phase = RestoreEtcd
 	s.in.Members = []string{"c1-etcd-3"}
 	out = s.step()
-	checkS3("c1-etcd-3", "etcd-restore",
-		`"$DROVER_BIN" etcd-snapshot-s3 download --config=/etc/drover/etcd-snapshot-s3.json --file=/var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db --name=c1-20261126-120000`,
-		"snapshot restore /var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db",
-		"rm -f /var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db")
+	p := out.Plans["c1-etcd-3"]
+	restore := p.Instructions[slices.IndexFunc(p.Instructions, func(in nodeplan.Instruction) bool { return in.Name == "etcd-restore" })].Args[1]
+	for _, w := range []string{"snapshot restore /var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db", "rm -f /var/lib/drover-cluster/etcd-restore/c1-20261126-120000.db"} {
+		if !strings.Contains(restore, w) {
+			t.Fatalf("restore script lacks %q:\n%s", w, restore)
+		}
+	}
+	if slices.ContainsFunc(p.Files, func(f nodeplan.File) bool { return strings.Contains(f.Path, "s3") }) {
+		t.Fatal("the S3 credentials stay on the node after the download")
+	}
 
 	// A configuration that cannot work is refused by the planner too.
 	s.in.Restore = nil
@@ -421,5 +444,26 @@ func TestCertificatesExpire(t *testing.T) {
 	}
 	if want := later.Add(leafValidity); !s.out.CertificatesExpire.Equal(want) {
 		t.Fatalf("after the rotation the first certificate ends %v, want %v", s.out.CertificatesExpire, want)
+	}
+}
+
+// Removing the first etcd member changes the others' join instructions, which then
+// run again before their etcd starts again: they must find the node a member
+// without a leader (a serializable read), or the cluster never gets one back.
+func TestRemovingTheFirstMemberNeedsNoLeaderToRejoin(t *testing.T) {
+	s := ready(t, topology())
+	s.in.Nodes[0].Removing = true // c1-etcd-1, the first member
+	s.step()
+	s.in.Nodes[0].MemberRemoved = true
+	out := s.step()
+	if slices.Contains(out.Members, "c1-etcd-1") {
+		t.Fatalf("members %v", out.Members)
+	}
+	for _, name := range out.Members[1:] {
+		p := out.Plans[name]
+		i := slices.IndexFunc(p.Instructions, func(in nodeplan.Instruction) bool { return in.Name == "etcd-member-add" })
+		if i < 0 || !strings.Contains(p.Instructions[i].Args[1], "member list --consistency=s |") {
+			t.Fatalf("%s: join instruction %+v", name, p.Instructions)
+		}
 	}
 }

@@ -186,6 +186,10 @@ type Snapshot struct {
 
 // Restore phases.
 const (
+	// RestoreDownload has the node that will restore a snapshot stored in S3
+	// download and check it, while everything still runs: a snapshot that cannot
+	// be had fails the restore before anything is stopped.
+	RestoreDownload = "DownloadSnapshot"
 	// RestoreStop stops every etcd member and control plane.
 	RestoreStop = "StopControlPlane"
 	// RestoreEtcd restores the snapshot on the node that holds it, as a one-member
@@ -202,7 +206,8 @@ type Restore struct {
 	Node, Path string
 	// Name of the snapshot.
 	Name string
-	// S3, when set, holds the snapshot: Node downloads it (to Path) first.
+	// S3, when set, holds the snapshot: Node downloads it (to DownloadPath) in
+	// the RestoreDownload phase, and restores that file.
 	S3 *snapshotstore.Config
 }
 
@@ -415,6 +420,9 @@ func plan(in Input) (*Output, error) {
 		}
 	}
 	restore := in.Restore
+	if restore != nil && restore.Phase == RestoreDownload {
+		restore = nil // nothing stops while the snapshot is downloaded (finish adds that)
+	}
 	if restore != nil && restore.Phase == RestoreEtcd {
 		// The caller starts the phase with the restored member alone, and keeps the
 		// members from then on; members that do not start with it are from before.
@@ -649,6 +657,11 @@ func (b *builder) finish(out *Output, in Input) (*Output, error) {
 			return nil, err
 		}
 	}
+	if in.Restore != nil && in.Restore.Phase == RestoreDownload {
+		if err := b.downloadSnapshot(*in.Restore); err != nil {
+			return nil, err
+		}
+	}
 	if in.Restore != nil && in.Restore.Phase == RestoreStop {
 		b.stopControlPlanes()
 	}
@@ -770,7 +783,11 @@ func (b *builder) etcd(n Node, members []string) error {
 		// agent restarted before recording it) is not added twice. etcd refuses to
 		// add a member until the last one added has been connected for a few
 		// seconds ("unhealthy cluster"), so the script tries for half a minute.
-		script := fmt.Sprintf("for i in $(seq 30); do %s member list | grep -q -F '%s' && exit 0; %s member add %s --peer-urls=%s && exit 0; sleep 1; done; exit 1",
+		// The member list is read serializably, from the member asked: a node
+		// that is a member already must not need a leader to find itself. When
+		// the members change (one leaves) this instruction runs again, before the
+		// node's etcd starts again, and etcd may have no leader until it does.
+		script := fmt.Sprintf("for i in $(seq 30); do %s member list --consistency=s | grep -q -F '%s' && exit 0; %s member add %s --peer-urls=%s && exit 0; sleep 1; done; exit 1",
 			etcdctl, peerURL, etcdctl, n.Hostname, peerURL)
 		add := nodeplan.Instruction{Name: "etcd-member-add",
 			Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script}}, Timeout: nodeplan.Duration{Duration: time.Minute}}

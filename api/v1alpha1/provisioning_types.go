@@ -298,6 +298,11 @@ type ProvisioningStatus struct {
 	EtcdSnapshotCreateGeneration *int64 `json:"etcdSnapshotCreateGeneration,omitempty"`
 	// +optional
 	EtcdSnapshotRestoreGeneration *int64 `json:"etcdSnapshotRestoreGeneration,omitempty"`
+	// etcdSnapshotScheduledAt is when the last scheduled snapshot was started,
+	// whether it succeeded or not: one that failed is tried again at the next
+	// time the schedule names, not at once.
+	// +optional
+	EtcdSnapshotScheduledAt *metav1.Time `json:"etcdSnapshotScheduledAt,omitempty"`
 	// +optional
 	RotateCertificatesGeneration *int64 `json:"rotateCertificatesGeneration,omitempty"`
 	// certificatesGeneration is the generation the cluster's certificates are

@@ -1029,6 +1029,10 @@ func (in *ProvisioningStatus) DeepCopyInto(out *ProvisioningStatus) {
 		*out = new(int64)
 		**out = **in
 	}
+	if in.EtcdSnapshotScheduledAt != nil {
+		in, out := &in.EtcdSnapshotScheduledAt, &out.EtcdSnapshotScheduledAt
+		*out = (*in).DeepCopy()
+	}
 	if in.RotateCertificatesGeneration != nil {
 		in, out := &in.RotateCertificatesGeneration, &out.RotateCertificatesGeneration
 		*out = new(int64)
