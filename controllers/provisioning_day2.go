@@ -109,26 +109,23 @@ func gen(p *int64) int64 {
 // does not exist yet.
 func (d *day2) initActions() {
 	spec := d.mc.Spec.Provisioning
-	if d.status.EtcdSnapshotCreateGeneration == nil {
-		g := int64(0)
-		if spec.EtcdSnapshotCreate != nil {
-			g = spec.EtcdSnapshotCreate.Generation
+	record := func(acted **int64, action *v1alpha1.ActionGeneration) {
+		if *acted == nil {
+			g := int64(0)
+			if action != nil {
+				g = action.Generation
+			}
+			*acted = &g
 		}
-		d.status.EtcdSnapshotCreateGeneration = &g
 	}
+	record(&d.status.EtcdSnapshotCreateGeneration, spec.EtcdSnapshotCreate)
+	record(&d.status.RotateCertificatesGeneration, spec.RotateCertificates)
 	if d.status.EtcdSnapshotRestoreGeneration == nil {
 		g := int64(0)
 		if spec.EtcdSnapshotRestore != nil {
 			g = spec.EtcdSnapshotRestore.Generation
 		}
 		d.status.EtcdSnapshotRestoreGeneration = &g
-	}
-	if d.status.RotateCertificatesGeneration == nil {
-		g := int64(0)
-		if spec.RotateCertificates != nil {
-			g = spec.RotateCertificates.Generation
-		}
-		d.status.RotateCertificatesGeneration = &g
 	}
 	if d.status.CertificatesGeneration == nil {
 		// Before the certificates had a generation of their own, the action's was.
@@ -769,9 +766,6 @@ func (r *ProvisioningReconciler) snapshotS3(ctx context.Context, mc *v1alpha1.Ma
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, "spec.provisioning.etcdSnapshotS3: " + err.Error(), nil
-	}
-	if _, err := snapshotstore.Open(cfg); err != nil {
 		return nil, "spec.provisioning.etcdSnapshotS3: " + err.Error(), nil
 	}
 	return &cfg, "", nil

@@ -186,10 +186,10 @@ func (b *builder) snapshot(s Snapshot) error {
 		}
 		// The newest file is kept by the clean-up above, so a failing upload
 		// leaves no more than Retention files behind.
-		upload = fmt.Sprintf("\"${%s:?the node agent is too old for etcdSnapshotS3}\" %s upload --config=%s --file=%s --name=%s --cluster=%s --retention=%d\n",
-			nodeplan.SelfEnv, snapshotstore.Command, cfg, f, s.Name, b.in.Cluster.Name, keep)
+		upload = fmt.Sprintf("%s upload --config=%s --file=%s --name=%s --cluster=%s --retention=%d\n",
+			snapshotCommand, cfg, f, s.Name, b.in.Cluster.Name, keep)
 		// Where it goes is part of the instruction: another bucket uploads again.
-		env = append(env, "DROVER_SNAPSHOT_S3="+s.S3.Endpoint+"/"+s.S3.Bucket+"/"+s.S3.Key(s.Name))
+		env = append(env, "DROVER_SNAPSHOT_S3="+s.S3.Location(s.Name))
 	}
 	script := fmt.Sprintf(`set -e
 mkdir -p %[1]s
@@ -220,15 +220,19 @@ func (b *builder) downloadSnapshot(r Restore) error {
 		return err
 	}
 	dst := DownloadPath(b.layout(n.Name), r.Name)
-	script := fmt.Sprintf("set -e\nmkdir -p %s\n\"${%s:?the node agent is too old for etcdSnapshotS3}\" %s download --config=%s --file=%s --name=%s --timeout=29m\n",
-		dst[:strings.LastIndex(dst, "/")], nodeplan.SelfEnv, snapshotstore.Command, cfg, dst, r.Name)
+	script := fmt.Sprintf("set -e\nmkdir -p %s\n%s download --config=%s --file=%s --name=%s --timeout=29m\n",
+		dst[:strings.LastIndex(dst, "/")], snapshotCommand, cfg, dst, r.Name)
 	p := b.plans[n.Name]
 	p.Instructions = append(p.Instructions, nodeplan.Instruction{Name: "etcd-snapshot-download",
 		Command: nodeplan.Command{Path: "/bin/sh", Args: []string{"-c", script},
-			Env: []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation), "DROVER_SNAPSHOT_S3=" + r.S3.Endpoint + "/" + r.S3.Bucket + "/" + r.S3.Key(r.Name)}},
+			Env: []string{fmt.Sprintf("DROVER_RESTORE=%d", r.Generation), "DROVER_SNAPSHOT_S3=" + r.S3.Location(r.Name)}},
 		Timeout: nodeplan.Duration{Duration: nodeplan.MaxStepTimeout}})
 	return nil
 }
+
+// snapshotCommand runs drover etcd-snapshot-s3 through the node agent's own
+// binary, and says so when the agent is too old to give it.
+var snapshotCommand = fmt.Sprintf(`"${%s:?the node agent is too old for etcdSnapshotS3}" %s`, nodeplan.SelfEnv, snapshotstore.Command)
 
 // s3Config puts the storage's configuration, credentials included, in a file of
 // the node's plan that only root reads, and returns its path.

@@ -70,8 +70,16 @@ func (c Config) Validate() error {
 		return errors.New("accessKeyID and secretAccessKey go together")
 	case strings.HasPrefix(c.Folder, "/") || strings.HasSuffix(c.Folder, "/") || strings.Contains(c.Folder, "//"):
 		return fmt.Errorf("folder %q must not start or end with / or hold //", c.Folder)
+	case c.CA != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(c.CA)):
+		return errors.New("the CA bundle (endpointCA) holds no PEM certificate")
 	}
 	return nil
+}
+
+// Location names where the named snapshot goes, endpoint included: what the
+// instructions that move it carry, so that another storage moves it again.
+func (c Config) Location(name string) string {
+	return c.Endpoint + "/" + c.Bucket + "/" + c.Key(name)
 }
 
 // Key is the object name of the named snapshot.
@@ -120,9 +128,7 @@ func Open(cfg Config) (*Store, error) {
 		if err != nil || pool == nil {
 			pool = x509.NewCertPool()
 		}
-		if !pool.AppendCertsFromPEM([]byte(cfg.CA)) {
-			return nil, errors.New("the CA bundle (endpointCA) holds no PEM certificate")
-		}
+		pool.AppendCertsFromPEM([]byte(cfg.CA)) // Validate checked it holds one
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	creds := credentials.NewChainCredentials([]credentials.Provider{&credentials.EnvAWS{}, &credentials.IAM{}})
