@@ -170,6 +170,20 @@ func TestDay2(t *testing.T) {
 		}, 10*time.Second, 200*time.Millisecond).Should(Succeed())
 	}
 
+	// runOnWorker runs a pod on the worker, for a drain to evict.
+	runOnWorker := func(g Gomega, name string) {
+		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: "worker-0", TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{
+				Name: "tiny", Image: hosts.TinyImage, ImagePullPolicy: corev1.PullNever, Args: []string{"serve", ":8080"}}}},
+		}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Eventually(func() corev1.PodPhase {
+			p, _ := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			return p.Status.Phase
+		}, 2*time.Minute, time.Second).Should(Equal(corev1.PodRunning))
+	}
+
 	outer := t // the manager restarted in a subtest outlives it
 	t.Run("certificate rotation gives every node new serials", func(t *testing.T) {
 		g := NewWithT(t)
@@ -287,16 +301,7 @@ func TestDay2(t *testing.T) {
 			_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 			return err
 		}, time.Minute, time.Second).Should(Succeed())
-		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "tiny", Namespace: "default"},
-			Spec: corev1.PodSpec{NodeName: "worker-0", TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{
-				Name: "tiny", Image: hosts.TinyImage, ImagePullPolicy: corev1.PullNever, Args: []string{"serve", ":8080"}}}},
-		}, metav1.CreateOptions{})
-		g.Expect(err).NotTo(HaveOccurred())
-		g.Eventually(func() corev1.PodPhase {
-			p, _ := cs.CoreV1().Pods("default").Get(ctx, "tiny", metav1.GetOptions{})
-			return p.Status.Phase
-		}, 2*time.Minute, time.Second).Should(Equal(corev1.PodRunning))
+		runOnWorker(g, "tiny")
 		bump(func(p *v1alpha1.ProvisioningSpec) {
 			p.KubernetesVersion = provisionVersion
 			p.UpgradeStrategy.Drain = true
@@ -413,16 +418,7 @@ func TestDay2(t *testing.T) {
 
 	t.Run("removing the worker drains it, and its Node leaves the cluster", func(t *testing.T) {
 		g := NewWithT(t)
-		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "leaving", Namespace: "default"},
-			Spec: corev1.PodSpec{NodeName: "worker-0", TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{
-				Name: "tiny", Image: hosts.TinyImage, ImagePullPolicy: corev1.PullNever, Args: []string{"serve", ":8080"}}}},
-		}, metav1.CreateOptions{})
-		g.Expect(err).NotTo(HaveOccurred())
-		g.Eventually(func() corev1.PodPhase {
-			p, _ := cs.CoreV1().Pods("default").Get(ctx, "leaving", metav1.GetOptions{})
-			return p.Status.Phase
-		}, 2*time.Minute, time.Second).Should(Equal(corev1.PodRunning))
+		runOnWorker(g, "leaving")
 		worker := &v1alpha1.ClusterNode{ObjectMeta: metav1.ObjectMeta{Name: "day2-worker-0"}}
 		g.Expect(hc.Delete(ctx, worker)).To(Succeed())
 		began := time.Now()
